@@ -1,0 +1,56 @@
+#!/usr/bin/env python3
+"""Set up the locked environment (with uv) and run the demo or the tests.
+
+    python3 dev.py demo     # sample world -> ingest -> chips -> train -> map -> GeoPackage
+    python3 dev.py test     # the test suite
+
+Needs only Python 3.11+. uv is installed into ./.tools if it is not on PATH; the
+environment is created from uv.lock exactly (``uv sync --frozen``), so every machine gets
+the same packages.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent
+UV_VERSION = "0.13.8"
+COMMANDS = {
+    "demo": ["forestnet", "demo", "--config", "configs/demo.yaml"],
+    "test": ["pytest", "-q"],
+}
+
+
+def uv() -> str:
+    found = shutil.which("uv")
+    if found:
+        return found
+    tools = ROOT / ".tools"
+    local = tools / "bin" / "uv"
+    if not local.exists():
+        subprocess.run([sys.executable, "-m", "venv", str(tools)], check=True)
+        subprocess.run([str(tools / "bin" / "python"), "-m", "pip", "install", "--quiet",
+                        f"uv=={UV_VERSION}"], check=True)
+    return str(local)
+
+
+def main(argv: list[str]) -> int:
+    if sys.version_info < (3, 11):
+        print("error: Python 3.11+ is required", file=sys.stderr)
+        return 2
+    if not argv or argv[0] not in COMMANDS:
+        print(__doc__, file=sys.stderr)
+        return 2
+    env = {**os.environ, "UV_PYTHON": sys.executable, "UV_PYTHON_DOWNLOADS": "never"}
+    uv_bin = uv()
+    subprocess.run([uv_bin, "sync", "--frozen"], cwd=ROOT, env=env, check=True)
+    command = [uv_bin, "run", "--frozen", "--no-sync", *COMMANDS[argv[0]], *argv[1:]]
+    return subprocess.run(command, cwd=ROOT, env=env).returncode
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))

@@ -1,0 +1,184 @@
+"""The ``forestnet`` command line: thin wrappers that load a config and run one flow."""
+
+from __future__ import annotations
+
+import logging
+import sys
+from collections.abc import Callable
+from pathlib import Path
+from typing import Annotated
+
+import typer
+from rich.console import Console
+
+from flows.config import ConfigError, PipelineConfig, load_config
+
+app = typer.Typer(add_completion=False, no_args_is_help=True,
+                  help="ForestNet pipeline: map the drivers of deforestation across Indonesia.")
+console = Console(stderr=True)
+
+ConfigOpt = Annotated[Path | None, typer.Option("--config", "-c", help="YAML config file")]
+AddressOpt = Annotated[str | None, typer.Option("--dask-address",
+                                                help="attach to this Dask scheduler")]
+DEFAULT_DEMO_CONFIG = Path("configs/demo.yaml")
+
+
+def _user_errors() -> tuple[type[BaseException], ...]:
+    from forestnet_model.bundle import BundleError
+    from pipeline.events import EventInputError
+    from pipeline.ingest import SceneInputError
+    from pipeline.landsat import MTLError
+    from pipeline.provinces import UnknownProvinceError
+    from pipeline.reproject import RasterInputError
+
+    return (ConfigError, BundleError, EventInputError, SceneInputError, MTLError,
+            UnknownProvinceError, RasterInputError, FileNotFoundError, PermissionError)
+
+
+def _load(config: Path | None, address: str | None) -> PipelineConfig:
+    cfg = load_config(config)
+    if address:
+        cfg = cfg.model_copy(update={"cluster": cfg.cluster.model_copy(update={"address": address})})
+    return cfg
+
+
+def _run(config: PipelineConfig, flow: Callable[[PipelineConfig, str], dict]) -> dict:
+    """Start (or attach to) the cluster and run one flow on it."""
+    from flows.cluster import dask_client
+
+    with dask_client(config.cluster, echo=lambda m: console.print(m, highlight=False)) as client:
+        return flow(config, client.scheduler.address)
+
+
+def _guard(body: Callable[[], None]) -> None:
+    """Known input problems become one line on stderr and exit code 2, no traceback."""
+    try:
+        body()
+    except _user_errors() as exc:
+        console.print(f"[red]error:[/red] {exc}", highlight=False, soft_wrap=True)
+        raise typer.Exit(2) from None
+
+
+@app.callback()
+def _main(verbose: Annotated[bool, typer.Option("--verbose", "-v")] = False) -> None:
+    logging.basicConfig(level=logging.INFO if verbose else logging.WARNING,
+                        format="%(levelname)s %(name)s: %(message)s")
+
+
+@app.command("sample-data")
+def sample_data(
+    out: Annotated[Path, typer.Option("--out", help="folder to write the world to")] = Path(
+        "outputs/sample-world"),
+    preset: Annotated[str, typer.Option(help="demo or tiny")] = "demo",
+    seed: Annotated[int, typer.Option(help="random seed")] = 42,
+    config: ConfigOpt = None,
+    dask_address: AddressOpt = None,
+) -> None:
+    """Write the deterministic sample world (Landsat, GFC, aux, labelled events)."""
+    def body() -> None:
+        from dataclasses import replace
+
+        from pipeline.sample_world import WorldSpec, generate_world
+
+        _load(config, dask_address)  # validates the config even though the world needs none
+        if preset not in ("demo", "tiny"):
+            raise ConfigError(f"--preset must be demo or tiny, not {preset!r}")
+        spec = replace(WorldSpec.tiny() if preset == "tiny" else WorldSpec.demo(), seed=seed)
+        manifest = generate_world(out, spec)
+        console.print("Dask: not used by sample-data (single process)")
+        typer.echo(f"sample world: {manifest}")
+    _guard(body)
+
+
+@app.command()
+def ingest(
+    sources: Annotated[list[Path] | None, typer.Argument(help="product folders")] = None,
+    store: Annotated[Path | None, typer.Option(help="scene store (default: workdir)")] = None,
+    config: ConfigOpt = None,
+    dask_address: AddressOpt = None,
+) -> None:
+    """Ingest Landsat Collection 2 product folders into the Zarr scene store."""
+    def body() -> None:
+        from flows.ingest import ingest_flow
+
+        cfg = _load(config, dask_address)
+        if sources:
+            cfg = cfg.model_copy(update={"inputs": cfg.inputs.model_copy(
+                update={"landsat": list(sources)})})
+        if store:
+            cfg = cfg.model_copy(update={"workdir": store.parent})
+        result = _run(cfg, ingest_flow)
+        typer.echo(f"scene store: {result['store']} ({result['ingested']} ingested, "
+                   f"{result['skipped']} skipped, {result['failed']} failed)")
+        if result["failed"]:
+            raise typer.Exit(1)
+    _guard(body)
+
+
+@app.command("build-training-set")
+def build_training_set(config: ConfigOpt = None, dask_address: AddressOpt = None) -> None:
+    """Events + chips + auxiliary predictors -> chips.zarr."""
+    def body() -> None:
+        from flows.training_set import training_set_flow
+
+        result = _run(_load(config, dask_address), training_set_flow)
+        typer.echo(f"chip store: {result['chips']}")
+    _guard(body)
+
+
+@app.command()
+def train(config: ConfigOpt = None, dask_address: AddressOpt = None) -> None:
+    """Train the ForestNet model; writes a model bundle."""
+    def body() -> None:
+        from flows.train import train_flow
+
+        result = _run(_load(config, dask_address), train_flow)
+        typer.echo(f"model bundle: {result['bundle']}")
+    _guard(body)
+
+
+@app.command("map")
+def map_(
+    province: Annotated[list[str] | None, typer.Option(help="province name(s)")] = None,
+    years: Annotated[str | None, typer.Option(help="loss years, e.g. 2013-2016")] = None,
+    config: ConfigOpt = None,
+    dask_address: AddressOpt = None,
+) -> None:
+    """Map loss drivers for provinces; writes one GeoPackage per province."""
+    def body() -> None:
+        from flows.mapping import mapping_flow
+
+        cfg = _load(config, dask_address)
+        update = {}
+        if province:
+            update["provinces"] = province
+        if years:
+            try:
+                first, _, last = years.partition("-")
+                update["years"] = (int(first), int(last or first))
+            except ValueError:
+                raise ConfigError(f"--years {years!r}: expected FIRST-LAST, e.g. 2013-2016") from None
+        if update:
+            merged = {**cfg.mapping.model_dump(), **update}
+            cfg = cfg.model_copy(update={"mapping": type(cfg.mapping).model_validate(merged)})
+        result = _run(cfg, mapping_flow)
+        for gpkg in result["geopackages"]:
+            typer.echo(f"GeoPackage: {gpkg}")
+    _guard(body)
+
+
+@app.command()
+def demo(config: ConfigOpt = DEFAULT_DEMO_CONFIG, dask_address: AddressOpt = None) -> None:
+    """Run the whole chain on the sample world and print where the GeoPackage is."""
+    def body() -> None:
+        from flows.demo import demo_flow
+
+        result = _run(_load(config, dask_address), demo_flow)
+        for gpkg in result["geopackages"]:
+            typer.echo(f"GeoPackage: {gpkg}")
+    _guard(body)
+
+
+def main() -> None:  # pragma: no cover - console entry point
+    app()
+    sys.exit(0)

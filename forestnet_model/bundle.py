@@ -1,0 +1,110 @@
+"""Model bundle: a folder with ``weights.safetensors`` and ``bundle.json``. Never unpickles."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import platform
+import subprocess
+from datetime import UTC, datetime
+from importlib import metadata
+from pathlib import Path
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from safetensors.torch import load_file, save_file
+from torch import nn
+
+from forestnet_model.model import ModelSpec, build_model
+from pipeline.atomic import atomic_output
+from pipeline.drivers import DRIVER_CLASSES, FINE_TO_MERGED
+
+WEIGHTS = "weights.safetensors"
+MANIFEST = "bundle.json"
+_PACKAGES = ("torch", "segmentation-models-pytorch", "timm", "xarray", "zarr", "rasterio",
+             "prefect", "dask")
+
+
+class BundleError(ValueError):
+    """A bundle that cannot be loaded; the message names the file and the reason."""
+
+
+class BundleMeta(BaseModel):
+    """Everything needed to reuse and audit a trained model."""
+
+    model_config = ConfigDict(extra="forbid", protected_namespaces=())
+
+    format_version: int = 1
+    model_id: str = Field(description="hash of the weights")
+    model: ModelSpec
+    normalisation: dict[str, list[float]]
+    classes: list[str] = Field(default_factory=lambda: list(DRIVER_CLASSES))
+    merge_scheme: dict[str, str] = Field(default_factory=lambda: dict(FINE_TO_MERGED))
+    training: dict = Field(default_factory=dict)
+    metrics: dict = Field(default_factory=dict)
+    data_hash: str = ""
+    versions: dict[str, str] = Field(default_factory=dict)
+    git_sha: str = ""
+    created: str = ""
+
+
+def package_versions() -> dict[str, str]:
+    """Versions of the packages that shape the model's numbers."""
+    out = {"python": platform.python_version()}
+    for name in _PACKAGES:
+        try:
+            out[name] = metadata.version(name)
+        except metadata.PackageNotFoundError:
+            continue
+    return out
+
+
+def git_sha() -> str:
+    try:
+        return subprocess.run(["git", "rev-parse", "HEAD"], capture_output=True, text=True,
+                              timeout=5, check=False).stdout.strip()
+    except (OSError, subprocess.SubprocessError):
+        return ""
+
+
+def save_bundle(model: nn.Module, meta: dict, out: Path) -> Path:
+    """Write the bundle atomically; ``meta`` holds BundleMeta fields except model_id."""
+    out = Path(out)
+    state = {k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()}
+    with atomic_output(out) as tmp:
+        tmp.mkdir(parents=True)
+        save_file(state, str(tmp / WEIGHTS))
+        digest = hashlib.sha256((tmp / WEIGHTS).read_bytes()).hexdigest()[:16]
+        full = BundleMeta(
+            model_id=f"forestnet-{digest}", versions=package_versions(), git_sha=git_sha(),
+            created=datetime.now(UTC).isoformat(timespec="seconds"), **meta,
+        )
+        (tmp / MANIFEST).write_text(full.model_dump_json(indent=2))
+    return out
+
+
+def read_bundle_meta(path: Path) -> BundleMeta:
+    """Validate ``bundle.json``."""
+    manifest = Path(path) / MANIFEST
+    if not manifest.exists():
+        raise BundleError(f"{manifest}: missing; a bundle folder holds {MANIFEST} and {WEIGHTS}")
+    try:
+        return BundleMeta.model_validate(json.loads(manifest.read_text()))
+    except (json.JSONDecodeError, ValidationError) as exc:
+        raise BundleError(f"{manifest}: invalid bundle manifest ({exc})") from exc
+
+
+def load_bundle(path: Path) -> tuple[nn.Module, BundleMeta]:
+    """Rebuild the model from its spec and load the safetensors weights (eval mode)."""
+    path = Path(path)
+    meta = read_bundle_meta(path)
+    weights = path / WEIGHTS
+    if not weights.exists():
+        raise BundleError(f"{weights}: missing weights file")
+    model = build_model(meta.model.model_copy(update={"encoder_weights": None}))
+    try:
+        state = load_file(str(weights))
+        model.load_state_dict(state)
+    except Exception as exc:  # safetensors and torch raise several types for bad files
+        raise BundleError(f"{weights}: weights do not match the bundle's model ({exc})") from exc
+    model.eval()
+    return model, meta
