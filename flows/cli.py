@@ -11,15 +11,20 @@ from typing import Annotated
 import typer
 from rich.console import Console
 
-from flows.config import ConfigError, PipelineConfig, load_config
+from flows.config import ConfigError, PipelineConfig, load_config, preflight
 
-app = typer.Typer(add_completion=False, no_args_is_help=True,
-                  help="ForestNet pipeline: map the drivers of deforestation across Indonesia.")
+app = typer.Typer(
+    add_completion=False,
+    no_args_is_help=True,
+    pretty_exceptions_show_locals=False,
+    help="ForestNet pipeline: map the drivers of deforestation across Indonesia.",
+)
 console = Console(stderr=True)
 
 ConfigOpt = Annotated[Path | None, typer.Option("--config", "-c", help="YAML config file")]
-AddressOpt = Annotated[str | None, typer.Option("--dask-address",
-                                                help="attach to this Dask scheduler")]
+AddressOpt = Annotated[
+    str | None, typer.Option("--dask-address", help="attach to this Dask scheduler")
+]
 DEFAULT_DEMO_CONFIG = Path("configs/demo.yaml")
 
 
@@ -31,21 +36,33 @@ def _user_errors() -> tuple[type[BaseException], ...]:
     from pipeline.provinces import UnknownProvinceError
     from pipeline.reproject import RasterInputError
 
-    return (ConfigError, BundleError, EventInputError, SceneInputError, MTLError,
-            UnknownProvinceError, RasterInputError, FileNotFoundError, PermissionError)
+    return (
+        ConfigError,
+        BundleError,
+        EventInputError,
+        SceneInputError,
+        MTLError,
+        UnknownProvinceError,
+        RasterInputError,
+        FileNotFoundError,
+        PermissionError,
+    )
 
 
 def _load(config: Path | None, address: str | None) -> PipelineConfig:
     cfg = load_config(config)
     if address:
-        cfg = cfg.model_copy(update={"cluster": cfg.cluster.model_copy(update={"address": address})})
+        cfg = cfg.model_copy(
+            update={"cluster": cfg.cluster.model_copy(update={"address": address})}
+        )
     return cfg
 
 
-def _run(config: PipelineConfig, flow: Callable[[PipelineConfig, str], dict]) -> dict:
-    """Start (or attach to) the cluster and run one flow on it."""
+def _run(config: PipelineConfig, flow: Callable[[PipelineConfig, str], dict], verb: str) -> dict:
+    """Check the verb's inputs, start (or attach to) the cluster and run one flow on it."""
     from flows.cluster import dask_client
 
+    preflight(config, verb)
     with dask_client(config.cluster, echo=lambda m: console.print(m, highlight=False)) as client:
         return flow(config, client.scheduler.address)
 
@@ -61,20 +78,28 @@ def _guard(body: Callable[[], None]) -> None:
 
 @app.callback()
 def _main(verbose: Annotated[bool, typer.Option("--verbose", "-v")] = False) -> None:
-    logging.basicConfig(level=logging.INFO if verbose else logging.WARNING,
-                        format="%(levelname)s %(name)s: %(message)s")
+    logging.basicConfig(
+        level=logging.INFO if verbose else logging.WARNING,
+        format="%(levelname)s %(name)s: %(message)s",
+    )
+    if not verbose:
+        # Cluster start/stop chatter hides the pipeline's own log lines.
+        for name in ("distributed", "bokeh", "tornado"):
+            logging.getLogger(name).setLevel(logging.WARNING)
 
 
 @app.command("sample-data")
 def sample_data(
     out: Annotated[Path, typer.Option("--out", help="folder to write the world to")] = Path(
-        "outputs/sample-world"),
+        "outputs/sample-world"
+    ),
     preset: Annotated[str, typer.Option(help="demo or tiny")] = "demo",
     seed: Annotated[int, typer.Option(help="random seed")] = 42,
     config: ConfigOpt = None,
     dask_address: AddressOpt = None,
 ) -> None:
     """Write the deterministic sample world (Landsat, GFC, aux, labelled events)."""
+
     def body() -> None:
         from dataclasses import replace
 
@@ -87,6 +112,7 @@ def sample_data(
         manifest = generate_world(out, spec)
         console.print("Dask: not used by sample-data (single process)")
         typer.echo(f"sample world: {manifest}")
+
     _guard(body)
 
 
@@ -98,42 +124,51 @@ def ingest(
     dask_address: AddressOpt = None,
 ) -> None:
     """Ingest Landsat Collection 2 product folders into the Zarr scene store."""
+
     def body() -> None:
         from flows.ingest import ingest_flow
 
         cfg = _load(config, dask_address)
         if sources:
-            cfg = cfg.model_copy(update={"inputs": cfg.inputs.model_copy(
-                update={"landsat": list(sources)})})
+            cfg = cfg.model_copy(
+                update={"inputs": cfg.inputs.model_copy(update={"landsat": list(sources)})}
+            )
         if store:
-            cfg = cfg.model_copy(update={"workdir": store.parent})
-        result = _run(cfg, ingest_flow)
-        typer.echo(f"scene store: {result['store']} ({result['ingested']} ingested, "
-                   f"{result['skipped']} skipped, {result['failed']} failed)")
+            cfg = cfg.model_copy(update={"scenes": store})
+        result = _run(cfg, ingest_flow, "ingest")
+        typer.echo(
+            f"scene store: {result['store']} ({result['ingested']} ingested, "
+            f"{result['skipped']} skipped, {result['failed']} failed)"
+        )
         if result["failed"]:
             raise typer.Exit(1)
+
     _guard(body)
 
 
 @app.command("build-training-set")
 def build_training_set(config: ConfigOpt = None, dask_address: AddressOpt = None) -> None:
     """Events + chips + auxiliary predictors -> chips.zarr."""
+
     def body() -> None:
         from flows.training_set import training_set_flow
 
-        result = _run(_load(config, dask_address), training_set_flow)
+        result = _run(_load(config, dask_address), training_set_flow, "build-training-set")
         typer.echo(f"chip store: {result['chips']}")
+
     _guard(body)
 
 
 @app.command()
 def train(config: ConfigOpt = None, dask_address: AddressOpt = None) -> None:
     """Train the ForestNet model; writes a model bundle."""
+
     def body() -> None:
         from flows.train import train_flow
 
-        result = _run(_load(config, dask_address), train_flow)
+        result = _run(_load(config, dask_address), train_flow, "train")
         typer.echo(f"model bundle: {result['bundle']}")
+
     _guard(body)
 
 
@@ -145,6 +180,7 @@ def map_(
     dask_address: AddressOpt = None,
 ) -> None:
     """Map loss drivers for provinces; writes one GeoPackage per province."""
+
     def body() -> None:
         from flows.mapping import mapping_flow
 
@@ -157,25 +193,30 @@ def map_(
                 first, _, last = years.partition("-")
                 update["years"] = (int(first), int(last or first))
             except ValueError:
-                raise ConfigError(f"--years {years!r}: expected FIRST-LAST, e.g. 2013-2016") from None
+                raise ConfigError(
+                    f"--years {years!r}: expected FIRST-LAST, e.g. 2013-2016"
+                ) from None
         if update:
             merged = {**cfg.mapping.model_dump(), **update}
             cfg = cfg.model_copy(update={"mapping": type(cfg.mapping).model_validate(merged)})
-        result = _run(cfg, mapping_flow)
+        result = _run(cfg, mapping_flow, "map")
         for gpkg in result["geopackages"]:
             typer.echo(f"GeoPackage: {gpkg}")
+
     _guard(body)
 
 
 @app.command()
 def demo(config: ConfigOpt = DEFAULT_DEMO_CONFIG, dask_address: AddressOpt = None) -> None:
     """Run the whole chain on the sample world and print where the GeoPackage is."""
+
     def body() -> None:
         from flows.demo import demo_flow
 
-        result = _run(_load(config, dask_address), demo_flow)
+        result = _run(_load(config, dask_address), demo_flow, "demo")
         for gpkg in result["geopackages"]:
             typer.echo(f"GeoPackage: {gpkg}")
+
     _guard(body)
 
 

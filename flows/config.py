@@ -39,9 +39,12 @@ class SampleWorldConfig(_Strict):
 class InputsConfig(_Strict):
     """Input files. Relative paths are relative to the current directory."""
 
-    landsat: list[Path] = Field(default_factory=list,
-                                description="product folders, or folders holding them")
-    events_csv_dir: Path | None = Field(None, description="folder with ForestNet train/val/test CSVs")
+    landsat: list[Path] = Field(
+        default_factory=list, description="product folders, or folders holding them"
+    )
+    events_csv_dir: Path | None = Field(
+        None, description="folder with ForestNet train/val/test CSVs"
+    )
     lossyear: Path | None = Field(None, description="GFC lossyear GeoTIFF")
     treecover: Path | None = Field(None, description="GFC treecover2000 GeoTIFF")
     dem: Path | None = Field(None, description="SRTM-style DEM GeoTIFF")
@@ -60,8 +63,10 @@ class ChipsConfig(_Strict):
 
 
 class MappingConfig(_Strict):
-    provinces: list[str] = Field(default_factory=lambda: ["Kalimantan Tengah"],
-                                 description="province names (case-insensitive)")
+    provinces: list[str] = Field(
+        default_factory=lambda: ["Kalimantan Tengah"],
+        description="province names (case-insensitive)",
+    )
     years: tuple[int, int] = Field((2013, 2016), description="first and last loss year")
     batch_size: int = Field(16, ge=1, description="events per coarse task")
     min_event_pixels: int = Field(6, ge=1, description="smaller GFC loss components are ignored")
@@ -76,6 +81,7 @@ class MappingConfig(_Strict):
 
 class PipelineConfig(_Strict):
     workdir: Path = Field(Path("outputs/demo"), description="stores, bundles and maps go here")
+    scenes: Path | None = Field(None, description="scene store (default <workdir>/scenes.zarr)")
     cluster: ClusterConfig = ClusterConfig()
     sample_world: SampleWorldConfig = SampleWorldConfig()
     inputs: InputsConfig = InputsConfig()
@@ -86,7 +92,7 @@ class PipelineConfig(_Strict):
 
     @property
     def scene_store(self) -> Path:
-        return self.workdir / "scenes.zarr"
+        return self.scenes if self.scenes is not None else self.workdir / "scenes.zarr"
 
     @property
     def events_path(self) -> Path:
@@ -147,3 +153,27 @@ def require_file(value: Path | None, key: str) -> Path:
     if not Path(value).exists():
         raise ConfigError(f"inputs.{key}: file not found: {value}")
     return Path(value)
+
+
+def preflight(config: PipelineConfig, verb: str) -> None:
+    """Check a verb's inputs before any flow starts, so that errors are one line."""
+    inputs = config.inputs
+    if verb == "ingest":
+        if not inputs.landsat:
+            raise ConfigError("inputs.landsat is empty: name product folders or pass SOURCES")
+        for i, path in enumerate(inputs.landsat):
+            require_file(path, f"landsat[{i}]")
+    if verb in ("build-training-set", "map"):
+        require_file(inputs.lossyear, "lossyear")
+        if not (config.scene_store / "index.parquet").exists():
+            raise ConfigError(f"{config.scene_store}: no scene index; run `forestnet ingest` first")
+    if verb == "build-training-set":
+        require_file(inputs.events_csv_dir, "events_csv_dir")
+    if verb == "train" and not (config.chips_path / "zarr.json").exists():
+        raise ConfigError(f"{config.chips_path}: no chip store; run `forestnet build-training-set`")
+    if verb == "map" and not (config.bundle_path / "bundle.json").exists():
+        raise ConfigError(f"{config.bundle_path}: no model bundle; run `forestnet train` first")
+    for key in ("treecover", "dem", "roads", "settlements", "peat", "climate"):
+        value = getattr(inputs, key)
+        if value is not None and verb != "demo":
+            require_file(value, key)

@@ -7,6 +7,7 @@ import json
 from datetime import UTC, datetime
 from pathlib import Path
 
+import pyarrow.parquet as pq
 from distributed import Client
 from prefect import flow, get_run_logger, task
 
@@ -52,9 +53,7 @@ def find_loss_events(config: PipelineConfig, run_dir: str) -> str:
 def predict_drivers(config: PipelineConfig, events_path: str, run_dir: str, run_id: str,
                     client_address: str) -> list[str]:
     """Coarse task: one Dask task per batch of events, each writing a GeoParquet part."""
-    import geopandas as gpd
-
-    n = len(gpd.read_parquet(events_path, columns=["event_id"]))
+    n = pq.ParquetFile(events_path).metadata.num_rows
     batches = plan_batches(n, config.mapping.batch_size)
     spec: ChipSpec = chip_spec(config)
     parts = Path(run_dir) / "parts"

@@ -17,14 +17,24 @@ from pipeline.training_set import build_chip_batch, plan_batches
 
 def chip_spec(config: PipelineConfig) -> ChipSpec:
     c = config.chips
-    return ChipSpec(size=c.size, resolution=c.resolution, max_single_views=c.max_single_views,
-                    max_view_cloud=c.max_view_cloud)
+    return ChipSpec(
+        size=c.size,
+        resolution=c.resolution,
+        max_single_views=c.max_single_views,
+        max_view_cloud=c.max_view_cloud,
+    )
 
 
 def aux_sources(config: PipelineConfig) -> AuxSources:
     i = config.inputs
-    return AuxSources(dem=i.dem, treecover=i.treecover, roads=i.roads,
-                      settlements=i.settlements, peat=i.peat, climate=i.climate)
+    return AuxSources(
+        dem=i.dem,
+        treecover=i.treecover,
+        roads=i.roads,
+        settlements=i.settlements,
+        peat=i.peat,
+        climate=i.climate,
+    )
 
 
 @task(name="labelled-events")
@@ -33,11 +43,14 @@ def labelled_events(config: PipelineConfig) -> str:
     logger = get_run_logger()
     csv_dir = require_file(config.inputs.events_csv_dir, "events_csv_dir")
     lossyear = require_file(config.inputs.lossyear, "lossyear")
-    csvs = {s: csv_dir / f"{s}.csv" for s in ("train", "val", "test") if (csv_dir / f"{s}.csv").exists()}
+    csvs = {
+        s: csv_dir / f"{s}.csv" for s in ("train", "val", "test") if (csv_dir / f"{s}.csv").exists()
+    }
     if not csvs:
         raise FileNotFoundError(f"{csv_dir}: no train.csv, val.csv or test.csv")
-    events, problems = events_from_forestnet_csvs(csvs, lossyear,
-                                                  min_pixels=config.mapping.min_event_pixels)
+    events, problems = events_from_forestnet_csvs(
+        csvs, lossyear, min_pixels=config.mapping.min_event_pixels
+    )
     for problem in problems:
         logger.warning("event skipped: %s", problem)
     write_events(events, config.events_path)
@@ -55,16 +68,31 @@ def build_chips(config: PipelineConfig, events_path: str, client_address: str) -
     batches = plan_batches(len(events), config.chips.batch_size)
     client = Client(client_address, set_as_default=False)
     try:
-        futures = [client.submit(build_chip_batch, Path(events_path), a, b, config.scene_store,
-                                 config.chips_path, spec, sources, pure=False)
-                   for a, b in batches]
+        futures = [
+            client.submit(
+                build_chip_batch,
+                Path(events_path),
+                a,
+                b,
+                config.scene_store,
+                config.chips_path,
+                spec,
+                sources,
+                pure=False,
+            )
+            for a, b in batches
+        ]
         results = client.gather(futures)
     finally:
         client.close()
     skipped = sum(r["skipped"] for r in results)
     failed = sum(r.get("failed", 0) for r in results)
-    logger.info("%d chip batches (%d reused from an earlier run); %d events without imagery",
-                len(batches), skipped, failed)
+    logger.info(
+        "%d chip batches (%d reused from an earlier run); %d events without imagery",
+        len(batches),
+        skipped,
+        failed,
+    )
     return str(finalize_chip_store(config.chips_path, batches))
 
 

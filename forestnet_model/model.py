@@ -43,13 +43,18 @@ def build_model(spec: ModelSpec) -> nn.Module:
     """Build the segmentation network; unknown names list the valid ones."""
     arch = spec.architecture.lower()
     if arch not in ARCHITECTURES:
-        raise ValueError(f"unknown architecture {spec.architecture!r}; valid: {sorted(ARCHITECTURES)}")
+        raise ValueError(
+            f"unknown architecture {spec.architecture!r}; valid: {sorted(ARCHITECTURES)}"
+        )
     valid_encoders = smp.encoders.get_encoder_names()
     if spec.encoder not in valid_encoders:
         raise ValueError(f"unknown encoder {spec.encoder!r}; e.g. efficientnet-b2, resnet34")
     model = smp.create_model(
-        ARCHITECTURES[arch], encoder_name=spec.encoder, encoder_weights=None,
-        in_channels=spec.in_channels, classes=spec.n_classes,
+        ARCHITECTURES[arch],
+        encoder_name=spec.encoder,
+        encoder_weights=None,
+        in_channels=spec.in_channels,
+        classes=spec.n_classes,
     )
     if spec.encoder_weights is not None:
         load_encoder_weights(model, spec.encoder_weights, n_rgb=3)
@@ -83,8 +88,10 @@ def load_encoder_weights(model: nn.Module, path: Path, n_rgb: int = 3) -> None:
             extra = tensor.mean(dim=1, keepdim=True).expand(-1, target.shape[1] - n_rgb, -1, -1)
             own[name] = torch.cat([tensor, extra], dim=1) * (n_rgb / target.shape[1])
         else:
-            raise ValueError(f"{path}: {name} has shape {tuple(tensor.shape)}, "
-                             f"model expects {tuple(target.shape)}")
+            raise ValueError(
+                f"{path}: {name} has shape {tuple(tensor.shape)}, "
+                f"model expects {tuple(target.shape)}"
+            )
     encoder.load_state_dict(own)
 
 

@@ -14,6 +14,7 @@ from pathlib import Path
 
 import geopandas as gpd
 import pandas as pd
+import rioxarray  # noqa: F401  (registers the .rio accessor used by scene_geobox)
 import xarray as xr
 from shapely.geometry.base import BaseGeometry
 
@@ -31,13 +32,24 @@ def open_scene(store: Path, scene_id: str) -> xr.Dataset:
     """Open one scene group lazily; values decode to reflectance."""
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
-        return xr.open_zarr(str(store), group=scene_id, consolidated=False)
+        return xr.open_zarr(str(store), group=scene_id, consolidated=False, chunks=None)
 
 
 def scene_geobox(ds: xr.Dataset):
     """The 30 m ``GeoBox`` of an opened scene group."""
     da = ds["multispectral"]
     return geobox_from_rio(da.rio.crs, da.rio.transform(), (da.sizes["y"], da.sizes["x"]))
+
+
+def pan_geobox(ds: xr.Dataset):
+    """The 15 m ``GeoBox`` of an opened scene's pan band, from its stored coordinates."""
+    from affine import Affine
+    from odc.geo.geobox import GeoBox
+
+    x, y = ds["x_pan"].values, ds["y_pan"].values
+    rx, ry = float(x[1] - x[0]), float(y[1] - y[0])
+    affine = Affine(rx, 0.0, float(x[0]) - rx / 2, 0.0, ry, float(y[0]) - ry / 2)
+    return GeoBox((len(y), len(x)), affine, scene_geobox(ds).crs)
 
 
 def scene_row(store: Path, scene_id: str, status: str, source: str = "") -> dict:
@@ -77,7 +89,8 @@ def write_index(store: Path, rows: Iterable[dict]) -> Path:
     if old is not None and len(old):
         old = old[~old["scene_id"].isin(new["scene_id"])]
         frames = [f for f in (old, new) if len(f)]
-        merged = gpd.GeoDataFrame(pd.concat(frames, ignore_index=True), crs="EPSG:4326")
+        merged = gpd.GeoDataFrame(pd.concat(frames, ignore_index=True), geometry="footprint",
+                                  crs="EPSG:4326")
     else:
         merged = new
     merged = merged.sort_values("scene_id").reset_index(drop=True)

@@ -78,18 +78,18 @@ def _template(events: gpd.GeoDataFrame, spec: ChipSpec) -> xr.Dataset:
     boxes = [chip_geobox(g, spec) for g in events.geometry]
     anchors = events.geometry.representative_point()
     coords = {
-        "event_id": ("event", events["event_id"].astype(str).to_numpy()),
-        "label": ("event", events["label"].astype(str).to_numpy()),
-        "merged_label": ("event", events["merged_label"].astype(str).to_numpy()),
-        "split": ("event", events["split"].astype(str).to_numpy()),
+        "event_id": ("event", _text(events["event_id"])),
+        "label": ("event", _text(events["label"])),
+        "merged_label": ("event", _text(events["merged_label"])),
+        "split": ("event", _text(events["split"])),
         "loss_year": ("event", events["loss_year"].astype(np.int16).to_numpy()),
         "lat": ("event", anchors.y.to_numpy()),
         "lon": ("event", anchors.x.to_numpy()),
         "epsg": ("event", np.array([bx.crs.epsg for bx in boxes], dtype=np.int32)),
         "transform": (("event", "affine"), np.array([tuple(bx.affine)[:6] for bx in boxes])),
-        "band": list(CHIP_BANDS),
-        "aux_band": list(AUX_BANDS),
-        "feature": list(AUX_SCALARS),
+        "band": np.array(CHIP_BANDS, dtype=object),
+        "aux_band": np.array(AUX_BANDS, dtype=object),
+        "feature": np.array(AUX_SCALARS, dtype=object),
     }
 
     def lazy(shape, dtype, chunks):
@@ -112,6 +112,11 @@ def _template(events: gpd.GeoDataFrame, spec: ChipSpec) -> xr.Dataset:
     ds["image"].attrs["description"] = "reflectance; view 0 = composite, 1.. = single scenes"
     ds.attrs.update(chip_size=s, chip_resolution=spec.resolution, n_views=v)
     return ds
+
+
+def _text(values) -> np.ndarray:
+    # Variable-length strings: Zarr v3 specifies them; fixed-width numpy unicode it does not.
+    return np.asarray([str(v) for v in values], dtype=object)
 
 
 def _encoding(spec: ChipSpec) -> dict:
@@ -192,4 +197,4 @@ def open_chips(path: Path) -> xr.Dataset:
     """Open ``chips.zarr`` lazily."""
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
-        return xr.open_zarr(str(path), consolidated=True)
+        return xr.open_zarr(str(path), consolidated=True, chunks=None)

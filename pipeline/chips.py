@@ -17,12 +17,11 @@ import geopandas as gpd
 import numpy as np
 import pandas as pd
 import rasterio.features
-from affine import Affine
 from odc.geo.geobox import GeoBox
 from rasterio.enums import Resampling
 from shapely.geometry.base import BaseGeometry
 
-from pipeline.catalog import open_scene, query_scenes, scene_geobox
+from pipeline.catalog import open_scene, pan_geobox, query_scenes, scene_geobox
 from pipeline.grid import CHIP_RESOLUTION, CHIP_SIZE, centred_geobox
 from pipeline.landsat import QA_BITS, pansharpen_brovey, usable_mask
 from pipeline.reproject import scene_window_to_grid
@@ -98,11 +97,7 @@ def scene_on_grid(store: Path, scene_id: str, geobox: GeoBox) -> SceneView:
     )
     qa = np.where(np.isnan(qa), _FILL_QA, qa).astype(np.uint16)
     if "pan" in ds:
-        a = box30.affine
-        pan_box = GeoBox(
-            (ds.sizes["y_pan"], ds.sizes["x_pan"]), Affine(a.a / 2, 0, a.c, 0, a.e / 2, a.f),
-            box30.crs,
-        )
+        pan_box = pan_geobox(ds)
         pan_da = ds["pan"].rename({"y_pan": "y", "x_pan": "x"})
         pan = scene_window_to_grid(pan_da, pan_box, geobox, Resampling.bilinear)
         r, g, b = bands[0], bands[1], bands[2]

@@ -15,6 +15,7 @@ import pandas as pd
 import rasterio
 import rasterio.features
 import rasterio.windows
+import shapely
 from scipy import ndimage
 from shapely.geometry import Point, box, shape
 from shapely.geometry.base import BaseGeometry
@@ -22,6 +23,7 @@ from shapely.ops import unary_union
 
 from pipeline.atomic import atomic_output
 from pipeline.drivers import merge_label
+from pipeline.grid import utm_epsg
 
 EVENT_COLUMNS = [
     "event_id", "loss_year", "label", "merged_label", "split", "source", "n_pixels", "geometry",
@@ -106,7 +108,9 @@ def loss_regions(
         ):
             polygons.setdefault(int(value), []).append(shape(geom))
         for value, parts in polygons.items():
-            geom = unary_union(parts).buffer(0)
+            # Snap away the float noise of the window's transform (and order the parts), so
+            # the same pixels read through any window give the same geometry, anchor and id.
+            geom = shapely.normalize(shapely.set_precision(unary_union(parts).buffer(0), 1e-9))
             anchor = geom.representative_point()
             records.append({
                 "event_id": event_id(anchor.y, anchor.x, year), "loss_year": year,
@@ -140,8 +144,10 @@ def events_from_forestnet_csvs(
         if regions.empty:
             problems.append(f"{row.example_path}: no {year} loss within {search_m:.0f} m")
             continue
-        distances = regions.distance(point)
-        best = regions.loc[distances.idxmin()]
+        # The region holding the point, else the nearest one (measured in metres).
+        utm = f"EPSG:{utm_epsg(lon, lat)}"
+        metres = regions.to_crs(utm).distance(gpd.GeoSeries([point], crs=4326).to_crs(utm).iloc[0])
+        best = regions.loc[metres.idxmin()]
         records.append({
             "event_id": event_id(lat, lon, year), "loss_year": year, "label": str(row.label),
             "merged_label": str(row.merged_label), "split": row.split, "source": "forestnet_csv",

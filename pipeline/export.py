@@ -251,6 +251,8 @@ def _ensure_writable(path: Path, tmp: Path) -> None:
 
 def _write_layer(frame: gpd.GeoDataFrame, tmp: Path, provenance: dict[str, str]) -> None:
     # Explicit geometry type and name, so an empty map still gets a MultiPolygon 'geom' layer.
+    # Provenance goes in the layer metadata: as dataset metadata, GDAL readers (and QGIS)
+    # would drop a .aux.xml sidecar next to the file on every read.
     options = {"SPATIAL_INDEX": "YES", "GEOMETRY_NAME": GEOMETRY_COLUMN, "DESCRIPTION": _LAYER_DESC}
     pyogrio.write_dataframe(
         frame,
@@ -259,7 +261,7 @@ def _write_layer(frame: gpd.GeoDataFrame, tmp: Path, provenance: dict[str, str])
         driver="GPKG",
         geometry_type="MultiPolygon",
         layer_options=options,
-        dataset_metadata=provenance or None,
+        layer_metadata=provenance or None,
     )
 
 

@@ -107,7 +107,9 @@ def open_product(product_dir: Path, meta: SceneMetadata) -> xr.Dataset:
     arrays = [_read_band(paths[b], tuple(geobox.shape), CHUNK) for b in bands]
     coords = xr_coords(geobox, crs_coord_name="spatial_ref")
     multispectral = xr.DataArray(
-        dask.array.stack(arrays), dims=("band", "y", "x"), coords={"band": bands, **coords}
+        dask.array.stack(arrays),
+        dims=("band", "y", "x"),
+        coords={"band": np.array(bands, dtype=object), **coords},
     )
     data_vars: dict[str, xr.DataArray] = {"multispectral": multispectral}
     data_vars["qa_pixel"] = _qa_array(paths.get("qa_pixel"), geobox, coords)
@@ -140,7 +142,11 @@ def _reflective_geobox(first_band: Path, meta: SceneMetadata) -> GeoBox:
     affine = Affine(cell, 0.0, ulx - cell / 2, 0.0, -cell, uly + cell / 2)
     log.warning(
         "%s has no georeferencing; georeferenced from %s's MTL (EPSG:326%02d, UL %.1f, %.1f)",
-        first_band.name, meta.product_id, meta.utm_zone, ulx, uly,
+        first_band.name,
+        meta.product_id,
+        meta.utm_zone,
+        ulx,
+        uly,
     )
     return GeoBox(shape, affine, CRS(f"EPSG:326{meta.utm_zone:02d}"))
 
@@ -154,12 +160,22 @@ def _open_raster(path: Path) -> rasterio.DatasetReader:
         raise SceneInputError(f"{path}: cannot open as a GeoTIFF ({exc})") from exc
 
 
+def _check_decodable(src: rasterio.DatasetReader, path: Path) -> None:
+    """Decode the first and last rows, so a truncated file fails here, named, not mid-write."""
+    try:
+        for row in (0, src.height - 1):
+            src.read(1, window=rasterio.windows.Window(0, row, src.width, 1))
+    except rasterio.errors.RasterioIOError as exc:
+        raise SceneInputError(f"{path}: cannot read pixels; truncated or corrupt ({exc})") from exc
+
+
 def _read_band(path: Path, shape: tuple[int, int], chunk: int) -> dask.array.Array:
     with _open_raster(path) as src:
         if src.shape != tuple(shape):
             raise SceneInputError(f"{path}: shape {src.shape} differs from the scene's {shape}")
         if src.dtypes[0] != "uint16":
             raise SceneInputError(f"{path}: dtype {src.dtypes[0]}, expected uint16 DN")
+        _check_decodable(src, path)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", rasterio.errors.NotGeoreferencedWarning)
         # lock=False: each task reads its own file handle; GDAL is thread-safe per handle.
@@ -176,24 +192,36 @@ def _qa_array(path: Path | None, geobox: GeoBox, coords: dict) -> xr.DataArray:
         data = dask.array.full(tuple(geobox.shape), QA_ALL_CLEAR, dtype=np.uint16, chunks=CHUNK)
         return xr.DataArray(data, dims=("y", "x"), coords=coords, attrs={"qa_source": "absent"})
     return xr.DataArray(
-        _read_band(path, tuple(geobox.shape), CHUNK), dims=("y", "x"), coords=coords,
+        _read_band(path, tuple(geobox.shape), CHUNK),
+        dims=("y", "x"),
+        coords=coords,
         attrs={"qa_source": path.name},
     )
 
 
 def _pan_array(path: Path, geobox: GeoBox) -> xr.DataArray:
-    """Pan band on its 15 m grid; its edges align with the 30 m grid's UL corner."""
+    """Pan band on its own 15 m grid (the file's, or the USGS layout when it has none)."""
     with _open_raster(path) as src:
-        shape = src.shape
+        shape, crs, transform = src.shape, src.crs, src.transform
+        _check_decodable(src, path)
     expected = (geobox.shape[0] * 2, geobox.shape[1] * 2)
     if abs(shape[0] - expected[0]) > 1 or abs(shape[1] - expected[1]) > 1:
         raise SceneInputError(f"{path}: pan shape {shape} is not twice the 30 m shape")
-    a = geobox.affine
-    pan_box = GeoBox(shape, Affine(a.a / 2, 0.0, a.c, 0.0, a.e / 2, a.f), geobox.crs)
+    if crs is not None and transform != Affine.identity():
+        pan_box = GeoBox(shape, transform, CRS(crs))
+    else:
+        # USGS products centre the first pan pixel on the first 30 m pixel's centre
+        # (a full scene has 2n - 1 pan lines), so the pan grid starts half a pan pixel
+        # inside the 30 m grid's corner.
+        a = geobox.affine
+        pan_box = GeoBox(
+            shape, Affine(a.a / 2, 0.0, a.c + a.a / 4, 0.0, a.e / 2, a.f + a.e / 4), geobox.crs
+        )
     coords = xr_coords(pan_box, crs_coord_name="spatial_ref")
     data = _read_band_any_shape(path, CHUNK * 2)
     return xr.DataArray(
-        data, dims=("y_pan", "x_pan"),
+        data,
+        dims=("y_pan", "x_pan"),
         coords={"y_pan": coords["y"].values, "x_pan": coords["x"].values},
     )
 
@@ -222,19 +250,20 @@ def _scene_attrs(meta: SceneMetadata, geobox: GeoBox) -> dict:
 
 
 def _encoding(ds: xr.Dataset) -> dict:
-    """CF encoding: integer DN on disk, decoded to reflectance; chunks aligned to writes."""
+    """CF encoding: integer DN on disk, decoded to reflectance; chunks aligned to writes.
+
+    The arrays already hold DN, so scale_factor/add_offset go into the attributes (written
+    as they are, applied by readers). In ``encoding`` xarray would instead treat the DN as
+    reflectance and store (DN - offset) / scale, wrapped to uint16.
+    """
     enc: dict[str, dict] = {
         "qa_pixel": {"chunks": (CHUNK, CHUNK)},
-        "multispectral": {
-            "chunks": (1, CHUNK, CHUNK), "dtype": "uint16", "_FillValue": 0,
-            **ds["multispectral"].attrs.pop("_cf", {}),
-        },
+        "multispectral": {"chunks": (1, CHUNK, CHUNK), "dtype": "uint16", "_FillValue": 0},
     }
     if "pan" in ds:
-        enc["pan"] = {
-            "chunks": (CHUNK * 2, CHUNK * 2), "dtype": "uint16", "_FillValue": 0,
-            **ds["pan"].attrs.pop("_cf", {}),
-        }
+        enc["pan"] = {"chunks": (CHUNK * 2, CHUNK * 2), "dtype": "uint16", "_FillValue": 0}
+    for name in enc:
+        ds[name].attrs.update(ds[name].attrs.pop("_cf", {}))
     return enc
 
 

@@ -102,6 +102,9 @@ def parse_odl(text: str) -> dict:
             stack.pop()
         else:
             stack[-1][key] = _odl_value(value)
+    if len(stack) > 1:
+        # A truncated file (interrupted download) ends inside a group.
+        raise MTLError(f"end of text inside {len(stack) - 1} unclosed GROUP(s); truncated file?")
     return root
 
 

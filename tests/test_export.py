@@ -181,7 +181,10 @@ def test_qml_outline_is_darker_and_other_geometries_work() -> None:
 
 def test_metadata_round_trips(gpkg: Path) -> None:
     info = pyogrio.read_info(gpkg, layer=DRIVER_MAP_LAYER)
-    assert info["dataset_metadata"] == METADATA
+    assert METADATA.items() <= info["layer_metadata"].items()
+    # Reading must not leave a GDAL .aux.xml sidecar next to the user's file.
+    gpd.read_file(gpkg, layer=DRIVER_MAP_LAYER)
+    assert not Path(f"{gpkg}.aux.xml").exists()
 
 
 def test_missing_fields_are_named(tmp_path: Path, features: gpd.GeoDataFrame) -> None:
@@ -228,9 +231,8 @@ def test_failed_rerun_keeps_old_file_and_rerun_replaces_it(gpkg: Path, monkeypat
     write_driver_geopackage(_features(3, start=50), gpkg, metadata={"run_id": "run-8"})
     back = pyogrio.read_dataframe(gpkg, layer=DRIVER_MAP_LAYER)
     assert list(back["event_id"]) == ["ev-0050", "ev-0051", "ev-0052"]
-    assert pyogrio.read_info(gpkg, layer=DRIVER_MAP_LAYER)["dataset_metadata"] == {
-        "run_id": "run-8"
-    }
+    metadata = pyogrio.read_info(gpkg, layer=DRIVER_MAP_LAYER)["layer_metadata"]
+    assert metadata["run_id"] == "run-8"
     assert _leftovers(gpkg.parent) == []
 
 

@@ -77,20 +77,29 @@ def make_features(spec: WorldSpec, region: Region) -> Features:
 
     # Kalimantan Tengah's rivers run roughly north -> south to the Java Sea.
     x_main = left + width * rng.uniform(0.3, 0.42)
-    main = _meander(rng, along=np.linspace(ft, fb, 240), base=x_main, amp=0.05 * width, vertical=True)
+    main = _meander(
+        rng, along=np.linspace(ft, fb, 240), base=x_main, amp=0.05 * width, vertical=True
+    )
     y_join = bottom + height * rng.uniform(0.35, 0.65)
-    trib = _meander(rng, along=np.linspace(fr, x_main, 160), base=y_join, amp=0.04 * height,
-                    vertical=False)
+    trib = _meander(
+        rng, along=np.linspace(fr, x_main, 160), base=y_join, amp=0.04 * height, vertical=False
+    )
     rivers = ((main, float(rng.uniform(90.0, 130.0))), (trib, float(rng.uniform(35.0, 50.0))))
 
     ids = iter(int(v) for v in rng.integers(100_000_000, 999_999_999, size=16))
     y_road = bottom + height * rng.uniform(0.6, 0.8)
-    primary = _meander(rng, along=np.linspace(fl, fr, 120), base=y_road, amp=0.02 * height,
-                       vertical=False)
+    primary = _meander(
+        rng, along=np.linspace(fl, fr, 120), base=y_road, amp=0.02 * height, vertical=False
+    )
     x_branch = left + width * rng.uniform(0.62, 0.78)
     y_at_branch = _value_at(primary, x_branch, vertical=False)
-    secondary = _meander(rng, along=np.linspace(y_at_branch, fb, 100), base=x_branch,
-                         amp=0.025 * width, vertical=True)
+    secondary = _meander(
+        rng,
+        along=np.linspace(y_at_branch, fb, 100),
+        base=x_branch,
+        amp=0.025 * width,
+        vertical=True,
+    )
     roads = [Road(primary, "primary", next(ids)), Road(secondary, "secondary", next(ids))]
     for start_frac, direction in ((rng.uniform(0.25, 0.45), 1.0), (rng.uniform(0.6, 0.8), -1.0)):
         start = secondary.interpolate(start_frac, normalized=True)
@@ -104,23 +113,30 @@ def make_features(spec: WorldSpec, region: Region) -> Features:
     settlements = [Settlement(town_pt, _name(rng), "town", int(rng.integers(8_000, 25_000)))]
     for frac in np.sort(rng.uniform(0.55, 0.9, size=2)):
         pt = main.interpolate(_frac_at(main, bottom + height * (1 - frac)), normalized=True)
-        settlements.append(Settlement(Point(pt.x + 140.0, pt.y), _name(rng), "village",
-                                      int(rng.integers(300, 2_500))))
+        settlements.append(
+            Settlement(
+                Point(pt.x + 140.0, pt.y), _name(rng), "village", int(rng.integers(300, 2_500))
+            )
+        )
     pt = secondary.interpolate(0.75, normalized=True)
-    settlements.append(Settlement(Point(pt.x, pt.y), _name(rng), "village",
-                                  int(rng.integers(300, 2_500))))
+    settlements.append(
+        Settlement(Point(pt.x, pt.y), _name(rng), "village", int(rng.integers(300, 2_500)))
+    )
 
     peat = _peat(rng, region)
     return Features(rivers, tuple(roads), tuple(settlements), peat)
 
 
-def _meander(rng: np.random.Generator, along: np.ndarray, base: float, amp: float,
-             vertical: bool) -> LineString:
+def _meander(
+    rng: np.random.Generator, along: np.ndarray, base: float, amp: float, vertical: bool
+) -> LineString:
     """A sinuous line: ``along`` runs the main axis, the other axis wobbles around ``base``."""
     t = (along - along.min()) / max(np.ptp(along), 1.0)
     offset = np.zeros_like(t)
     for k, scale in ((1.5, 1.0), (3.7, 0.45), (8.3, 0.15)):
-        offset += scale * np.sin(2 * np.pi * k * rng.uniform(0.8, 1.2) * t + rng.uniform(0, 2 * np.pi))
+        offset += scale * np.sin(
+            2 * np.pi * k * rng.uniform(0.8, 1.2) * t + rng.uniform(0, 2 * np.pi)
+        )
     across = base + amp * offset
     coords = np.column_stack([across, along] if vertical else [along, across])
     return LineString(np.round(coords, 2))
@@ -147,8 +163,10 @@ def _peat(rng: np.random.Generator, region: Region) -> tuple[tuple[Polygon, str]
     fl, fb, fr, _ = region.feature_bounds
     xs = np.linspace(fl, fr, 120)
     t = (xs - fl) / (fr - fl)
-    wobble = sum(a * np.sin(2 * np.pi * k * t + rng.uniform(0, 2 * np.pi))
-                 for k, a in ((1.0, 0.06), (2.6, 0.03)))
+    wobble = sum(
+        a * np.sin(2 * np.pi * k * t + rng.uniform(0, 2 * np.pi))
+        for k, a in ((1.0, 0.06), (2.6, 0.03))
+    )
     edge = bottom + (top - bottom) * (rng.uniform(0.4, 0.5) + wobble)
     polys = []
     for depth in (0.0, 0.12 * (top - bottom) + 600.0, 0.3 * (top - bottom) + 1800.0):

@@ -9,6 +9,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import numpy as np
+from odc.geo.geobox import GeoBox
 from scipy import ndimage
 from shapely.geometry import box
 
@@ -42,7 +43,8 @@ def render_surface(
 
     # Intact forest (peat swamp forest over peat), with crown texture and slow variation.
     peat = ndimage.gaussian_filter(
-        rasterise_windowed([p for p, _ in features.peat], grid), 8.0).astype(np.float32)
+        rasterise_windowed([p for p, _ in features.peat], grid), 8.0
+    ).astype(np.float32)
     refl = sp.mix(sp.FOREST, sp.PEAT_FOREST, peat)
     refl *= 1.0 + 0.04 * coarse_field(rng, shape, 8, 2.5)[None]
     crowns = 0.7 * smooth_noise(rng, shape, 0.7) + 0.5 * smooth_noise(rng, shape, 2.5)
@@ -79,8 +81,12 @@ def _paint(refl: np.ndarray, spectrum: np.ndarray, alpha: np.ndarray) -> None:
     refl[:, sl] = refl[:, sl] * (1 - a) + spectrum[:, None, None] * a
 
 
-def _settlements(refl: np.ndarray, grid, features: Features,  # noqa: ANN001
-                 rng: np.random.Generator) -> None:
+def _settlements(
+    refl: np.ndarray,
+    grid: GeoBox,
+    features: Features,
+    rng: np.random.Generator,
+) -> None:
     """A cleared area of gardens and bare yards, densely covered with bright roofs."""
     for s in features.settlements:
         r = s.radius
@@ -92,15 +98,18 @@ def _settlements(refl: np.ndarray, grid, features: Features,  # noqa: ANN001
         dist = np.hypot(x - s.point.x, y - s.point.y)
         edge = r * (1.0 + 0.15 * smooth_noise(rng, dist.shape, 3.0))
         cleared = np.clip((edge - dist) / 30.0, 0.0, 1.0).astype(np.float32)
-        yard = sp.mix(sp.GRASS, sp.SOIL, np.clip(0.4 + 0.3 * smooth_noise(rng, dist.shape, 1.5),
-                                                 0, 1))
+        yard = sp.mix(
+            sp.GRASS, sp.SOIL, np.clip(0.4 + 0.3 * smooth_noise(rng, dist.shape, 1.5), 0, 1)
+        )
         n = int(min(s.population / 6, 800))
         rad = r * np.sqrt(rng.uniform(0.0, 0.8, n))  # uniform over the disc's inner part
         theta = rng.uniform(0, 2 * np.pi, n)
         size = rng.uniform(8.0, 14.0, n)
         cx, cy = s.point.x + rad * np.cos(theta), s.point.y + rad * np.sin(theta)
-        houses = [box(a - d / 2, b - d / 2, a + d / 2, b + d / 2)
-                  for a, b, d in zip(cx, cy, size, strict=True)]
+        houses = [
+            box(a - d / 2, b - d / 2, a + d / 2, b + d / 2)
+            for a, b, d in zip(cx, cy, size, strict=True)
+        ]
         roofs = rasterise(houses, sub, supersample=3)
         block = refl[:, rows, cols]
         block = block * (1 - cleared) + yard * cleared
@@ -108,8 +117,14 @@ def _settlements(refl: np.ndarray, grid, features: Features,  # noqa: ANN001
         refl[:, rows, cols] = block
 
 
-def _event(refl: np.ndarray, water: np.ndarray, seasonal: np.ndarray, grid, event: Event,  # noqa: ANN001
-           rng: np.random.Generator) -> None:
+def _event(
+    refl: np.ndarray,
+    water: np.ndarray,
+    seasonal: np.ndarray,
+    grid: GeoBox,
+    event: Event,
+    rng: np.random.Generator,
+) -> None:
     """Replace forest by the event's land use inside its loss polygon (30 m soft border)."""
     hit = window_of(grid, event.poly_utm.bounds, pad=4)
     if hit is None:
@@ -120,8 +135,9 @@ def _event(refl: np.ndarray, water: np.ndarray, seasonal: np.ndarray, grid, even
     inside_m = ndimage.distance_transform_edt(cover >= 0.5) * abs(sub.affine.a)
     x, y = pixel_centres(sub)
     c = event.poly_utm.centroid
-    ctx = Ctx(x - c.x, y - c.y, inside_m.astype(np.float32), refl[:, rows, cols].copy(),
-              event.angle, rng)
+    ctx = Ctx(
+        x - c.x, y - c.y, inside_m.astype(np.float32), refl[:, rows, cols].copy(), event.angle, rng
+    )
     patch = render_land_use(event.label, event.merged_label, ctx)
     refl[:, rows, cols] = refl[:, rows, cols] * (1 - alpha) + patch.refl * alpha
     water[rows, cols] = np.maximum(water[rows, cols], patch.water * (cover >= 0.5))

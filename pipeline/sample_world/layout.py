@@ -10,6 +10,7 @@ from pyproj import Transformer
 from scipy import ndimage
 from shapely import affinity
 from shapely.geometry import Point, Polygon, box
+from shapely.prepared import PreparedGeometry, prep
 
 from pipeline.drivers import DRIVER_CLASSES, FINE_TO_MERGED
 from pipeline.grid import EQUAL_AREA_CRS
@@ -48,13 +49,16 @@ def layout_events(spec: WorldSpec, region: Region, features: Features) -> tuple[
     rng = stream(spec.seed, "layout")
     labels = _draw_labels(rng, spec.n_events)
     years = [int(y) for y in rng.permutation(np.resize(np.asarray(spec.loss_years), spec.n_events))]
-    shapes = [make_shape(stream(spec.seed, f"shape-{i}"), fine, merged)
-              for i, (fine, merged) in enumerate(labels)]
-    keep_out = shapely.prepared.prep(features.keep_out())
-    peat = shapely.prepared.prep(features.peat_area())
+    shapes = [
+        make_shape(stream(spec.seed, f"shape-{i}"), fine, merged)
+        for i, (fine, merged) in enumerate(labels)
+    ]
+    keep_out = prep(features.keep_out())
+    peat = prep(features.peat_area())
     left, bottom, right, top = region.bounds
-    inner = box(left + EDGE_MARGIN_M, bottom + EDGE_MARGIN_M, right - EDGE_MARGIN_M,
-                top - EDGE_MARGIN_M)
+    inner = box(
+        left + EDGE_MARGIN_M, bottom + EDGE_MARGIN_M, right - EDGE_MARGIN_M, top - EDGE_MARGIN_M
+    )
 
     placed: dict[int, Polygon] = {}
     # Big blocks first: they are the hardest to fit, small plots fill the gaps.
@@ -62,8 +66,10 @@ def layout_events(spec: WorldSpec, region: Region, features: Features) -> tuple[
         fine, _ = labels[i]
         poly = shapes[i].polygon
         for attempt in range(3000):
-            px, py = rng.uniform(inner.bounds[0], inner.bounds[2]), rng.uniform(inner.bounds[1],
-                                                                                inner.bounds[3])
+            px, py = (
+                rng.uniform(inner.bounds[0], inner.bounds[2]),
+                rng.uniform(inner.bounds[1], inner.bounds[3]),
+            )
             cand = affinity.translate(poly, px, py)
             if not inner.contains(cand) or keep_out.intersects(cand):
                 continue
@@ -95,12 +101,21 @@ def layout_events(spec: WorldSpec, region: Region, features: Features) -> tuple[
         if not lonlat.contains(Point(lon, lat)):
             raise AssertionError(f"representative point of event {n} fell outside its polygon")
         area = shapely.transform(lonlat, lambda xy: np.column_stack(to_area.transform(*xy.T))).area
-        events.append(Event(
-            event_id=f"sw-{n + 1:04d}", label=fine, merged_label=merged, year=years[k],
-            split=split_of[n], angle=shapes[k].angle, poly_lonlat=lonlat,
-            poly_utm=geom_to_utm(lonlat, region.epsg), latitude=lat, longitude=lon,
-            area_ha=round(area / 10_000.0, 4),
-        ))
+        events.append(
+            Event(
+                event_id=f"sw-{n + 1:04d}",
+                label=fine,
+                merged_label=merged,
+                year=years[k],
+                split=split_of[n],
+                angle=shapes[k].angle,
+                poly_lonlat=lonlat,
+                poly_utm=geom_to_utm(lonlat, region.epsg),
+                latitude=lat,
+                longitude=lon,
+                area_ha=round(area / 10_000.0, 4),
+            )
+        )
     return tuple(events)
 
 
@@ -117,7 +132,7 @@ def _draw_labels(rng: np.random.Generator, n: int) -> list[tuple[str, str]]:
     return out
 
 
-def _preference(fine: str, poly: Polygon, features: Features, peat) -> float:  # noqa: ANN001
+def _preference(fine: str, poly: Polygon, features: Features, peat: PreparedGeometry) -> float:
     """Acceptance probability of a candidate site for this fine label."""
     c = poly.centroid
     if FINE_TO_MERGED[fine] == "Plantation":
@@ -145,8 +160,9 @@ def _loss_components(poly_lonlat: Polygon) -> int:
     return int(ndimage.label(mask, structure=np.ones((3, 3)))[1])
 
 
-def _stratified_split(rng: np.random.Generator, merged: list[str],
-                      fractions: tuple[float, float, float]) -> list[str]:
+def _stratified_split(
+    rng: np.random.Generator, merged: list[str], fractions: tuple[float, float, float]
+) -> list[str]:
     """Assign train/val/test per merged class; every split gets one event when a class has 3+."""
     out = [""] * len(merged)
     for cls in DRIVER_CLASSES:

@@ -14,14 +14,16 @@ def stream(seed: int, name: str) -> np.random.Generator:
     Each part draws from its own stream, so adding draws to one part never shifts another.
     ``crc32`` (not ``hash``) keeps the mapping stable across processes.
     """
-    return np.random.Generator(np.random.PCG64(np.random.SeedSequence([seed, zlib.crc32(name.encode())])))
+    return np.random.Generator(
+        np.random.PCG64(np.random.SeedSequence([seed, zlib.crc32(name.encode())]))
+    )
 
 
-def smooth_noise(
-    rng: np.random.Generator, shape: tuple[int, int], sigma: float
-) -> np.ndarray:
+def smooth_noise(rng: np.random.Generator, shape: tuple[int, int], sigma: float) -> np.ndarray:
     """Gaussian-smoothed white noise rescaled to zero mean and unit std (float32)."""
-    field = ndimage.gaussian_filter(rng.standard_normal(shape, dtype=np.float32), sigma, mode="wrap")
+    field = ndimage.gaussian_filter(
+        rng.standard_normal(shape, dtype=np.float32), sigma, mode="wrap"
+    )
     std = float(field.std())
     return ((field - field.mean()) / (std if std > 0 else 1.0)).astype(np.float32)
 
@@ -77,7 +79,8 @@ def coarse_field(
     """
     h, w = shape
     small = smooth_noise(rng, (h // factor + 2, w // factor + 2), sigma)
-    zoomed = ndimage.zoom(small, (h / small.shape[0], w / small.shape[1]), order=1,
-                          grid_mode=True, mode="nearest")
+    zoomed = ndimage.zoom(
+        small, (h / small.shape[0], w / small.shape[1]), order=1, grid_mode=True, mode="nearest"
+    )
     zoomed = zoomed[:h, :w]
     return ((zoomed - zoomed.mean()) / max(float(zoomed.std()), 1e-6)).astype(np.float32)

@@ -87,7 +87,8 @@ def _plantation(fine: str, ctx: Ctx) -> Patch:
     rng = ctx.rng
     a, b = rotate(ctx.x, ctx.y, ctx.angle)
     canopy = {"Oil palm plantation": sp.YOUNG_PALM, "Timber plantation": sp.ACACIA}.get(
-        fine, sp.RUBBER)
+        fine, sp.RUBBER
+    )
     # Planting rows: 60-90 m period at their own orientation (contour/terrace planting).
     period = rng.uniform(60.0, 90.0)
     ra, _ = rotate(ctx.x, ctx.y, rng.uniform(0.0, np.pi))
@@ -96,9 +97,9 @@ def _plantation(fine: str, ctx: Ctx) -> Patch:
     spacing = rng.uniform(200.0, 320.0)
     oa, ob = rng.uniform(0, spacing, size=2)
     ia, ib = cell_index(a, spacing, oa), cell_index(b, spacing, ob)
-    lo, hi = (0.65, 0.95) if fine == "Timber plantation" else (0.4, 0.8)
+    lo, hi = (0.7, 0.95) if fine == "Timber plantation" else (0.5, 0.85)
     cohort = rng.uniform(lo, hi, size=(ia.max() + 1, ib.max() + 1)).astype(np.float32)
-    cover = np.clip(cohort[ia, ib] + 0.35 * rows, 0.0, 1.0)
+    cover = np.clip(cohort[ia, ib] + 0.3 * rows, 0.0, 1.0)
     soil = sp.SOIL * rng.normal(1.0, 0.05, size=6).astype(np.float32)
     refl = sp.mix(soil, canopy, cover)
     refl *= 1.0 + 0.02 * rng.standard_normal(ctx.shape, dtype=np.float32)
@@ -113,9 +114,9 @@ def _plantation(fine: str, ctx: Ctx) -> Patch:
 # Field types of smallholder mosaics and their probabilities per fine label.
 _FIELD_SPECTRA = np.stack([sp.SOIL, sp.CROP, sp.YOUNG_TREES, sp.BURN, sp.YOUNG_PALM])
 _FIELD_PROBS = {
-    "Small-scale agriculture": (0.32, 0.33, 0.08, 0.22, 0.05),
-    "Small-scale mixed plantation": (0.22, 0.18, 0.40, 0.12, 0.08),
-    "Small-scale oil palm plantation": (0.25, 0.10, 0.10, 0.15, 0.40),
+    "Small-scale agriculture": (0.35, 0.30, 0.05, 0.25, 0.05),
+    "Small-scale mixed plantation": (0.28, 0.15, 0.35, 0.17, 0.05),
+    "Small-scale oil palm plantation": (0.30, 0.10, 0.08, 0.20, 0.32),
 }
 
 
@@ -128,9 +129,14 @@ def _smallholder(fine: str, ctx: Ctx) -> Patch:
     seeds = np.stack(np.meshgrid(gx, gy), axis=-1).reshape(-1, 2)
     seeds = seeds + rng.uniform(-0.4 * size, 0.4 * size, size=seeds.shape)
     _, idx = cKDTree(seeds).query(np.column_stack([ctx.x.ravel(), ctx.y.ravel()]))
-    kinds = rng.choice(len(_FIELD_SPECTRA), size=len(seeds), p=_FIELD_PROBS.get(
-        fine, _FIELD_PROBS["Small-scale agriculture"]))
-    gains = rng.normal(1.0, 0.08, size=(len(seeds), 1)) * rng.normal(1.0, 0.03, size=(len(seeds), 6))
+    kinds = rng.choice(
+        len(_FIELD_SPECTRA),
+        size=len(seeds),
+        p=_FIELD_PROBS.get(fine, _FIELD_PROBS["Small-scale agriculture"]),
+    )
+    gains = rng.normal(1.0, 0.08, size=(len(seeds), 1)) * rng.normal(
+        1.0, 0.03, size=(len(seeds), 6)
+    )
     table = (_FIELD_SPECTRA[kinds] * gains).astype(np.float32)
     refl = table[idx].T.reshape(6, *ctx.shape)
     refl *= 1.0 + 0.03 * rng.standard_normal(ctx.shape, dtype=np.float32)

@@ -39,8 +39,11 @@ def _segment_distance(x: np.ndarray, y: np.ndarray, p: np.ndarray, q: np.ndarray
 def _mining(ctx: Ctx) -> Patch:
     rng = ctx.rng
     # Very bright tailings and sand (high SWIR), with darker wet patches and turquoise pit ponds.
-    base = sp.mix(sp.BRIGHT_SOIL, sp.WET_SOIL,
-                  np.clip(0.25 + 0.2 * smooth_noise(rng, ctx.shape, 3.0), 0.0, 1.0))
+    base = sp.mix(
+        sp.BRIGHT_SOIL,
+        sp.WET_SOIL,
+        np.clip(0.25 + 0.2 * smooth_noise(rng, ctx.shape, 3.0), 0.0, 1.0),
+    )
     water = np.zeros(ctx.shape, np.float32)
     rim = np.zeros(ctx.shape, np.float32)
     for cx, cy in _interior_points(ctx, int(rng.integers(2, 6)), 50.0):
@@ -61,16 +64,20 @@ def _fish_pond(ctx: Ctx) -> Patch:
     a, b = rotate(ctx.x, ctx.y, ctx.angle)
     pa, pb, dyke = rng.uniform(40.0, 70.0), rng.uniform(30.0, 50.0), rng.uniform(10.0, 14.0)
     oa, ob = rng.uniform(0, pa), rng.uniform(0, pb)
-    inner = lambda d: np.clip((d - dyke / 2) / 15.0 + 0.5, 0.0, 1.0)  # noqa: E731
-    pond = inner(grid_distance(a, pa, oa)) * inner(grid_distance(b, pb, ob))
+    da, db = grid_distance(a, pa, oa), grid_distance(b, pb, ob)
+    pond = np.clip((np.minimum(da, db) - dyke / 2) / 15.0 + 0.5, 0.0, 1.0)
     pond *= np.clip((ctx.inside_m - dyke) / 15.0 + 0.5, 0.0, 1.0)
     ia, ib = cell_index(a, pa, oa), cell_index(b, pb, ob)
     n_a, n_b = ia.max() + 1, ib.max() + 1
     wet = rng.random((n_a, n_b)) < 0.85  # some ponds are drained for harvest
     tint = rng.normal(1.0, 0.1, size=(n_a, n_b, 6)).astype(np.float32)
     algae = rng.uniform(0.0, 0.5, size=(n_a, n_b, 1)).astype(np.float32)
-    colour = np.where(wet[..., None], sp.FISH_WATER + algae * (sp.CROP - sp.FISH_WATER) * 0.3,
-                      sp.WET_SOIL) * tint
+    colour = (
+        np.where(
+            wet[..., None], sp.FISH_WATER + algae * (sp.CROP - sp.FISH_WATER) * 0.3, sp.WET_SOIL
+        )
+        * tint
+    )
     inside = colour[ia, ib].transpose(2, 0, 1)
     dykes = sp.mix(sp.GRASS, sp.SOIL, np.full(ctx.shape, 0.4, np.float32))
     refl = dykes * (1 - pond) + inside * pond
@@ -87,8 +94,9 @@ def _logging(ctx: Ctx) -> Patch:
     _, b = rotate(ctx.x, ctx.y, ctx.angle)
     trail = line_alpha(np.abs(b), rng.uniform(10.0, 14.0))
     for p in _interior_points(ctx, int(rng.integers(1, 4)), 40.0):
-        trail = np.maximum(trail, line_alpha(np.hypot(ctx.x - p[0], ctx.y - p[1]),
-                                             2 * rng.uniform(18.0, 32.0)))
+        trail = np.maximum(
+            trail, line_alpha(np.hypot(ctx.x - p[0], ctx.y - p[1]), 2 * rng.uniform(18.0, 32.0))
+        )
         for _ in range(int(rng.integers(4, 9))):
             heading = ctx.angle + rng.normal(np.pi / 2, 0.6) * rng.choice([-1, 1])
             length = rng.uniform(100.0, 300.0)

@@ -63,9 +63,10 @@ def rasterise(geoms: Sequence[BaseGeometry], grid: GeoBox, supersample: int = 1)
     if not geoms:
         return np.zeros((h, w), np.float32)
     s = supersample
-    transform = grid.affine * Affine.scale(1.0 / s)
-    mask = features.rasterize(geoms, out_shape=(h * s, w * s), transform=transform, fill=0,
-                              default_value=1, dtype="uint8")
+    transform = grid.affine @ Affine.scale(1.0 / s)
+    mask = features.rasterize(
+        geoms, out_shape=(h * s, w * s), transform=transform, fill=0, default_value=1, dtype="uint8"
+    )
     if s == 1:
         return mask.astype(np.float32)
     return mask.reshape(h, s, w, s).mean(axis=(1, 3), dtype=np.float32)
@@ -79,8 +80,9 @@ def lattice_window(geom: BaseGeometry, per_degree: int, pad: int = 1) -> GeoBox:
     j0 = math.floor(south * per_degree) - pad
     j1 = math.ceil(north * per_degree) + pad
     res = 1.0 / per_degree
-    return GeoBox((j1 - j0, i1 - i0), Affine(res, 0, i0 / per_degree, 0, -res, j1 / per_degree),
-                  "EPSG:4326")
+    return GeoBox(
+        (j1 - j0, i1 - i0), Affine(res, 0, i0 / per_degree, 0, -res, j1 / per_degree), "EPSG:4326"
+    )
 
 
 def paste_offset(window: GeoBox, full: GeoBox) -> tuple[int, int]:
@@ -106,20 +108,22 @@ def window_of(
     r1 = min(math.ceil((bottom - a.f) / a.e) + pad, h)
     if c0 >= c1 or r0 >= r1:
         return None
-    sub = GeoBox((r1 - r0, c1 - c0), a * Affine.translation(c0, r0), grid.crs)
+    sub = GeoBox((r1 - r0, c1 - c0), a @ Affine.translation(c0, r0), grid.crs)
     return (slice(r0, r1), slice(c0, c1)), sub
 
 
-def rasterise_windowed(geoms: Sequence[BaseGeometry], grid: GeoBox, supersample: int = 1,
-                       pad: int = 1) -> np.ndarray:
+def rasterise_windowed(
+    geoms: Sequence[BaseGeometry], grid: GeoBox, supersample: int = 1, pad: int = 1
+) -> np.ndarray:
     """Like :func:`rasterise` over the whole grid, but only rasterising the geoms' bounds."""
     out = np.zeros(tuple(grid.shape.yx), np.float32)
     geoms = [g for g in geoms if not g.is_empty]
     if not geoms:
         return out
     bounds = np.asarray([g.bounds for g in geoms])
-    hit = window_of(grid, (bounds[:, 0].min(), bounds[:, 1].min(), bounds[:, 2].max(),
-                           bounds[:, 3].max()), pad)
+    hit = window_of(
+        grid, (bounds[:, 0].min(), bounds[:, 1].min(), bounds[:, 2].max(), bounds[:, 3].max()), pad
+    )
     if hit is not None:
         (rows, cols), sub = hit
         out[rows, cols] = rasterise(geoms, sub, supersample)

@@ -153,10 +153,22 @@ def geom_to_utm(geom: G, epsg: int) -> G:
 def _lonlat_bounds(epsg: int, bounds: tuple[float, float, float, float]) -> tuple[float, ...]:
     left, bottom, right, top = bounds
     t = np.linspace(0.0, 1.0, 21)
-    xs = np.concatenate([left + (right - left) * t, np.full(21, right), right - (right - left) * t,
-                         np.full(21, left)])
-    ys = np.concatenate([np.full(21, top), top - (top - bottom) * t, np.full(21, bottom),
-                         bottom + (top - bottom) * t])
+    xs = np.concatenate(
+        [
+            left + (right - left) * t,
+            np.full(21, right),
+            right - (right - left) * t,
+            np.full(21, left),
+        ]
+    )
+    ys = np.concatenate(
+        [
+            np.full(21, top),
+            top - (top - bottom) * t,
+            np.full(21, bottom),
+            bottom + (top - bottom) * t,
+        ]
+    )
     lon, lat = to_lonlat(epsg, xs, ys)
     return (float(lon.min()), float(lat.min()), float(lon.max()), float(lat.max()))
 

@@ -64,16 +64,24 @@ def make_shape(rng: np.random.Generator, fine_label: str, merged_label: str) -> 
     return Shape(poly, angle)
 
 
-def _blob(rng: np.random.Generator, area_m2: float, harmonics: tuple[int, ...], amp: float,
-          aspect: float) -> Polygon:
+def _blob(
+    rng: np.random.Generator, area_m2: float, harmonics: tuple[int, ...], amp: float, aspect: float
+) -> Polygon:
     """A star-shaped blob: a circle whose radius wobbles with a few random harmonics."""
     phi = np.linspace(0.0, 2 * np.pi, 72, endpoint=False)
     r = np.ones_like(phi)
     for k in harmonics:
-        r += amp * rng.uniform(0.4, 1.0) / np.sqrt(k - 1) * np.cos(k * phi + rng.uniform(0, 2 * np.pi))
+        r += (
+            amp
+            * rng.uniform(0.4, 1.0)
+            / np.sqrt(k - 1)
+            * np.cos(k * phi + rng.uniform(0, 2 * np.pi))
+        )
     r = np.clip(r, 0.45, None)  # keep every spoke long enough: no thin necks, one component
     radius = np.sqrt(area_m2 / np.pi)
-    xy = np.column_stack([radius * aspect**0.5 * r * np.cos(phi), radius / aspect**0.5 * r * np.sin(phi)])
+    xy = np.column_stack(
+        [radius * aspect**0.5 * r * np.cos(phi), radius / aspect**0.5 * r * np.sin(phi)]
+    )
     return Polygon(xy)
 
 
