@@ -39,7 +39,7 @@ def uv() -> str:
 
 
 def main(argv: list[str]) -> int:
-    if sys.version_info < (3, 11):
+    if sys.version_info < (3, 11):  # noqa: UP036 - users may run an older python3
         print("error: Python 3.11+ is required", file=sys.stderr)
         return 2
     if not argv or argv[0] not in COMMANDS:

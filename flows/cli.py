@@ -223,3 +223,7 @@ def demo(config: ConfigOpt = DEFAULT_DEMO_CONFIG, dask_address: AddressOpt = Non
 def main() -> None:  # pragma: no cover - console entry point
     app()
     sys.exit(0)
+
+
+if __name__ == "__main__":  # pragma: no cover
+    app()

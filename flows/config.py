@@ -158,6 +158,10 @@ def require_file(value: Path | None, key: str) -> Path:
 def preflight(config: PipelineConfig, verb: str) -> None:
     """Check a verb's inputs before any flow starts, so that errors are one line."""
     inputs = config.inputs
+    if verb == "map":
+        from pipeline.provinces import select_provinces
+
+        select_provinces(config.mapping.provinces)
     if verb == "ingest":
         if not inputs.landsat:
             raise ConfigError("inputs.landsat is empty: name product folders or pass SOURCES")

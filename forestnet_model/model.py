@@ -58,7 +58,22 @@ def build_model(spec: ModelSpec) -> nn.Module:
     )
     if spec.encoder_weights is not None:
         load_encoder_weights(model, spec.encoder_weights, n_rgb=3)
+    set_batchnorm_momentum(model, BATCHNORM_MOMENTUM)
     return model
+
+
+#: smp's efficientnet encoders keep TensorFlow's BatchNorm momentum (0.01 in PyTorch terms):
+#: the running statistics then need thousands of steps to leave their initial values, and a
+#: model trained for a few hundred steps predicts one class in eval mode. 0.1 (PyTorch's
+#: default) settles within an epoch and is harmless for long runs.
+BATCHNORM_MOMENTUM = 0.1
+
+
+def set_batchnorm_momentum(model: nn.Module, momentum: float) -> None:
+    """Set the running-statistics momentum of every BatchNorm layer."""
+    for module in model.modules():
+        if isinstance(module, nn.modules.batchnorm._BatchNorm):
+            module.momentum = momentum
 
 
 def load_encoder_weights(model: nn.Module, path: Path, n_rgb: int = 3) -> None:

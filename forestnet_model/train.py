@@ -15,7 +15,7 @@ import numpy as np
 import torch
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 from safetensors.torch import load_file, save_file
-from torch.utils.data import DataLoader
+from torch.utils.data import DataLoader, RandomSampler
 
 from forestnet_model.bundle import save_bundle
 from forestnet_model.data import ChipDataset, normalisation_stats, split_indices
@@ -45,6 +45,9 @@ class TrainSpec(BaseModel):
     num_threads: int | None = Field(None, description="torch CPU threads (None: torch default)")
     num_workers: int = Field(0, ge=0, description="DataLoader worker processes")
     max_batches_per_epoch: int | None = Field(None, description="cap for quick runs")
+    samples_per_epoch: int | None = Field(
+        None, ge=1, description="random crops drawn per epoch (None: one per training event)"
+    )
 
     @field_validator("crop")
     @classmethod
@@ -108,8 +111,13 @@ def train_model(chips_path: Path, out_dir: Path, model_spec: ModelSpec, spec: Tr
     val_ds = ChipDataset(str(chips_path), "val", train=False, **common)
     test_ds = ChipDataset(str(chips_path), "test", train=False, **common)
     gen = torch.Generator().manual_seed(spec.seed)
-    train_dl = DataLoader(train_ds, batch_size=spec.batch_size, shuffle=True, generator=gen,
-                          num_workers=spec.num_workers, drop_last=len(train_ds) > spec.batch_size)
+    # Several random crops (and SDA views) per event and epoch: small training sets
+    # otherwise give too few optimiser steps per epoch for early stopping to mean much.
+    sampler = RandomSampler(train_ds, replacement=spec.samples_per_epoch is not None,
+                            num_samples=spec.samples_per_epoch, generator=gen)
+    n_draws = spec.samples_per_epoch or len(train_ds)
+    train_dl = DataLoader(train_ds, batch_size=spec.batch_size, sampler=sampler,
+                          num_workers=spec.num_workers, drop_last=n_draws > spec.batch_size)
     val_dl = DataLoader(val_ds, batch_size=spec.batch_size, num_workers=spec.num_workers)
     test_dl = DataLoader(test_ds, batch_size=spec.batch_size, num_workers=spec.num_workers)
 

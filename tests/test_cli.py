@@ -1,0 +1,68 @@
+"""The CLI: verbs exist, and bad configs or inputs give one line and exit code 2."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+from typer.testing import CliRunner
+
+from flows.cli import app
+from tests.tiny_config import write_tiny_config
+
+runner = CliRunner()
+VERBS = ("demo", "sample-data", "ingest", "build-training-set", "train", "map")
+
+
+def test_help_lists_every_verb() -> None:
+    result = runner.invoke(app, ["--help"])
+    assert result.exit_code == 0
+    for verb in VERBS:
+        assert verb in result.output
+
+
+@pytest.mark.parametrize("verb", VERBS)
+def test_every_verb_takes_config_and_dask_address(verb: str) -> None:
+    result = runner.invoke(app, [verb, "--help"])
+    assert result.exit_code == 0
+    assert "--config" in result.output and "--dask-address" in result.output
+
+
+def _one_line_error(result) -> str:
+    assert result.exit_code == 2, result.output
+    text = result.stderr.strip()
+    assert "Traceback" not in text and "Traceback" not in result.stdout
+    assert len(text.splitlines()) == 1, text
+    return text
+
+
+def test_unknown_key_is_named(tmp_path: Path) -> None:
+    config = write_tiny_config(tmp_path, tmp_path / "world", train={"epoch": 3})
+    text = _one_line_error(runner.invoke(app, ["train", "--config", str(config)]))
+    assert "train.epoch" in text and str(config) in text
+
+
+def test_missing_config_file_is_named(tmp_path: Path) -> None:
+    missing = tmp_path / "nope.yaml"
+    text = _one_line_error(runner.invoke(app, ["map", "--config", str(missing)]))
+    assert str(missing) in text
+
+
+def test_missing_input_file_is_named(tmp_path: Path) -> None:
+    config = write_tiny_config(tmp_path, tmp_path / "world")
+    text = _one_line_error(runner.invoke(app, ["map", "--config", str(config)]))
+    assert "inputs.lossyear" in text and "lossyear.tif" in text
+
+
+def test_unknown_province_is_named(tmp_path: Path, tiny_world: Path) -> None:
+    config = write_tiny_config(tmp_path, tiny_world.parent)
+    text = _one_line_error(runner.invoke(
+        app, ["map", "--config", str(config), "--province", "Kalimantan Tenga"]))
+    assert "Kalimantan Tenga" in text and "Kalimantan Tengah" in text
+
+
+def test_ingest_of_missing_folder_is_named(tmp_path: Path) -> None:
+    config = write_tiny_config(tmp_path, tmp_path / "world")
+    text = _one_line_error(runner.invoke(
+        app, ["ingest", str(tmp_path / "no-such-scenes"), "--config", str(config)]))
+    assert "no-such-scenes" in text

@@ -1,0 +1,38 @@
+"""A tiny end-to-end configuration over the tiny sample world, for flow tests."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import yaml
+
+
+def write_tiny_config(folder: Path, world: Path, **overrides: dict) -> Path:
+    """Write a config whose inputs point into ``world`` and whose outputs go to ``folder``."""
+    sections = {
+        "workdir": str(folder / "work"),
+        "cluster": {"n_workers": 2, "threads_per_worker": 1, "memory_limit": "3GiB"},
+        "sample_world": {"preset": "tiny", "seed": 42, "out": str(world)},
+        "inputs": {
+            "landsat": [str(world / "landsat")],
+            "events_csv_dir": str(world / "events"),
+            "lossyear": str(world / "gfc" / "lossyear.tif"),
+            "treecover": str(world / "gfc" / "treecover2000.tif"),
+            "dem": str(world / "aux" / "srtm_dem.tif"),
+            "roads": str(world / "aux" / "roads.gpkg"),
+            "settlements": str(world / "aux" / "settlements.gpkg"),
+            "peat": str(world / "aux" / "peat.gpkg"),
+            "climate": str(world / "aux" / "climate.tif"),
+        },
+        "chips": {"batch_size": 4, "max_single_views": 2},
+        "train": {"epochs": 1, "batch_size": 4, "crop": 64, "num_threads": 2},
+        "mapping": {"provinces": ["Kalimantan Tengah"], "years": [2013, 2016], "batch_size": 4},
+    }
+    for key, value in overrides.items():
+        if isinstance(value, dict):
+            sections[key] = {**sections.get(key, {}), **value}
+        else:
+            sections[key] = value
+    path = folder / "config.yaml"
+    path.write_text(yaml.safe_dump(sections))
+    return path
