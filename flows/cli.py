@@ -62,6 +62,7 @@ def _run(config: PipelineConfig, flow: Callable[[PipelineConfig, str], dict], ve
     """Check the verb's inputs, start (or attach to) the cluster and run one flow on it."""
     from flows.cluster import dask_client
 
+    _quiet_cluster_logs()
     preflight(config, verb)
     with dask_client(config.cluster, echo=lambda m: console.print(m, highlight=False)) as client:
         return flow(config, client.scheduler.address)
@@ -82,8 +83,18 @@ def _main(verbose: Annotated[bool, typer.Option("--verbose", "-v")] = False) -> 
         level=logging.INFO if verbose else logging.WARNING,
         format="%(levelname)s %(name)s: %(message)s",
     )
-    if not verbose:
-        # Cluster start/stop chatter hides the pipeline's own log lines.
+    _STATE["verbose"] = verbose
+
+
+_STATE = {"verbose": False}
+
+
+def _quiet_cluster_logs() -> None:
+    """Cluster start/stop chatter hides the pipeline's own log lines (unless --verbose).
+
+    Called after distributed is imported: its import sets its loggers to INFO.
+    """
+    if not _STATE["verbose"]:
         for name in ("distributed", "bokeh", "tornado"):
             logging.getLogger(name).setLevel(logging.WARNING)
 

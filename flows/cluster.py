@@ -51,8 +51,9 @@ def dask_client(cfg: ClusterConfig, echo=print) -> Iterator[Client]:
         processes=True,
     )
     client = Client(cluster, set_as_default=False)
+    link = cluster.dashboard_link or "unavailable (bokeh is not installed)"
     echo(f"Dask: LocalCluster with {cfg.n_workers} workers"
-         f"{' (GPU)' if gpus else ' (CPU only)'}; dashboard {client.dashboard_link}")
+         f"{' (GPU)' if gpus else ' (CPU only)'}; dashboard {link}")
     try:
         yield client
     finally:

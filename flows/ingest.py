@@ -9,6 +9,7 @@ from distributed import Client
 from prefect import flow, get_run_logger, task
 
 from flows.config import ConfigError, PipelineConfig
+from pipeline.atomic import clean_stale_temporaries
 from pipeline.catalog import failed_row, scene_row, write_index
 from pipeline.ingest import IngestResult, ingest_scene
 
@@ -65,6 +66,9 @@ def ingest_flow(config: PipelineConfig, client_address: str) -> dict:
     products = [str(p) for p in find_products(config.inputs.landsat)]
     if not products:
         raise ConfigError("inputs.landsat: no Landsat product folders (*_MTL.txt) found")
+    removed = clean_stale_temporaries(config.scene_store)
+    if removed:
+        logger.info("removed %d stale temporary scene groups from killed runs", removed)
     results = ingest_scenes(products, str(config.scene_store), client_address)
     index = write_scene_index(results, str(config.scene_store))
     counts = {s: sum(r["status"] == s for r in results) for s in ("ingested", "skipped", "failed")}

@@ -11,12 +11,14 @@ import torch
 from forestnet_model.bundle import BundleMeta, load_bundle
 from forestnet_model.data import normalise, pad_to_multiple
 from forestnet_model.model import region_mean_logits
+from forestnet_model.runtime import tune_malloc_for_tensors
 from forestnet_model.train import pick_device
 
 
 @lru_cache(maxsize=2)
 def cached_bundle(path: str, device: str) -> tuple[torch.nn.Module, BundleMeta]:
     """Load a bundle once per worker process (keyed by path and device)."""
+    tune_malloc_for_tensors()
     model, meta = load_bundle(Path(path))
     return model.to(device), meta
 

@@ -9,6 +9,7 @@ from __future__ import annotations
 import json
 import logging
 import random
+import time
 from pathlib import Path
 
 import numpy as np
@@ -22,6 +23,7 @@ from forestnet_model.data import ChipDataset, normalisation_stats, split_indices
 from forestnet_model.losses import region_cross_entropy
 from forestnet_model.metrics import classification_report
 from forestnet_model.model import ModelSpec, build_model, region_mean_logits
+from forestnet_model.runtime import tune_malloc_for_tensors
 from pipeline.chip_store import open_chips
 from pipeline.drivers import DRIVER_CLASSES
 
@@ -97,6 +99,7 @@ def train_model(chips_path: Path, out_dir: Path, model_spec: ModelSpec, spec: Tr
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     seed_everything(spec.seed)
+    tune_malloc_for_tensors()
     if spec.num_threads:
         torch.set_num_threads(spec.num_threads)
     device = pick_device(spec.device)
@@ -143,6 +146,7 @@ def train_model(chips_path: Path, out_dir: Path, model_spec: ModelSpec, spec: Tr
             break
         model.train()
         losses = []
+        started = time.perf_counter()
         for i, batch in enumerate(train_dl):
             if spec.max_batches_per_epoch and i >= spec.max_batches_per_epoch:
                 break
@@ -169,7 +173,8 @@ def train_model(chips_path: Path, out_dir: Path, model_spec: ModelSpec, spec: Tr
             stale += 1
         record = {"epoch": epoch, "train_loss": float(np.mean(losses)) if losses else None,
                   "val_accuracy": report.get("accuracy"), "val_macro_f1": f1,
-                  "best_val_macro_f1": best_f1}
+                  "best_val_macro_f1": best_f1,
+                  "seconds": round(time.perf_counter() - started, 2)}
         with metrics_path.open("a") as fh:
             fh.write(json.dumps(record) + "\n")
         log.info("epoch %d: loss %.4f, val macro F1 %.3f%s", epoch, record["train_loss"] or 0,

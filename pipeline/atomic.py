@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import os
 import shutil
+import time
 import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -57,12 +58,20 @@ def atomic_output(final: Path) -> Iterator[Path]:
         raise
 
 
-def clean_stale_temporaries(folder: Path) -> int:
-    """Remove temporaries left by killed runs in ``folder``; return how many were removed."""
+def clean_stale_temporaries(folder: Path, min_age_s: float = 6 * 3600) -> int:
+    """Remove temporaries left by killed runs in ``folder``; return how many were removed.
+
+    Only temporaries untouched for ``min_age_s`` go, so a run writing into the same
+    folder right now keeps its own.
+    """
     folder = Path(folder)
     if not folder.is_dir():
         return 0
-    stale = [p for p in folder.iterdir() if p.name.startswith(".") and ".tmp-" in p.name]
+    cutoff = time.time() - min_age_s
+    stale = [
+        p for p in folder.iterdir()
+        if p.name.startswith(".") and ".tmp-" in p.name and p.lstat().st_mtime <= cutoff
+    ]
     for path in stale:
         _remove(path)
     return len(stale)

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import os
+import time
 from pathlib import Path
 
 import pytest
@@ -132,10 +134,16 @@ def test_clean_stale_temporaries(tmp_path: Path) -> None:
     for path in keep[1:]:
         path.write_text("keep")
 
+    # Fresh temporaries may belong to a run in progress: they stay.
+    assert clean_stale_temporaries(tmp_path) == 0
+    assert stale_file.exists() and stale_dir.exists()
+    old = time.time() - 7 * 3600
+    for path in (stale_file, stale_dir):
+        os.utime(path, (old, old))
     assert clean_stale_temporaries(tmp_path) == 2
     assert not stale_file.exists() and not stale_dir.exists()
     assert all(path.exists() for path in keep)
-    assert clean_stale_temporaries(tmp_path) == 0
+    assert clean_stale_temporaries(tmp_path, min_age_s=0) == 0
 
 
 def test_clean_stale_temporaries_missing_folder(tmp_path: Path) -> None:

@@ -47,6 +47,11 @@ def expected_events(world: Path) -> gpd.GeoDataFrame:
     return truth[inside & years]
 
 
+def test_cli_prints_the_dask_dashboard_link(demo_run: dict) -> None:
+    assert "Dask: LocalCluster with 2 workers" in demo_run["first"].stderr
+    assert "dashboard http://127.0.0.1:" in demo_run["first"].stderr
+
+
 def test_geopackage_opens_with_gdal_and_has_the_contract(demo_run: dict) -> None:
     gpkg = demo_run["gpkg"]
     assert gpkg.exists() and gpkg.suffix == ".gpkg"

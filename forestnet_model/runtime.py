@@ -1,0 +1,36 @@
+"""Process-level tuning for torch inside Dask workers."""
+
+from __future__ import annotations
+
+import ctypes
+import logging
+import sys
+from functools import lru_cache
+
+log = logging.getLogger(__name__)
+
+_M_TRIM_THRESHOLD = -1
+_M_MMAP_THRESHOLD = -3
+
+
+@lru_cache(maxsize=1)
+def tune_malloc_for_tensors() -> bool:
+    """Keep glibc from mmap/munmap-ing every large tensor buffer (Linux only).
+
+    Dask's nanny starts workers with ``MALLOC_TRIM_THRESHOLD_=65536``. Setting that
+    variable also freezes glibc's mmap threshold at 128 KiB, so each activation buffer is
+    a fresh mmap and page-faults on first touch: training steps in a worker ran 2.5x
+    slower than in a plain process (5.1 s vs 2.0 s for 5 steps, FPN/EfficientNet-B2 on
+    2 CPU cores). Raising both thresholds restores the plain-process speed.
+    """
+    if not sys.platform.startswith("linux"):
+        return False
+    try:
+        libc = ctypes.CDLL("libc.so.6")
+        ok = libc.mallopt(_M_MMAP_THRESHOLD, 256 * 2**20) == 1
+        ok &= libc.mallopt(_M_TRIM_THRESHOLD, 512 * 2**20) == 1
+    except (OSError, AttributeError):  # not glibc (musl, macOS)
+        return False
+    if not ok:
+        log.debug("mallopt refused the thresholds; keeping glibc defaults")
+    return ok
