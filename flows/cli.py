@@ -64,7 +64,8 @@ def _run(config: PipelineConfig, flow: Callable[[PipelineConfig, str], dict], ve
 
     _quiet_cluster_logs()
     preflight(config, verb)
-    with dask_client(config.cluster, echo=lambda m: console.print(m, highlight=False)) as client:
+    echo = lambda m: console.print(m, highlight=False, soft_wrap=True)  # noqa: E731
+    with dask_client(config.cluster, echo=echo) as client:
         return flow(config, client.scheduler.address)
 
 
@@ -116,14 +117,20 @@ def sample_data(
 
         from pipeline.sample_world import WorldSpec, generate_world
 
-        _load(config, dask_address)  # validates the config even though the world needs none
+        cfg = _load(config, dask_address)
         if preset not in ("demo", "tiny"):
             raise ConfigError(f"--preset must be demo or tiny, not {preset!r}")
         spec = replace(WorldSpec.tiny() if preset == "tiny" else WorldSpec.demo(), seed=seed)
-        manifest = generate_world(out, spec)
-        console.print("Dask: not used by sample-data (single process)")
-        typer.echo(f"sample world: {manifest}")
 
+        def generate(_: PipelineConfig, address: str) -> dict:
+            # One coarse Dask task: the world is written by a worker, like every stage.
+            from distributed import Client
+
+            with Client(address, set_as_default=False) as client:
+                return {"manifest": client.submit(generate_world, out, spec).result()}
+
+        result = _run(cfg, generate, "sample-data")
+        typer.echo(f"sample world: {result['manifest']}")
     _guard(body)
 
 

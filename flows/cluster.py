@@ -74,3 +74,19 @@ def _accepts_n(client: Client) -> bool:
     import inspect
 
     return "n_workers" in inspect.signature(client.scheduler_info).parameters
+
+
+def gather_with_progress(client: Client, futures: list, description: str) -> list:
+    """Gather futures in order while a rich progress bar counts them as they finish."""
+    from distributed import as_completed
+    from rich.console import Console
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TimeElapsedColumn
+
+    console = Console(stderr=True)
+    columns = ("[progress.description]{task.description}", BarColumn(), MofNCompleteColumn(),
+               TimeElapsedColumn())
+    with Progress(*columns, console=console, transient=False) as progress:
+        bar = progress.add_task(description, total=len(futures))
+        for _ in as_completed(futures):
+            progress.advance(bar)
+    return client.gather(futures)

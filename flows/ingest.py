@@ -8,6 +8,7 @@ from pathlib import Path
 from distributed import Client
 from prefect import flow, get_run_logger, task
 
+from flows.cluster import gather_with_progress
 from flows.config import ConfigError, PipelineConfig
 from pipeline.atomic import clean_stale_temporaries
 from pipeline.catalog import failed_row, scene_row, write_index
@@ -44,7 +45,7 @@ def ingest_scenes(products: list[str], store: str, client_address: str) -> list[
     client = Client(client_address, set_as_default=False)
     try:
         futures = client.map(_ingest_one, products, store=store, pure=False)
-        return client.gather(futures)
+        return gather_with_progress(client, futures, "ingest scenes")
     finally:
         client.close()
 

@@ -11,6 +11,7 @@ import pyarrow.parquet as pq
 from distributed import Client
 from prefect import flow, get_run_logger, task
 
+from flows.cluster import gather_with_progress
 from flows.config import PipelineConfig, require_file
 from flows.training_set import aux_sources, chip_spec
 from forestnet_model.bundle import package_versions, read_bundle_meta
@@ -63,7 +64,7 @@ def predict_drivers(config: PipelineConfig, events_path: str, run_dir: str, run_
                                  config.bundle_path, spec, aux_sources(config),
                                  parts / f"part-{a:07d}.parquet", run_id, pure=False)
                    for a, b in batches]
-        results = client.gather(futures)
+        results = gather_with_progress(client, futures, "map batches")
     finally:
         client.close()
     reused = sum(r["skipped"] for r in results)

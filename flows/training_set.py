@@ -7,6 +7,7 @@ from pathlib import Path
 from distributed import Client
 from prefect import flow, get_run_logger, task
 
+from flows.cluster import gather_with_progress
 from flows.config import PipelineConfig, require_file
 from pipeline.auxiliary import AuxSources
 from pipeline.chip_store import finalize_chip_store, init_chip_store
@@ -82,7 +83,7 @@ def build_chips(config: PipelineConfig, events_path: str, client_address: str) -
             )
             for a, b in batches
         ]
-        results = client.gather(futures)
+        results = gather_with_progress(client, futures, "chip batches")
     finally:
         client.close()
     skipped = sum(r["skipped"] for r in results)

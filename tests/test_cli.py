@@ -66,3 +66,20 @@ def test_ingest_of_missing_folder_is_named(tmp_path: Path) -> None:
     text = _one_line_error(runner.invoke(
         app, ["ingest", str(tmp_path / "no-such-scenes"), "--config", str(config)]))
     assert "no-such-scenes" in text
+
+
+def test_sample_data_writes_the_world_through_the_cluster(tmp_path: Path) -> None:
+    out = tmp_path / "world"
+    result = runner.invoke(app, ["sample-data", "--out", str(out), "--preset", "tiny"])
+    assert result.exit_code == 0, result.output
+    assert f"sample world: {out / 'manifest.json'}" in result.stdout
+    assert "dashboard http://" in result.stderr
+    assert sorted(p.name for p in (out / "events").glob("*.csv")) == [
+        "test.csv", "train.csv", "val.csv"]
+    assert len(list((out / "landsat").iterdir())) == 3
+
+
+def test_sample_data_refuses_an_unknown_preset(tmp_path: Path) -> None:
+    text = _one_line_error(runner.invoke(
+        app, ["sample-data", "--out", str(tmp_path / "w"), "--preset", "huge"]))
+    assert "huge" in text
