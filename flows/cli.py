@@ -83,6 +83,9 @@ def _main(verbose: Annotated[bool, typer.Option("--verbose", "-v")] = False) -> 
     logging.basicConfig(
         level=logging.INFO if verbose else logging.WARNING,
         format="%(levelname)s %(name)s: %(message)s",
+        # force: re-bind to the current stderr, so in-process reruns (CliRunner) never log
+        # into a stream an earlier invocation closed.
+        force=True,
     )
     _STATE["verbose"] = verbose
 

@@ -87,6 +87,7 @@ def gather_with_progress(client: Client, futures: list, description: str) -> lis
                TimeElapsedColumn())
     with Progress(*columns, console=console, transient=False) as progress:
         bar = progress.add_task(description, total=len(futures))
-        for _ in as_completed(futures):
+        # The client is not the default one (set_as_default=False): hand its loop over.
+        for _ in as_completed(futures, loop=client.loop):
             progress.advance(bar)
     return client.gather(futures)

@@ -48,7 +48,9 @@ def build_model(spec: ModelSpec) -> nn.Module:
         )
     valid_encoders = smp.encoders.get_encoder_names()
     if spec.encoder not in valid_encoders:
-        raise ValueError(f"unknown encoder {spec.encoder!r}; e.g. efficientnet-b2, resnet34")
+        raise ValueError(
+            f"unknown encoder {spec.encoder!r}; valid: {', '.join(sorted(valid_encoders))}"
+        )
     model = smp.create_model(
         ARCHITECTURES[arch],
         encoder_name=spec.encoder,
@@ -107,6 +109,10 @@ def load_encoder_weights(model: nn.Module, path: Path, n_rgb: int = 3) -> None:
                 f"{path}: {name} has shape {tuple(tensor.shape)}, "
                 f"model expects {tuple(target.shape)}"
             )
+    matched = [name for name in state if name in own]
+    if not matched:
+        raise ValueError(f"{path}: no tensor name matches the {type(encoder).__name__} encoder; "
+                         "is it a state dict of this encoder (not of the whole model)?")
     encoder.load_state_dict(own)
 
 

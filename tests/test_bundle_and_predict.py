@@ -1,0 +1,224 @@
+"""Tests for model bundles (safetensors + JSON, never pickle) and event prediction."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import pickle
+from datetime import datetime
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from forestnet_model.bundle import MANIFEST, WEIGHTS, BundleError, load_bundle, save_bundle
+from forestnet_model.model import ModelSpec, build_model
+from forestnet_model.predict import predict_events
+
+SPEC = ModelSpec(encoder="resnet18")
+NORMALISATION = {"mean": [0.05, 0.06, 0.04, 0.25, 0.15, 0.08],
+                 "std": [0.02, 0.02, 0.02, 0.05, 0.04, 0.03]}
+
+
+@pytest.fixture(scope="module", autouse=True)
+def _one_torch_thread():
+    """One thread: on a busy 2-core machine two OpenMP threads stall whenever a core is taken."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
+def _trained_looking_model(seed: int = 0) -> torch.nn.Module:
+    """A model whose weights and BatchNorm statistics differ from any fresh initialisation."""
+    torch.manual_seed(seed)
+    model = build_model(SPEC)
+    with torch.no_grad():
+        for p in model.parameters():
+            p.add_(0.01 * torch.randn_like(p))
+        model.train()
+        for _ in range(2):  # move the running statistics away from (0, 1)
+            model(torch.randn(2, 6, 64, 64) * 3 + 1)
+    return model.eval()
+
+
+@pytest.fixture(scope="module")
+def bundle(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, torch.nn.Module]:
+    model = _trained_looking_model()
+    out = tmp_path_factory.mktemp("bundles") / "bundle"
+    meta = {"model": SPEC, "normalisation": NORMALISATION, "metrics": {"val": {"macro_f1": 0.5}}}
+    assert save_bundle(model, meta, out) == out
+    return out, model
+
+
+def _copy_bundle(src: Path, dst: Path) -> Path:
+    dst.mkdir()
+    for name in (WEIGHTS, MANIFEST):
+        (dst / name).write_bytes((src / name).read_bytes())
+    return dst
+
+
+def test_bundle_folder_holds_weights_and_manifest(bundle):
+    path, _ = bundle
+    assert sorted(p.name for p in path.iterdir()) == sorted([WEIGHTS, MANIFEST])
+    meta = json.loads((path / MANIFEST).read_text())
+    digest = hashlib.sha256((path / WEIGHTS).read_bytes()).hexdigest()
+    assert meta["model_id"].startswith("forestnet-")
+    assert digest.startswith(meta["model_id"].removeprefix("forestnet-"))
+    assert meta["model"]["architecture"] == "fpn"
+    assert meta["model"]["encoder"] == "resnet18"
+    assert meta["model"]["in_bands"] == ["red", "green", "blue", "nir", "swir1", "swir2"]
+    assert meta["normalisation"] == NORMALISATION
+    assert meta["classes"] == [
+        "Plantation", "Smallholder agriculture", "Grassland shrubland", "Other"
+    ]
+    # The ForestNet merge of the 12 fine labels (Irvin et al. 2020, Table 1).
+    assert len(meta["merge_scheme"]) == 12
+    assert meta["merge_scheme"]["Oil palm plantation"] == "Plantation"
+    assert meta["merge_scheme"]["Small-scale oil palm plantation"] == "Smallholder agriculture"
+    assert meta["merge_scheme"]["Mining"] == "Other"
+    assert meta["versions"]["torch"] == torch.__version__.split("+")[0]
+    assert "python" in meta["versions"]
+    created = datetime.fromisoformat(meta["created"])
+    assert created.tzinfo is not None
+    assert abs((datetime.now(created.tzinfo) - created).total_seconds()) < 3600
+    assert meta["metrics"] == {"val": {"macro_f1": 0.5}}
+
+
+def test_load_bundle_round_trips_weights_exactly(bundle):
+    path, model = bundle
+    torch.manual_seed(123)  # a rebuilt model that ignored the file would differ
+    loaded, meta = load_bundle(path)
+    assert not loaded.training
+    assert meta.model == SPEC
+    original = model.state_dict()
+    restored = loaded.state_dict()
+    assert original.keys() == restored.keys()
+    for name, value in original.items():
+        assert torch.equal(restored[name], value), name
+    x = torch.randn(2, 6, 64, 64)
+    with torch.no_grad():
+        assert torch.equal(loaded(x), model.eval()(x))
+
+
+def test_different_weights_give_a_different_model_id(bundle, tmp_path):
+    path, _ = bundle
+    other = save_bundle(_trained_looking_model(seed=1), {"model": SPEC,
+                                                         "normalisation": NORMALISATION},
+                        tmp_path / "other")
+    first = json.loads((path / MANIFEST).read_text())["model_id"]
+    second = json.loads((other / MANIFEST).read_text())["model_id"]
+    assert first != second
+
+
+def test_pickled_weights_are_refused(bundle, tmp_path):
+    path, model = bundle
+    folder = _copy_bundle(path, tmp_path / "pickled")
+    torch.save(model.state_dict(), folder / WEIGHTS)
+    with pytest.raises(BundleError) as err:
+        load_bundle(folder)
+    assert str(folder / WEIGHTS) in str(err.value)
+
+
+class _Payload:
+    """Creates a file when unpickled: what a malicious weights file would do."""
+
+    def __init__(self, target: Path) -> None:
+        self.target = target
+
+    def __reduce__(self):
+        return open, (str(self.target), "w")
+
+
+def test_malicious_pickle_is_refused_and_never_runs(bundle, tmp_path):
+    # The payload works: unpickling it creates its file.
+    control = tmp_path / "control-marker"
+    pickle.loads(pickle.dumps(_Payload(control))).close()
+    assert control.exists()
+
+    path, _ = bundle
+    for name, writer in [
+        ("raw", lambda f, p: f.write_bytes(pickle.dumps({"weight": p}))),
+        ("torch", lambda f, p: torch.save({"weight": p}, f)),
+    ]:
+        marker = tmp_path / f"pwned-{name}"
+        folder = _copy_bundle(path, tmp_path / f"evil-{name}")
+        writer(folder / WEIGHTS, _Payload(marker))
+        with pytest.raises(BundleError, match=WEIGHTS):
+            load_bundle(folder)
+        assert not marker.exists()
+
+
+@pytest.mark.parametrize(
+    ("edit", "reason"),
+    [
+        (lambda m: m.update(colour_scheme="viridis"), "colour_scheme"),
+        (lambda m: m.pop("normalisation"), "normalisation"),
+        (lambda m: m["model"].update(depth=5), "depth"),
+    ],
+)
+def test_invalid_manifest_is_refused_naming_the_file(bundle, tmp_path, edit, reason):
+    path, _ = bundle
+    folder = _copy_bundle(path, tmp_path / "edited")
+    meta = json.loads((folder / MANIFEST).read_text())
+    edit(meta)
+    (folder / MANIFEST).write_text(json.dumps(meta))
+    with pytest.raises(BundleError, match=reason) as err:
+        load_bundle(folder)
+    assert str(folder / MANIFEST) in str(err.value)
+
+
+def test_missing_files_are_named(bundle, tmp_path):
+    path, _ = bundle
+    folder = _copy_bundle(path, tmp_path / "no-weights")
+    (folder / WEIGHTS).unlink()
+    with pytest.raises(BundleError, match=WEIGHTS):
+        load_bundle(folder)
+    (folder / MANIFEST).unlink()
+    with pytest.raises(BundleError, match=MANIFEST):
+        load_bundle(folder)
+
+
+# --- prediction ---------------------------------------------------------------------------------
+
+
+def _chips(n: int, size: int = 40, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
+    """Unnormalised reflectance chips (not a multiple of 32: prediction pads them)."""
+    rng = np.random.default_rng(seed)
+    mean = np.asarray(NORMALISATION["mean"], np.float32)[:, None, None]
+    images = (mean + 0.05 * rng.standard_normal((n, 6, size, size))).astype(np.float32)
+    masks = np.zeros((n, size, size), dtype=np.uint8)
+    for i in range(n):
+        r, c = rng.integers(5, size - 10, size=2)
+        masks[i, r:r + 6, c:c + 4] = 1
+    return images, masks
+
+
+def test_predict_events_returns_probabilities(bundle):
+    path, _ = bundle
+    images, masks = _chips(5)
+    probs, model_id = predict_events(path, images, masks, batch_size=2, device="cpu")
+    assert probs.shape == (5, 4)
+    assert np.all(probs >= 0)
+    np.testing.assert_allclose(probs.sum(axis=1), 1.0, atol=1e-5)
+    assert model_id == json.loads((path / MANIFEST).read_text())["model_id"]
+    # Different chips get different answers: the images reach the model.
+    assert np.abs(probs[0] - probs[1]).max() > 1e-4
+
+
+def test_predict_events_is_permutation_equivariant(bundle):
+    path, _ = bundle
+    images, masks = _chips(6, seed=1)
+    probs, _ = predict_events(path, images, masks, batch_size=4, device="cpu")
+    perm = np.array([5, 2, 0, 4, 1, 3])
+    shuffled, _ = predict_events(path, images[perm], masks[perm], batch_size=4, device="cpu")
+    np.testing.assert_allclose(shuffled, probs[perm], atol=1e-5)
+
+
+def test_predict_events_rejects_wrong_channel_count_naming_the_bundle(bundle):
+    path, _ = bundle
+    images, masks = _chips(2)
+    with pytest.raises(ValueError, match="expects 6 input channels") as err:
+        predict_events(path, images[:, :4], masks, device="cpu")
+    assert str(path) in str(err.value)
