@@ -34,7 +34,9 @@ def _user_errors() -> tuple[type[BaseException], ...]:
     from pipeline.ingest import SceneInputError
     from pipeline.landsat import MTLError
     from pipeline.provinces import UnknownProvinceError
+    from pipeline.release_reader import ReleaseError
     from pipeline.reproject import RasterInputError
+    from pipeline.splits import SplitError
 
     return (
         ConfigError,
@@ -44,6 +46,8 @@ def _user_errors() -> tuple[type[BaseException], ...]:
         MTLError,
         UnknownProvinceError,
         RasterInputError,
+        ReleaseError,
+        SplitError,
         FileNotFoundError,
         PermissionError,
     )
@@ -83,14 +87,33 @@ def _main(verbose: Annotated[bool, typer.Option("--verbose", "-v")] = False) -> 
     logging.basicConfig(
         level=logging.INFO if verbose else logging.WARNING,
         format="%(levelname)s %(name)s: %(message)s",
-        # force: re-bind to the current stderr, so in-process reruns (CliRunner) never log
-        # into a stream an earlier invocation closed.
-        force=True,
+        handlers=[_StderrHandler()],
+        force=True,  # a second in-process invocation (CliRunner) replaces the first's handler
     )
     _STATE["verbose"] = verbose
 
 
 _STATE = {"verbose": False}
+
+
+class _StderrHandler(logging.StreamHandler):
+    """Logs to whatever ``sys.stderr`` is now, not to the stream it was created with.
+
+    An in-process caller (CliRunner in tests) swaps stderr for each invocation and closes
+    it after; a handler holding the old stream fails on every later record (Prefect logs
+    its server's shutdown at exit).
+    """
+
+    def __init__(self) -> None:
+        super().__init__(sys.stderr)
+
+    @property
+    def stream(self):  # noqa: D102
+        return sys.stderr
+
+    @stream.setter
+    def stream(self, value) -> None:
+        pass
 
 
 def _quiet_cluster_logs() -> None:
@@ -139,21 +162,30 @@ def sample_data(
 
 @app.command()
 def ingest(
-    sources: Annotated[list[Path] | None, typer.Argument(help="product folders")] = None,
+    sources: Annotated[
+        list[str] | None,
+        typer.Argument(help="product folders (or folders of them), USGS .tar bundles, STAC "
+                       "Item JSON files"),
+    ] = None,
     store: Annotated[Path | None, typer.Option(help="scene store (default: workdir)")] = None,
     config: ConfigOpt = None,
     dask_address: AddressOpt = None,
 ) -> None:
-    """Ingest Landsat Collection 2 product folders into the Zarr scene store."""
+    """Ingest Landsat 8/9 Collection 2 L1/L2 products into the Zarr scene store.
+
+    Exits 1 when any scene failed (each failure is listed on stderr), 2 on bad input.
+    """
 
     def body() -> None:
         from flows.ingest import ingest_flow
 
         cfg = _load(config, dask_address)
         if sources:
-            cfg = cfg.model_copy(
-                update={"inputs": cfg.inputs.model_copy(update={"landsat": list(sources)})}
+            # Validate (not just copy): local paths become Paths, URLs stay strings.
+            inputs = type(cfg.inputs).model_validate(
+                {**cfg.inputs.model_dump(), "landsat": list(sources)}
             )
+            cfg = cfg.model_copy(update={"inputs": inputs})
         if store:
             cfg = cfg.model_copy(update={"scenes": store})
         result = _run(cfg, ingest_flow, "ingest")
@@ -161,6 +193,9 @@ def ingest(
             f"scene store: {result['store']} ({result['ingested']} ingested, "
             f"{result['skipped']} skipped, {result['failed']} failed)"
         )
+        for failure in result.get("failures", []):
+            console.print(f"[red]failed:[/red] {failure['scene_id']}: {failure['error']}",
+                          highlight=False, soft_wrap=True)
         if result["failed"]:
             raise typer.Exit(1)
 
@@ -176,6 +211,37 @@ def build_training_set(config: ConfigOpt = None, dask_address: AddressOpt = None
 
         result = _run(_load(config, dask_address), training_set_flow, "build-training-set")
         typer.echo(f"chip store: {result['chips']}")
+
+    _guard(body)
+
+
+@app.command("import-forestnet")
+def import_forestnet(
+    path: Annotated[Path, typer.Argument(help="the ForestNetDataset folder or its zip")],
+    out: Annotated[Path | None, typer.Option(help="chip store (default: workdir)")] = None,
+    batch_size: Annotated[int, typer.Option(min=1, help="examples per task")] = 64,
+    config: ConfigOpt = None,
+    dask_address: AddressOpt = None,
+) -> None:
+    """Import the published ForestNet dataset into a chips.zarr store."""
+
+    def body() -> None:
+        from flows.forestnet_import import import_forestnet_flow
+        from pipeline.release_reader import ReleaseReader
+
+        cfg = _load(config, dask_address)
+        target = out or cfg.chips_path
+        with ReleaseReader(path):  # a wrong path fails here, before the cluster starts
+            pass
+
+        def run(c: PipelineConfig, address: str) -> dict:
+            return import_forestnet_flow(c, address, str(path), target, batch_size)
+
+        result = _run(cfg, run, "import-forestnet")
+        typer.echo(f"chip store: {result['chips']}")
+        if not result["skipped"]:
+            typer.echo(f"{result['imported']} imported, {result['failed']} without images, "
+                       f"{result['left_out']} left out (see the store's attributes)")
 
     _guard(body)
 

@@ -7,7 +7,7 @@ this cluster; Dask workers never import Prefect, so they never start their own A
 from __future__ import annotations
 
 import logging
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 
 from distributed import Client, LocalCluster
@@ -76,8 +76,14 @@ def _accepts_n(client: Client) -> bool:
     return "n_workers" in inspect.signature(client.scheduler_info).parameters
 
 
-def gather_with_progress(client: Client, futures: list, description: str) -> list:
-    """Gather futures in order while a rich progress bar counts them as they finish."""
+def gather_with_progress(
+    client: Client, futures: list, description: str, on_result: Callable | None = None
+) -> list:
+    """Gather futures in order while a rich progress bar counts them as they finish.
+
+    ``on_result`` sees each result as it arrives (in completion order), e.g. to record
+    progress on disk, so a killed run keeps what finished.
+    """
     from distributed import as_completed
     from rich.console import Console
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TimeElapsedColumn
@@ -88,6 +94,8 @@ def gather_with_progress(client: Client, futures: list, description: str) -> lis
     with Progress(*columns, console=console, transient=False) as progress:
         bar = progress.add_task(description, total=len(futures))
         # The client is not the default one (set_as_default=False): hand its loop over.
-        for _ in as_completed(futures, loop=client.loop):
+        for future in as_completed(futures, loop=client.loop):
+            if on_result is not None and future.status == "finished":
+                on_result(future.result())
             progress.advance(bar)
     return client.gather(futures)

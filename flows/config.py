@@ -10,6 +10,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 
 from forestnet_model.model import ModelSpec
 from forestnet_model.train import TrainSpec
+from pipeline.auxiliary import AUX_BANDS, AUX_SCALARS, check_aux_names
 
 
 class ConfigError(ValueError):
@@ -39,8 +40,10 @@ class SampleWorldConfig(_Strict):
 class InputsConfig(_Strict):
     """Input files. Relative paths are relative to the current directory."""
 
-    landsat: list[Path] = Field(
-        default_factory=list, description="product folders, or folders holding them"
+    landsat: list[Path | str] = Field(
+        default_factory=list,
+        description="product folders (or folders holding them), USGS .tar bundles, STAC Item "
+        "JSON files; URLs (https://, s3://) stay strings",
     )
     events_csv_dir: Path | None = Field(
         None, description="folder with ForestNet train/val/test CSVs"
@@ -50,8 +53,18 @@ class InputsConfig(_Strict):
     dem: Path | None = Field(None, description="SRTM-style DEM GeoTIFF")
     roads: Path | None = Field(None, description="road lines (GPKG/GeoParquet/Shapefile)")
     settlements: Path | None = Field(None, description="settlement points")
-    peat: Path | None = Field(None, description="peat polygons")
+    peat: Path | None = Field(
+        None, description="peat polygons, or a categorical peat raster (GeoTIFF; > 0 is peat)"
+    )
     climate: Path | None = Field(None, description="climate GeoTIFF (precipitation, temperature)")
+
+    @field_validator("landsat", mode="before")
+    @classmethod
+    def _paths_unless_urls(cls, value: object) -> object:
+        # A Path would fold "https://host" into "https:/host": keep URLs as strings.
+        if isinstance(value, list):
+            return [v if isinstance(v, str) and "://" in v else Path(v) for v in value]
+        return value
 
 
 class ChipsConfig(_Strict):
@@ -60,6 +73,69 @@ class ChipsConfig(_Strict):
     max_single_views: int = Field(4, ge=0, description="single scenes kept per event for SDA")
     max_view_cloud: float = Field(0.5, ge=0, le=1, description="cloud filter for a view")
     batch_size: int = Field(8, ge=1, description="events per coarse task")
+
+
+class VectorEventsConfig(_Strict):
+    path: Path | None = Field(None, description="GPKG, GeoParquet or Shapefile of event polygons")
+    layer: str | None = Field(None, description="layer name (GPKG); None: the first layer")
+    year_column: str = Field("loss_year", description="column holding the loss year")
+    label_column: str | None = Field(None, description="column with the fine ForestNet label")
+    split_column: str | None = Field(None, description="column with train/val/test")
+
+
+class SplitConfig(_Strict):
+    method: Literal["auto", "published", "spatial"] = Field(
+        "auto", description="published: the source's split; spatial: blocked random split; "
+        "auto: published when every event has one, else spatial"
+    )
+    block_km: float = Field(10.0, gt=0, description="block edge of the spatial split (km)")
+    seed: int = Field(0, description="random seed of the spatial split")
+    fractions: tuple[float, float, float] = Field(
+        (0.6, 0.2, 0.2), description="train/val/test shares of the spatial split"
+    )
+
+    @field_validator("fractions")
+    @classmethod
+    def _shares(cls, v: tuple[float, float, float]) -> tuple[float, float, float]:
+        if min(v) < 0 or abs(sum(v) - 1.0) > 1e-6:
+            raise ValueError(f"fractions {v} must be non-negative and sum to 1")
+        return v
+
+
+class EventsConfig(_Strict):
+    source: Literal["forestnet_csv", "gfc", "vector"] = Field(
+        "forestnet_csv", description="forestnet_csv: inputs.events_csv_dir + lossyear; gfc: "
+        "every loss event of inputs.lossyear; vector: polygons of events.vector.path"
+    )
+    min_pixels: int = Field(6, ge=1, description="smaller GFC loss components are speckle")
+    min_event_ha: float = Field(0.0, ge=0, description="smaller events are dropped (hectares, "
+                                "equal-area CRS)")
+    group_by_tile: bool = Field(False, description="one event per 0.045 degree (~5 km) tile and "
+                                "year, as ForestNet grouped loss; else one per connected region")
+    search_m: float = Field(2500.0, gt=0, description="forestnet_csv: search radius for loss")
+    years: tuple[int, int] = Field((2001, 2016), description="gfc: first and last loss year")
+    bounds: tuple[float, float, float, float] | None = Field(
+        None, description="gfc: lon/lat window (west, south, east, north); None: whole raster"
+    )
+    vector: VectorEventsConfig = VectorEventsConfig()
+    split: SplitConfig = SplitConfig()
+
+
+class AuxConfig(_Strict):
+    bands: tuple[str, ...] = Field(AUX_BANDS, description="per-pixel aux bands stored (aux)")
+    features: tuple[str, ...] = Field(AUX_SCALARS, description="aux scalars stored (aux_scalar)")
+
+    @field_validator("bands")
+    @classmethod
+    def _known_bands(cls, v: tuple[str, ...]) -> tuple[str, ...]:
+        check_aux_names(v, ())
+        return v
+
+    @field_validator("features")
+    @classmethod
+    def _known_features(cls, v: tuple[str, ...]) -> tuple[str, ...]:
+        check_aux_names((), v)
+        return v
 
 
 class MappingConfig(_Strict):
@@ -85,7 +161,9 @@ class PipelineConfig(_Strict):
     cluster: ClusterConfig = ClusterConfig()
     sample_world: SampleWorldConfig = SampleWorldConfig()
     inputs: InputsConfig = InputsConfig()
+    events: EventsConfig = EventsConfig()
     chips: ChipsConfig = ChipsConfig()
+    aux: AuxConfig = AuxConfig()
     model: ModelSpec = ModelSpec()
     train: TrainSpec = TrainSpec()
     mapping: MappingConfig = MappingConfig()
@@ -166,18 +244,28 @@ def preflight(config: PipelineConfig, verb: str) -> None:
         if not inputs.landsat:
             raise ConfigError("inputs.landsat is empty: name product folders or pass SOURCES")
         for i, path in enumerate(inputs.landsat):
-            require_file(path, f"landsat[{i}]")
-    if verb in ("build-training-set", "map"):
+            if isinstance(path, Path):
+                require_file(path, f"landsat[{i}]")
+    source = config.events.source
+    if verb == "map" or (verb == "build-training-set" and source != "vector"):
         require_file(inputs.lossyear, "lossyear")
-        if not (config.scene_store / "index.parquet").exists():
-            raise ConfigError(f"{config.scene_store}: no scene index; run `forestnet ingest` first")
-    if verb == "build-training-set":
+    if verb in ("build-training-set", "map") and not (
+        config.scene_store / "index.parquet"
+    ).exists():
+        raise ConfigError(f"{config.scene_store}: no scene index; run `forestnet ingest` first")
+    if verb == "build-training-set" and source == "forestnet_csv":
         require_file(inputs.events_csv_dir, "events_csv_dir")
+    if verb == "build-training-set" and source == "vector":
+        path = config.events.vector.path
+        if path is None:
+            raise ConfigError("events.vector.path is not set (events.source is 'vector')")
+        if not Path(path).exists():
+            raise ConfigError(f"events.vector.path: file not found: {path}")
     if verb == "train" and not (config.chips_path / "zarr.json").exists():
         raise ConfigError(f"{config.chips_path}: no chip store; run `forestnet build-training-set`")
     if verb == "map" and not (config.bundle_path / "bundle.json").exists():
         raise ConfigError(f"{config.bundle_path}: no model bundle; run `forestnet train` first")
     for key in ("treecover", "dem", "roads", "settlements", "peat", "climate"):
         value = getattr(inputs, key)
-        if value is not None and verb != "demo":
+        if value is not None and verb not in ("demo", "import-forestnet"):  # not read there
             require_file(value, key)

@@ -1,80 +1,104 @@
-"""Ingest flow: Landsat product folders -> ``scenes.zarr`` + ``index.parquet``."""
+"""Ingest flow: Landsat folders, USGS tars and STAC Items -> ``scenes.zarr`` + ``index.parquet``.
+
+A recipe over coarse tasks: find the products, read their MTLs (one Dask task each),
+drop duplicates, ingest one Dask task per scene. The index is written here, by this one
+process, every few seconds as scenes finish, so a killed run keeps what it finished.
+"""
 
 from __future__ import annotations
 
-import logging
+import time
 from pathlib import Path
 
 from distributed import Client
 from prefect import flow, get_run_logger, task
+from prefect.cache_policies import NO_CACHE
 
 from flows.cluster import gather_with_progress
 from flows.config import ConfigError, PipelineConfig
 from pipeline.atomic import clean_stale_temporaries
-from pipeline.catalog import failed_row, scene_row, write_index
-from pipeline.ingest import IngestResult, ingest_scene
+from pipeline.catalog import INDEX_NAME, read_index, write_index
+from pipeline.ingest import identify, ingest_row, plan_ingest
+from pipeline.scene_store import ensure_root
+from pipeline.sources import ProductSource, resolve_sources
+
+#: Seconds between index writes while scenes finish.
+FLUSH_EVERY_S = 10.0
 
 
-def find_products(sources: list[Path]) -> list[Path]:
-    """Product folders (holding one ``*_MTL.txt``) among the given folders, sorted."""
-    found: set[Path] = set()
-    for source in sources:
-        source = Path(source)
-        if not source.exists():
-            raise ConfigError(f"inputs.landsat: not found: {source}")
-        if any(source.glob("*_MTL.txt")):
-            found.add(source)
-        found.update(p.parent for p in source.glob("*/*_MTL.txt"))
-    return sorted(found)
+@task(name="find-products", cache_policy=NO_CACHE)
+def find_products(entries: list) -> list[ProductSource]:
+    """Resolve SOURCE folders, tars and STAC Item files into one record per product."""
+    return resolve_sources(entries)
 
 
-def _ingest_one(product_dir: str, store: str) -> dict:
-    """Worker-side: ingest one scene, turning any failure into a summary (not a crash)."""
-    try:
-        result = ingest_scene(Path(product_dir), Path(store))
-    except Exception as exc:  # one bad scene must not stop the others
-        name = Path(product_dir).name
-        logging.getLogger(__name__).error("%s: %s", product_dir, exc)
-        result = IngestResult(name, "failed", error=str(exc), source=product_dir)
-    return result.__dict__
-
-
-@task(name="ingest-scenes", retries=1, retry_delay_seconds=5)
-def ingest_scenes(products: list[str], store: str, client_address: str) -> list[dict]:
-    """One coarse task: fan the scenes out to Dask workers, one Dask task per scene."""
+@task(name="identify-scenes", retries=1, retry_delay_seconds=5, cache_policy=NO_CACHE)
+def identify_scenes(sources: list[ProductSource], client_address: str) -> list[dict]:
+    """Read every product's MTL on the workers (remote MTLs cost a round trip each)."""
     client = Client(client_address, set_as_default=False)
     try:
-        futures = client.map(_ingest_one, products, store=store, pure=False)
-        return gather_with_progress(client, futures, "ingest scenes")
+        return client.gather(client.map(identify, sources, pure=False))
     finally:
         client.close()
 
 
-@task(name="write-scene-index")
-def write_scene_index(results: list[dict], store: str) -> str:
-    rows = [
-        scene_row(Path(store), r["scene_id"], r["status"], r["source"]) if r["status"] != "failed"
-        else failed_row(r["scene_id"], r["source"], r["error"])
-        for r in results
-    ]
-    return str(write_index(Path(store), rows))
+@task(name="ingest-scenes", retries=1, retry_delay_seconds=5, cache_policy=NO_CACHE)
+def ingest_scenes(
+    todo: list[tuple[ProductSource, str | None]], store: str, client_address: str
+) -> list[dict]:
+    """One coarse task: one Dask task per scene; index rows are written as scenes finish."""
+    pending: list[dict] = []
+    last = [time.monotonic()]
+
+    def record(row: dict) -> None:
+        pending.append(row)
+        if time.monotonic() - last[0] >= FLUSH_EVERY_S:
+            write_index(Path(store), pending)
+            pending.clear()
+            last[0] = time.monotonic()
+
+    client = Client(client_address, set_as_default=False)
+    try:
+        futures = [client.submit(ingest_row, source, store, status, pure=False)
+                   for source, status in todo]
+        rows = gather_with_progress(client, futures, "ingest scenes", on_result=record)
+    finally:
+        client.close()
+    if pending:
+        write_index(Path(store), pending)
+    return [_summary(r) for r in rows]
+
+
+def _summary(row: dict) -> dict:
+    return {k: row[k] for k in ("scene_id", "status", "error", "source")}
 
 
 @flow(name="ingest", log_prints=True)
 def ingest_flow(config: PipelineConfig, client_address: str) -> dict:
     """Ingest every product under ``inputs.landsat``; failed scenes get an error row."""
     logger = get_run_logger()
-    products = [str(p) for p in find_products(config.inputs.landsat)]
-    if not products:
-        raise ConfigError("inputs.landsat: no Landsat product folders (*_MTL.txt) found")
-    removed = clean_stale_temporaries(config.scene_store)
+    store = config.scene_store
+    sources = find_products(list(config.inputs.landsat))
+    if not sources:
+        raise ConfigError(
+            "inputs.landsat: no Landsat products found (folders with an *_MTL.txt/json/xml, "
+            ".tar bundles or STAC Item JSON files)"
+        )
+    ensure_root(store)
+    removed = clean_stale_temporaries(store)
     if removed:
         logger.info("removed %d stale temporary scene groups from killed runs", removed)
-    results = ingest_scenes(products, str(config.scene_store), client_address)
-    index = write_scene_index(results, str(config.scene_store))
+    identities = identify_scenes(sources, client_address)
+    index = read_index(store) if (store / INDEX_NAME).exists() else None
+    todo, rejected = plan_ingest(sources, identities, index)
+    if rejected:
+        write_index(store, rejected)
+    results = [_summary(r) for r in rejected]
+    results += ingest_scenes(todo, str(store), client_address)
     counts = {s: sum(r["status"] == s for r in results) for s in ("ingested", "skipped", "failed")}
-    logger.info("ingest: %s -> %s", counts, index)
-    for r in results:
-        if r["status"] == "failed":
-            logger.error("scene %s failed: %s", r["source"], r["error"])
-    return {"store": str(config.scene_store), "index": index, **counts}
+    logger.info("ingest: %s -> %s", counts, store / INDEX_NAME)
+    failures = [r for r in results if r["status"] == "failed"]
+    for r in failures:
+        logger.error("scene %s from %s failed: %s", r["scene_id"], r["source"], r["error"])
+    return {"store": str(store), "index": str(store / INDEX_NAME), **counts,
+            "failures": failures}

@@ -1,18 +1,28 @@
-"""Training-set flow: ForestNet CSV events + lossyear -> ``events.parquet`` -> ``chips.zarr``."""
+"""Training-set flow: events (ForestNet CSV, GFC or a vector file) -> ``events.parquet``,
+with splits -> ``chips.zarr`` (chips + the configured aux bands and features)."""
 
 from __future__ import annotations
 
 from pathlib import Path
 
+import geopandas as gpd
+import rasterio
 from distributed import Client
 from prefect import flow, get_run_logger, task
 
 from flows.cluster import gather_with_progress
 from flows.config import PipelineConfig, require_file
-from pipeline.auxiliary import AuxSources
+from pipeline.auxiliary import AuxSources, describe_aux
 from pipeline.chip_store import finalize_chip_store, init_chip_store
 from pipeline.chips import ChipSpec
-from pipeline.events import events_from_forestnet_csvs, read_events, write_events
+from pipeline.event_vectors import events_from_vector
+from pipeline.events import (
+    events_from_forestnet_csvs,
+    loss_regions,
+    read_events,
+    write_events,
+)
+from pipeline.splits import assign_splits
 from pipeline.training_set import build_chip_batch, plan_batches
 
 
@@ -38,24 +48,51 @@ def aux_sources(config: PipelineConfig) -> AuxSources:
     )
 
 
+def make_events(config: PipelineConfig) -> tuple[gpd.GeoDataFrame, list[str]]:
+    """Events from the configured source, with splits; and the problems met on the way."""
+    ev = config.events
+    group = "tile" if ev.group_by_tile else "component"
+    if ev.source == "vector":
+        v = ev.vector
+        events, problems = events_from_vector(
+            Path(v.path), v.year_column, v.label_column, v.split_column, v.layer, ev.min_event_ha
+        )
+    elif ev.source == "gfc":
+        lossyear = require_file(config.inputs.lossyear, "lossyear")
+        bounds = ev.bounds
+        if bounds is None:
+            with rasterio.open(lossyear) as src:
+                bounds = tuple(src.bounds)
+        first, last = ev.years
+        events = loss_regions(lossyear, bounds, range(first, last + 1), ev.min_pixels,
+                              ev.min_event_ha, group)
+        problems = []
+    else:
+        csv_dir = require_file(config.inputs.events_csv_dir, "events_csv_dir")
+        lossyear = require_file(config.inputs.lossyear, "lossyear")
+        csvs = {name: csv_dir / f"{name}.csv" for name in ("train", "val", "test")
+                if (csv_dir / f"{name}.csv").exists()}
+        if not csvs:
+            raise FileNotFoundError(f"{csv_dir}: no train.csv, val.csv or test.csv")
+        events, problems = events_from_forestnet_csvs(
+            csvs, lossyear, ev.search_m, ev.min_pixels, ev.min_event_ha, group
+        )
+    split = ev.split
+    return assign_splits(events, split.method, split.block_km, split.seed,
+                         split.fractions), problems
+
+
 @task(name="labelled-events")
 def labelled_events(config: PipelineConfig) -> str:
-    """Events from the ForestNet-schema CSVs, with their loss polygons from lossyear."""
+    """``events.parquet`` from the configured source (events.source), with splits."""
     logger = get_run_logger()
-    csv_dir = require_file(config.inputs.events_csv_dir, "events_csv_dir")
-    lossyear = require_file(config.inputs.lossyear, "lossyear")
-    csvs = {
-        s: csv_dir / f"{s}.csv" for s in ("train", "val", "test") if (csv_dir / f"{s}.csv").exists()
-    }
-    if not csvs:
-        raise FileNotFoundError(f"{csv_dir}: no train.csv, val.csv or test.csv")
-    events, problems = events_from_forestnet_csvs(
-        csvs, lossyear, min_pixels=config.mapping.min_event_pixels
-    )
+    events, problems = make_events(config)
     for problem in problems:
         logger.warning("event skipped: %s", problem)
     write_events(events, config.events_path)
-    logger.info("%d labelled events -> %s", len(events), config.events_path)
+    counts = events["split"].value_counts().to_dict() if len(events) else {}
+    logger.info("%d %s events (%s) -> %s", len(events), config.events.source, counts,
+                config.events_path)
     return str(config.events_path)
 
 
@@ -65,7 +102,10 @@ def build_chips(config: PipelineConfig, events_path: str, client_address: str) -
     logger = get_run_logger()
     events = read_events(Path(events_path))
     spec, sources = chip_spec(config), aux_sources(config)
-    init_chip_store(config.chips_path, events, spec)
+    bands, features = config.aux.bands, config.aux.features
+    attrs = {"source": f"pipeline ({config.events.source} events)",
+             "aux_provenance": describe_aux(bands, features, sources)}
+    init_chip_store(config.chips_path, events, spec, bands, features, attrs)
     batches = plan_batches(len(events), config.chips.batch_size)
     client = Client(client_address, set_as_default=False)
     try:
@@ -79,6 +119,8 @@ def build_chips(config: PipelineConfig, events_path: str, client_address: str) -
                 config.chips_path,
                 spec,
                 sources,
+                bands,
+                features,
                 pure=False,
             )
             for a, b in batches

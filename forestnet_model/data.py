@@ -12,9 +12,13 @@ from pipeline.drivers import DRIVER_CLASSES
 
 
 def split_indices(chips: xr.Dataset, split: str) -> np.ndarray:
-    """Events of a split whose chip was built (``chip_ok``)."""
+    """Labelled events of a split whose chip was built (``chip_ok``).
+
+    Unlabelled events (GFC-sourced, label "") can sit in a store; they never train.
+    """
     ok = chips["chip_ok"].values.astype(bool)
-    return np.flatnonzero((chips["split"].values == split) & ok)
+    labelled = np.array([str(m) in DRIVER_CLASSES for m in chips["merged_label"].values], bool)
+    return np.flatnonzero((chips["split"].values == split) & ok & labelled)
 
 
 def normalisation_stats(
@@ -64,7 +68,8 @@ class ChipDataset(Dataset):
         chips = open_chips(self.path)
         self.indices = split_indices(chips, split)
         classes = list(DRIVER_CLASSES)
-        self.labels = np.array([classes.index(str(m)) for m in chips["merged_label"].values])
+        self.labels = np.array([classes.index(str(m)) if str(m) in classes else -1
+                                for m in chips["merged_label"].values])
         self.view_dates = chips["view_date"].values
         self.rng = np.random.default_rng(seed)
         self._chips: xr.Dataset | None = None

@@ -10,7 +10,7 @@ import numpy as np
 from forestnet_model.bundle import read_bundle_meta
 from forestnet_model.predict import predict_events
 from pipeline.atomic import atomic_output
-from pipeline.auxiliary import AUX_BANDS, AuxSources, aux_for_chip
+from pipeline.auxiliary import AuxSources, aux_for_chip
 from pipeline.catalog import read_index
 from pipeline.chips import CHIP_BANDS, ChipSpec, build_event_chip
 from pipeline.drivers import DRIVER_CLASSES, DRIVER_KEYS
@@ -35,16 +35,17 @@ def map_event_batch(
     events = gpd.read_parquet(events_path).iloc[start:stop].reset_index(drop=True)
     index = read_index(scene_store)
     band_idx = [CHIP_BANDS.index(b) for b in meta.model.in_bands]
-    aux_idx = [AUX_BANDS.index(b) for b in meta.model.aux_bands]
+    aux_bands = tuple(meta.model.aux_bands)
     images, masks, scenes, dates, ok = [], [], [], [], []
     for row in events.itertuples(index=False):
         chip = build_event_chip(row.geometry, int(row.loss_year), scene_store, index, spec,
                                 composite_only=True)
         x = chip.image[0][band_idx]
-        if aux_idx:
+        if aux_bands:
+            # Only the bands the model reads: no distances or climate per mapped event.
             aux, _ = aux_for_chip(chip.geobox, chip.region, chip.loss_mask, chip.image[0],
-                                  aux_sources)
-            x = np.concatenate([x, aux[aux_idx]])
+                                  aux_sources, bands=aux_bands, features=())
+            x = np.concatenate([x, aux])
         images.append(x)
         masks.append(chip.loss_mask.astype(bool))
         scenes.append(",".join(chip.scene_ids))

@@ -1,14 +1,20 @@
-"""Auxiliary predictors on a chip grid: terrain, tree cover, NDVI, peat, distances, climate.
+"""Auxiliary predictors on a chip grid: a small registry of per-pixel bands and scalar features.
 
-Each source is optional; a missing source gives NaN channels/features, never a silent zero.
-Rasters in any CRS are warped to the chip grid (bilinear for continuous values, nearest
-for categories); vectors are read once per process and queried by bounding box.
+``AUX_BAND_REGISTRY`` holds the per-pixel bands (``aux``), ``AUX_FEATURE_REGISTRY`` the
+scalars (``aux_scalar``); a config picks names from them, and only what is picked (and
+what it depends on) is read. Each source is optional: a missing one gives NaN, never a
+silent zero. Rasters in any CRS are warped to the chip grid, bilinear for continuous
+values and nearest for categories (a peat raster); vectors are read once per process and
+queried by bounding box. Values a caller already has (the ForestNet release's own aux
+arrays) can be handed in, so imported and built chips share one code path.
 """
 
 from __future__ import annotations
 
+import warnings
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
-from functools import lru_cache
+from functools import cached_property, lru_cache
 from pathlib import Path
 
 import geopandas as gpd
@@ -21,15 +27,11 @@ from shapely.geometry.base import BaseGeometry
 
 from pipeline.reproject import RasterInputError, read_file_to_grid
 
-AUX_BANDS: tuple[str, ...] = ("elevation", "slope", "aspect", "treecover2000", "ndvi", "peat")
 _REGION_STATS = ("mean", "std", "min", "max")
 _REGION_BANDS = ("elevation", "slope", "treecover2000", "ndvi")
-AUX_SCALARS: tuple[str, ...] = (
-    *(f"{b}_{s}" for b in _REGION_BANDS for s in _REGION_STATS),
-    "street_dist_km", "city_dist_km", "peat_fraction", "precipitation_mm", "temperature_c",
-)
 #: Distances beyond this are reported as this (km): no road/settlement nearby.
 MAX_DISTANCE_KM = 50.0
+RASTER_SUFFIXES = (".tif", ".tiff", ".vrt", ".img")
 
 
 @dataclass(frozen=True)
@@ -40,8 +42,138 @@ class AuxSources:
     treecover: Path | None = None
     roads: Path | None = None
     settlements: Path | None = None
-    peat: Path | None = None
-    climate: Path | None = None
+    peat: Path | None = None  # polygons, or a categorical raster (> 0 is peat)
+    climate: Path | None = None  # bands: annual precipitation (mm), mean temperature (C)
+
+
+class AuxContext:
+    """One chip's inputs; each band or feature is computed at most once, when first asked."""
+
+    def __init__(self, geobox: GeoBox, region: BaseGeometry, loss_mask: np.ndarray,
+                 composite: np.ndarray, sources: AuxSources,
+                 given_bands: dict[str, np.ndarray] | None = None,
+                 given_scalars: dict[str, float] | None = None) -> None:
+        self.geobox, self.region, self.composite, self.sources = geobox, region, composite, sources
+        self.inside = loss_mask.astype(bool)
+        self._bands = dict(given_bands or {})
+        self._scalars = dict(given_scalars or {})
+
+    def band(self, name: str) -> np.ndarray:
+        if name not in self._bands:
+            self._bands[name] = np.asarray(AUX_BAND_REGISTRY[name].compute(self), np.float32)
+        return self._bands[name]
+
+    def scalar(self, name: str) -> float:
+        if name not in self._scalars:
+            self._scalars[name] = float(AUX_FEATURE_REGISTRY[name].compute(self))
+        return self._scalars[name]
+
+    @property
+    def nan(self) -> np.ndarray:
+        return np.full(tuple(self.geobox.shape), np.nan, dtype=np.float32)
+
+    def raster(self, path: Path | None, resampling: Resampling) -> np.ndarray:
+        if path is None:
+            return self.nan
+        data = read_file_to_grid(path, self.geobox, resampling)
+        return data[0] if data.ndim == 3 else data
+
+    @cached_property
+    def terrain(self) -> tuple[np.ndarray, np.ndarray]:
+        return slope_aspect(self.band("elevation"), abs(self.geobox.affine.a))
+
+    @cached_property
+    def climate(self) -> list[float]:
+        return _climate(self.sources.climate, self.geobox, self.inside)
+
+
+@dataclass(frozen=True)
+class AuxEntry:
+    """One registered band or feature: what it reads and how it reaches the chip grid."""
+
+    name: str
+    source: str  # the AuxSources field it reads, or what it is derived from
+    method: str  # resampling (bilinear / nearest), rasterize, distance, region-stat, ...
+    compute: Callable[[AuxContext], np.ndarray | float]
+
+
+def _ndvi(ctx: AuxContext) -> np.ndarray:
+    red, nir = ctx.composite[0], ctx.composite[3]  # chip band order: red, green, blue, nir
+    with np.errstate(divide="ignore", invalid="ignore"):
+        return np.where((nir + red) > 0, (nir - red) / (nir + red), np.nan)
+
+
+def _peat(ctx: AuxContext) -> np.ndarray:
+    path = ctx.sources.peat
+    if path is None:
+        return ctx.nan
+    if Path(path).suffix.lower() in RASTER_SUFFIXES:
+        # Categories must not be blended: nearest neighbour, then any class > 0 is peat.
+        data = ctx.raster(path, Resampling.nearest)
+        return np.where(np.isfinite(data), (data > 0).astype(np.float32), np.nan)
+    return _rasterize(path, ctx.geobox)
+
+
+AUX_BAND_REGISTRY: dict[str, AuxEntry] = {e.name: e for e in (
+    AuxEntry("elevation", "dem", "bilinear",
+             lambda c: c.raster(c.sources.dem, Resampling.bilinear)),
+    AuxEntry("slope", "dem", "gradient of elevation", lambda c: c.terrain[0]),
+    AuxEntry("aspect", "dem", "gradient of elevation", lambda c: c.terrain[1]),
+    AuxEntry("treecover2000", "treecover", "bilinear",
+             lambda c: c.raster(c.sources.treecover, Resampling.bilinear)),
+    AuxEntry("ndvi", "composite", "(nir - red) / (nir + red)", _ndvi),
+    AuxEntry("peat", "peat", "rasterize polygons, or nearest for a raster", _peat),
+)}
+
+
+def _stat(band: str, k: int) -> Callable[[AuxContext], float]:
+    return lambda c: region_stats(c.band(band), c.inside)[k]
+
+
+def _peat_fraction(ctx: AuxContext) -> float:
+    values = ctx.band("peat")[ctx.inside]
+    values = values[np.isfinite(values)]
+    return float(values.mean()) if values.size else np.nan
+
+
+AUX_FEATURE_REGISTRY: dict[str, AuxEntry] = {e.name: e for e in (
+    *(AuxEntry(f"{b}_{s}", b, f"region {s}", _stat(b, k))
+      for b in _REGION_BANDS for k, s in enumerate(_REGION_STATS)),
+    AuxEntry("street_dist_km", "roads", "distance",
+             lambda c: _distance_km(c.sources.roads, c.region, c.geobox)),
+    AuxEntry("city_dist_km", "settlements", "distance",
+             lambda c: _distance_km(c.sources.settlements, c.region, c.geobox)),
+    AuxEntry("peat_fraction", "peat", "region mean", _peat_fraction),
+    AuxEntry("precipitation_mm", "climate", "bilinear, region mean", lambda c: c.climate[0]),
+    AuxEntry("temperature_c", "climate", "bilinear, region mean", lambda c: c.climate[1]),
+)}
+
+AUX_BANDS: tuple[str, ...] = tuple(AUX_BAND_REGISTRY)
+AUX_SCALARS: tuple[str, ...] = tuple(AUX_FEATURE_REGISTRY)
+
+
+def check_aux_names(bands: Iterable[str], features: Iterable[str]) -> None:
+    """Raise ValueError naming any unknown or repeated band/feature and the valid ones."""
+    for kind, names, registry in (("aux band", list(bands), AUX_BAND_REGISTRY),
+                                  ("aux feature", list(features), AUX_FEATURE_REGISTRY)):
+        unknown = [n for n in names if n not in registry]
+        if unknown:
+            raise ValueError(f"unknown {kind} {unknown}; valid: {', '.join(registry)}")
+        if len(set(names)) != len(names):
+            raise ValueError(f"repeated {kind} names in {names}")
+
+
+def describe_aux(bands: Iterable[str], features: Iterable[str], sources: AuxSources) -> dict:
+    """``name -> "source (file): method"`` for the store's attributes."""
+    def line(entry: AuxEntry) -> str:
+        path = getattr(sources, entry.source, None)
+        where = f"{entry.source} ({Path(path).name})" if path else entry.source
+        return f"{where}: {entry.method}"
+
+    return {
+        "bands": {b: line(AUX_BAND_REGISTRY[b]) for b in bands},
+        "features": {f: line(AUX_FEATURE_REGISTRY[f]) for f in features},
+    }
 
 
 def aux_for_chip(
@@ -50,36 +182,22 @@ def aux_for_chip(
     loss_mask: np.ndarray,
     composite: np.ndarray,
     sources: AuxSources,
+    bands: Iterable[str] = AUX_BANDS,
+    features: Iterable[str] = AUX_SCALARS,
+    given_bands: dict[str, np.ndarray] | None = None,
+    given_scalars: dict[str, float] | None = None,
 ) -> tuple[np.ndarray, np.ndarray]:
-    """Per-pixel ``aux (AUX_BANDS, y, x)`` and ``aux_scalar (AUX_SCALARS,)`` for one chip.
+    """Per-pixel ``aux (bands, y, x)`` and ``aux_scalar (features,)`` for one chip.
 
     ``region`` is the loss region in the chip's CRS; ``composite`` is ``(band, y, x)`` in
-    chip band order (red, green, blue, nir, ...), used for NDVI.
+    chip band order (red, green, blue, nir, ...). ``given_*`` replace computed values.
     """
+    bands, features = list(bands), list(features)
+    check_aux_names(bands, features)
+    ctx = AuxContext(geobox, region, loss_mask, composite, sources, given_bands, given_scalars)
     shape = tuple(geobox.shape)
-    nan = np.full(shape, np.nan, dtype=np.float32)
-    elevation = _raster(sources.dem, geobox, Resampling.bilinear)
-    slope, aspect = slope_aspect(elevation, abs(geobox.affine.a))
-    treecover = _raster(sources.treecover, geobox, Resampling.bilinear)
-    red, nir = composite[0], composite[3]
-    with np.errstate(divide="ignore", invalid="ignore"):
-        ndvi = np.where((nir + red) > 0, (nir - red) / (nir + red), np.nan).astype(np.float32)
-    peat = _rasterize(sources.peat, geobox) if sources.peat else nan
-    aux = np.stack([elevation, slope, aspect, treecover, ndvi, peat]).astype(np.float32)
-
-    inside = loss_mask.astype(bool)
-    stats = []
-    for band in _REGION_BANDS:
-        stats.extend(region_stats(aux[AUX_BANDS.index(band)], inside))
-    climate = _climate(sources.climate, geobox, inside)
-    scalars = [
-        *stats,
-        _distance_km(sources.roads, region, geobox),
-        _distance_km(sources.settlements, region, geobox),
-        float(np.nanmean(peat[inside])) if inside.any() and sources.peat else np.nan,
-        *climate,
-    ]
-    return aux, np.asarray(scalars, dtype=np.float32)
+    aux = np.stack([ctx.band(b) for b in bands]) if bands else np.zeros((0, *shape))
+    return aux.astype(np.float32), np.asarray([ctx.scalar(f) for f in features], np.float32)
 
 
 def region_stats(values: np.ndarray, inside: np.ndarray) -> list[float]:
@@ -100,22 +218,15 @@ def slope_aspect(elevation: np.ndarray, cell: float) -> tuple[np.ndarray, np.nda
     return slope.astype(np.float32), aspect.astype(np.float32)
 
 
-def _raster(path: Path | None, geobox: GeoBox, resampling: Resampling) -> np.ndarray:
-    if path is None:
-        return np.full(tuple(geobox.shape), np.nan, dtype=np.float32)
-    data = read_file_to_grid(path, geobox, resampling)
-    if data.ndim == 3:
-        data = data[0]
-    return data
-
-
 def _climate(path: Path | None, geobox: GeoBox, inside: np.ndarray) -> list[float]:
     if path is None:
         return [np.nan, np.nan]
     data = read_file_to_grid(path, geobox, Resampling.bilinear, bands=[1, 2])
     where = inside if inside.any() else np.ones(inside.shape, dtype=bool)
-    return [float(np.nanmean(band[where])) if np.isfinite(band[where]).any() else np.nan
-            for band in data]
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", RuntimeWarning)
+        return [float(np.nanmean(band[where])) if np.isfinite(band[where]).any() else np.nan
+                for band in data]
 
 
 @lru_cache(maxsize=16)

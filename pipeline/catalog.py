@@ -1,8 +1,9 @@
 """The scene index (``<store>/index.parquet``, GeoParquet) and queries over it.
 
-One row per scene: scene_id, product, level, acquired, path, row, epsg, cloud_cover,
-sun_elevation, footprint (EPSG:4326), status, error. The index is written by one process
-(the flow), atomically, after the per-scene tasks report back.
+One row per scene and source: scene_id, product, level, acquired, path, row, epsg,
+cloud_cover, sun_elevation, clear_fraction, footprint (EPSG:4326), status, error, source.
+The index is written by one process (the flow), atomically, as the per-scene tasks report
+back. ``window_clear_fraction`` reads the clear fraction of one window of a stored scene.
 """
 
 from __future__ import annotations
@@ -13,19 +14,25 @@ from datetime import datetime
 from pathlib import Path
 
 import geopandas as gpd
+import numpy as np
 import pandas as pd
 import rioxarray  # noqa: F401  (registers the .rio accessor used by scene_geobox)
 import xarray as xr
+from odc.geo.geobox import GeoBox
+from odc.geo.geom import Geometry
 from shapely.geometry.base import BaseGeometry
 
 from pipeline.atomic import atomic_output
 from pipeline.grid import geobox_from_rio
+from pipeline.landsat import clear_fraction
 
 INDEX_NAME = "index.parquet"
 INDEX_COLUMNS = [
     "scene_id", "product", "level", "acquired", "path", "row", "epsg", "cloud_cover",
-    "sun_elevation", "status", "error", "source",
+    "sun_elevation", "clear_fraction", "status", "error", "source",
 ]
+#: Statuses of scenes that are in the store.
+OK_STATUSES = ("ingested", "skipped")
 
 
 def open_scene(store: Path, scene_id: str) -> xr.Dataset:
@@ -55,8 +62,14 @@ def pan_geobox(ds: xr.Dataset):
 def scene_row(store: Path, scene_id: str, status: str, source: str = "") -> dict:
     """Index row of an ingested scene, read back from its group."""
     ds = open_scene(store, scene_id)
-    attrs = ds.attrs
-    footprint = scene_geobox(ds).extent.to_crs("EPSG:4326").geom
+    return row_from_attrs(scene_id, ds.attrs, scene_geobox(ds), status, source)
+
+
+def row_from_attrs(
+    scene_id: str, attrs: dict, geobox: GeoBox, status: str, source: str = ""
+) -> dict:
+    """Index row from a scene group's attributes and its 30 m grid."""
+    footprint = geobox.extent.to_crs("EPSG:4326").geom
     return {
         "scene_id": scene_id,
         "product": scene_id[:4],
@@ -67,6 +80,7 @@ def scene_row(store: Path, scene_id: str, status: str, source: str = "") -> dict
         "epsg": int(attrs["epsg"]),
         "cloud_cover": float(attrs["cloud_cover"]),
         "sun_elevation": float(attrs["sun_elevation"]),
+        "clear_fraction": float(attrs.get("clear_fraction", np.nan)),
         "status": status,
         "error": "",
         "source": source,
@@ -82,12 +96,17 @@ def failed_row(scene_id: str, source: str, error: str) -> dict:
 
 
 def write_index(store: Path, rows: Iterable[dict]) -> Path:
-    """Merge rows into the store's index (replacing rows with the same scene_id), atomically."""
+    """Merge rows into the store's index, atomically.
+
+    A new row replaces the old rows of its scene_id, and the old failed rows of its
+    source; but a failure (a duplicate, say) never hides the scene ingested from another
+    source, so the index can hold one good row and failed rows under one scene_id.
+    """
     store = Path(store)
     new = gpd.GeoDataFrame(list(rows), geometry="footprint", crs="EPSG:4326")
     old = read_index(store) if (store / INDEX_NAME).exists() else None
     if old is not None and len(old):
-        old = old[~old["scene_id"].isin(new["scene_id"])]
+        old = old[~_replaced(old, new)]
         frames = [f for f in (old, new) if len(f)]
         merged = gpd.GeoDataFrame(pd.concat(frames, ignore_index=True), geometry="footprint",
                                   crs="EPSG:4326")
@@ -97,6 +116,20 @@ def write_index(store: Path, rows: Iterable[dict]) -> Path:
     with atomic_output(store / INDEX_NAME) as tmp:
         merged.to_parquet(tmp, index=False)
     return store / INDEX_NAME
+
+
+def _replaced(old: pd.DataFrame, new: pd.DataFrame) -> np.ndarray:
+    """Which old rows the new rows replace (see ``write_index``)."""
+    drop = np.zeros(len(old), dtype=bool)
+    old_ok = old["status"].isin(OK_STATUSES).to_numpy()
+    old_failed = (old["status"] == "failed").to_numpy()
+    for row in new.itertuples(index=False):
+        same_id = (old["scene_id"] == row.scene_id).to_numpy()
+        if row.status == "failed":
+            same_id &= ~(old_ok & (old["source"] != row.source).to_numpy())
+        same_source = (old["source"] == row.source).to_numpy() & old_failed & bool(row.source)
+        drop |= same_id | same_source
+    return drop
 
 
 def read_index(store: Path) -> gpd.GeoDataFrame:
@@ -115,7 +148,7 @@ def query_scenes(
     max_cloud_cover: float | None = None,
 ) -> gpd.GeoDataFrame:
     """Ingested scenes whose footprint intersects ``geometry`` (EPSG:4326) in a date range."""
-    ok = index[index["status"].isin(["ingested", "skipped"])]
+    ok = index[index["status"].isin(OK_STATUSES)]
     ok = ok[ok.intersects(geometry)]
     if start is not None:
         ok = ok[ok["acquired"] >= pd.Timestamp(start)]
@@ -124,3 +157,36 @@ def query_scenes(
     if max_cloud_cover is not None:
         ok = ok[ok["cloud_cover"] <= max_cloud_cover]
     return ok.sort_values(["cloud_cover", "scene_id"])
+
+
+def window_clear_fraction(store: Path, scene_id: str, window: BaseGeometry | GeoBox) -> float:
+    """Clear fraction of a stored scene inside a lon/lat polygon or a ``GeoBox``.
+
+    Only the QA_PIXEL chunks under the window's bounding box are read. Pixels whose
+    centre lies in the window count; fill pixels do not. 0.0 when none is valid.
+    """
+    import math
+
+    from rasterio.features import geometry_mask
+    from rasterio.windows import Window, from_bounds
+    from rasterio.windows import transform as window_transform
+
+    from pipeline.scene_store import read_qa_window
+
+    box = scene_geobox(open_scene(store, scene_id))
+    if isinstance(window, GeoBox):
+        area = window.extent.to_crs(box.crs)
+    else:
+        area = Geometry(window, "EPSG:4326").to_crs(box.crs)
+    h, w = box.shape
+    # Whole pixels covering the bounding box, clipped to the scene.
+    bounds = from_bounds(*area.boundingbox, transform=box.affine)
+    r0, c0 = max(0, math.floor(bounds.row_off)), max(0, math.floor(bounds.col_off))
+    r1 = min(h, math.ceil(bounds.row_off + bounds.height))
+    c1 = min(w, math.ceil(bounds.col_off + bounds.width))
+    if r1 <= r0 or c1 <= c0:
+        return 0.0  # the window misses the scene
+    qa = read_qa_window(store, scene_id, slice(r0, r1), slice(c0, c1))
+    transform = window_transform(Window(c0, r0, c1 - c0, r1 - r0), box.affine)
+    inside = geometry_mask([area.geom], out_shape=qa.shape, transform=transform, invert=True)
+    return clear_fraction(qa, within=inside)

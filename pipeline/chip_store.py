@@ -7,6 +7,10 @@ Build protocol (resumable, atomic):
 2. ``write_chip_batch`` fills events ``[start, stop)`` with a region write (always aligned,
    since the event chunk is 1) and then drops a marker in ``<partial>.progress/``.
 3. ``finalize_chip_store`` checks every batch is done and renames the store into place.
+
+The ``aux_band`` and ``feature`` coordinates name the aux registry entries the store holds
+(chosen by config). Events may carry ``anchor_lon``/``anchor_lat`` columns (the ForestNet
+release's chip centres); otherwise a chip is centred on its event's representative point.
 """
 
 from __future__ import annotations
@@ -25,20 +29,35 @@ import zarr
 
 from pipeline.atomic import atomic_output
 from pipeline.auxiliary import AUX_BANDS, AUX_SCALARS
-from pipeline.chips import CHIP_BANDS, ChipSpec, EventChip, chip_geobox
+from pipeline.chips import CHIP_BANDS, ChipSpec, EventChip
+from pipeline.grid import centred_geobox
 
 REFLECTANCE_SCALE = 1e-4
 INT16_FILL = -32768
 
 
-def events_fingerprint(events: gpd.GeoDataFrame, spec: ChipSpec) -> str:
-    """Hash of the events and chip spec: a partial store is reused only for the same input."""
+def events_fingerprint(events: gpd.GeoDataFrame, spec: ChipSpec, *extra: object) -> str:
+    """Hash of the events, chip spec and ``extra`` (aux choice, attributes): a partial
+    store is reused only for the same input."""
     h = hashlib.sha256()
     h.update(repr(spec).encode())
+    for item in extra:
+        h.update(repr(item).encode())
     for row in events[["event_id", "loss_year"]].itertuples(index=False):
         h.update(f"{row.event_id}|{row.loss_year};".encode())
     h.update(b"".join(g.wkb for g in events.geometry))
+    lon, lat = event_anchors(events)
+    h.update(np.ascontiguousarray(np.r_[lon, lat], dtype=np.float64).tobytes())
     return h.hexdigest()[:16]
+
+
+def event_anchors(events: gpd.GeoDataFrame) -> tuple[np.ndarray, np.ndarray]:
+    """Chip centres (lon, lat): ``anchor_lon/anchor_lat`` columns, else representative points."""
+    if {"anchor_lon", "anchor_lat"} <= set(events.columns):
+        return (events["anchor_lon"].to_numpy(np.float64),
+                events["anchor_lat"].to_numpy(np.float64))
+    points = events.geometry.representative_point()
+    return points.x.to_numpy(np.float64), points.y.to_numpy(np.float64)
 
 
 def partial_path(final: Path) -> Path:
@@ -49,11 +68,24 @@ def progress_dir(final: Path) -> Path:
     return final.with_name(f".{final.name}.progress")
 
 
-def init_chip_store(final: Path, events: gpd.GeoDataFrame, spec: ChipSpec) -> Path:
-    """Create (or reuse) the partial store for ``events``; return its path."""
+def init_chip_store(
+    final: Path,
+    events: gpd.GeoDataFrame,
+    spec: ChipSpec,
+    aux_bands: tuple[str, ...] = AUX_BANDS,
+    aux_features: tuple[str, ...] = AUX_SCALARS,
+    attrs: dict | None = None,
+) -> Path:
+    """Create (or reuse) the partial store for ``events``; return its path.
+
+    ``aux_bands``/``aux_features`` name the aux registry entries stored; ``attrs`` (source,
+    scaling, aux provenance) go on the store.
+    """
     final = Path(final)
     partial, progress = partial_path(final), progress_dir(final)
-    fingerprint = events_fingerprint(events, spec)
+    aux_bands, aux_features, attrs = tuple(aux_bands), tuple(aux_features), dict(attrs or {})
+    fingerprint = events_fingerprint(events, spec, aux_bands, aux_features,
+                                     sorted((k, repr(v)) for k, v in attrs.items()))
     if (partial / "zarr.json").exists():
         try:
             attrs = zarr.open_group(str(partial), mode="r").attrs
@@ -64,32 +96,38 @@ def init_chip_store(final: Path, events: gpd.GeoDataFrame, spec: ChipSpec) -> Pa
     shutil.rmtree(partial, ignore_errors=True)
     shutil.rmtree(progress, ignore_errors=True)
     progress.mkdir(parents=True, exist_ok=True)
-    template = _template(events, spec)
+    template = _template(events, spec, aux_bands, aux_features)
+    template.attrs.update(attrs)
     template.attrs["events_fingerprint"] = fingerprint
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         template.to_zarr(str(partial), mode="w", compute=False, zarr_format=3,
-                         consolidated=False, encoding=_encoding(spec))
+                         consolidated=False, encoding=_encoding(spec, len(aux_bands)))
     return partial
 
 
-def _template(events: gpd.GeoDataFrame, spec: ChipSpec) -> xr.Dataset:
+def _template(
+    events: gpd.GeoDataFrame, spec: ChipSpec, aux_bands: tuple[str, ...],
+    aux_features: tuple[str, ...],
+) -> xr.Dataset:
     n, v, b, s = len(events), spec.n_views, len(CHIP_BANDS), spec.size
-    boxes = [chip_geobox(g, spec) for g in events.geometry]
-    anchors = events.geometry.representative_point()
+    na, nf = len(aux_bands), len(aux_features)
+    lon, lat = event_anchors(events)
+    boxes = [centred_geobox(x, y, spec.size, spec.resolution) for x, y in zip(lon, lat,
+                                                                              strict=True)]
     coords = {
         "event_id": ("event", _text(events["event_id"])),
         "label": ("event", _text(events["label"])),
         "merged_label": ("event", _text(events["merged_label"])),
         "split": ("event", _text(events["split"])),
         "loss_year": ("event", events["loss_year"].astype(np.int16).to_numpy()),
-        "lat": ("event", anchors.y.to_numpy()),
-        "lon": ("event", anchors.x.to_numpy()),
+        "lat": ("event", lat),
+        "lon": ("event", lon),
         "epsg": ("event", np.array([bx.crs.epsg for bx in boxes], dtype=np.int32)),
         "transform": (("event", "affine"), np.array([tuple(bx.affine)[:6] for bx in boxes])),
         "band": np.array(CHIP_BANDS, dtype=object),
-        "aux_band": np.array(AUX_BANDS, dtype=object),
-        "feature": np.array(AUX_SCALARS, dtype=object),
+        "aux_band": np.array(aux_bands, dtype=object),
+        "feature": np.array(aux_features, dtype=object),
     }
 
     def lazy(shape, dtype, chunks):
@@ -101,10 +139,8 @@ def _template(events: gpd.GeoDataFrame, spec: ChipSpec) -> xr.Dataset:
         "view_date": (("event", "view"), lazy((n, v), np.int32, (1, v))),
         "view_cloud_fraction": (("event", "view"), lazy((n, v), np.float32, (1, v))),
         "loss_mask": (("event", "y", "x"), lazy((n, s, s), np.uint8, (1, s, s))),
-        "aux": (("event", "aux_band", "y", "x"),
-                lazy((n, len(AUX_BANDS), s, s), np.float32, (1, len(AUX_BANDS), s, s))),
-        "aux_scalar": (("event", "feature"), lazy((n, len(AUX_SCALARS)), np.float32,
-                                                  (1, len(AUX_SCALARS)))),
+        "aux": (("event", "aux_band", "y", "x"), lazy((n, na, s, s), np.float32, (1, na, s, s))),
+        "aux_scalar": (("event", "feature"), lazy((n, nf), np.float32, (1, max(nf, 1)))),
         "chip_ok": (("event",), lazy((n,), np.uint8, (1,))),
     }
     ds = xr.Dataset(data, coords=coords)
@@ -119,12 +155,12 @@ def _text(values) -> np.ndarray:
     return np.asarray([str(v) for v in values], dtype=object)
 
 
-def _encoding(spec: ChipSpec) -> dict:
+def _encoding(spec: ChipSpec, n_aux: int) -> dict:
     s, v = spec.size, spec.n_views
     return {
         "image": {"dtype": "int16", "scale_factor": REFLECTANCE_SCALE, "add_offset": 0.0,
                   "_FillValue": INT16_FILL, "chunks": (1, v, len(CHIP_BANDS), s, s)},
-        "aux": {"chunks": (1, len(AUX_BANDS), s, s)},
+        "aux": {"chunks": (1, max(n_aux, 1), s, s)},
         "loss_mask": {"chunks": (1, s, s)},
     }
 
@@ -171,7 +207,9 @@ def _yyyymmdd(date: str) -> int:
     return int(date.replace("-", "")) if date and date[0].isdigit() else 0
 
 
-def finalize_chip_store(final: Path, batches: list[tuple[int, int]]) -> Path:
+def finalize_chip_store(
+    final: Path, batches: list[tuple[int, int]], extra_attrs: dict | None = None
+) -> Path:
     """Check every batch marker, record per-event status, move the store into place."""
     final = Path(final)
     missing = [b for b in batches if not batch_marker(final, *b).exists()]
@@ -186,6 +224,7 @@ def finalize_chip_store(final: Path, batches: list[tuple[int, int]]) -> Path:
             if status != "ok":
                 problems[str(ids[start + i])] = status
     group.attrs["skipped_events"] = problems
+    group.attrs.update(extra_attrs or {})
     zarr.consolidate_metadata(str(partial_path(final)))
     with atomic_output(final) as tmp:
         partial_path(final).rename(tmp)

@@ -1,13 +1,18 @@
 """Forest-loss events: from a GFC ``lossyear`` raster or a ForestNet-schema CSV.
 
 An event is one connected loss region of one year (8-connectivity), as a polygon in
-EPSG:4326. ``events.parquet`` (GeoParquet) has the columns of :data:`EVENT_COLUMNS`.
+EPSG:4326; or, with ``group="tile"``, all loss of one year inside one tile of
+:data:`TILE_GRID` (ForestNet grouped a 5 km tile's loss into one example). Areas are
+measured in ``EQUAL_AREA_CRS``. ``events.parquet`` (GeoParquet) has the columns of
+:data:`EVENT_COLUMNS`. Vector-file events live in ``pipeline.event_vectors``.
 """
 
 from __future__ import annotations
 
+import math
 from collections.abc import Iterable, Mapping
 from pathlib import Path
+from typing import IO, Literal
 
 import geopandas as gpd
 import numpy as np
@@ -16,6 +21,9 @@ import rasterio
 import rasterio.features
 import rasterio.windows
 import shapely
+from odc.geo import XY
+from odc.geo.geom import BoundingBox
+from odc.geo.gridspec import GridSpec
 from scipy import ndimage
 from shapely.geometry import Point, box, shape
 from shapely.geometry.base import BaseGeometry
@@ -23,13 +31,23 @@ from shapely.ops import unary_union
 
 from pipeline.atomic import atomic_output
 from pipeline.drivers import merge_label
-from pipeline.grid import utm_epsg
+from pipeline.grid import EQUAL_AREA_CRS, utm_epsg
 
 EVENT_COLUMNS = [
-    "event_id", "loss_year", "label", "merged_label", "split", "source", "n_pixels", "geometry",
+    "event_id", "loss_year", "label", "merged_label", "split", "source", "n_pixels", "area_ha",
+    "geometry",
 ]
 FORESTNET_CSV_COLUMNS = ["label", "merged_label", "latitude", "longitude", "year", "example_path"]
 EIGHT_CONNECTED = np.ones((3, 3), dtype=bool)
+
+#: Tile grouping: fixed 0.045 degree lon/lat tiles (about 5 km at the equator) with origin
+#: (0, 0). Tile (ix, iy) covers lon [ix, ix + 1) * 0.045 and lat [iy, iy + 1) * 0.045; a
+#: pixel belongs to the tile holding its centre. 0.045 degrees is exactly 180 GFC pixels, so
+#: tile edges fall on GFC pixel edges and no GFC pixel straddles two tiles.
+TILE_DEGREES = 0.045
+TILE_GRID = GridSpec("EPSG:4326", tile_shape=(180, 180), resolution=TILE_DEGREES / 180,
+                     origin=XY(0.0, 0.0))
+Grouping = Literal["component", "tile"]
 
 
 class EventInputError(ValueError):
@@ -41,12 +59,18 @@ def event_id(lat: float, lon: float, year: int) -> str:
     return f"{year}_{lat:+.5f}_{lon:+.5f}"
 
 
-def read_forestnet_csvs(csvs: Mapping[str, Path]) -> pd.DataFrame:
-    """Read release-schema CSVs keyed by split; validate columns and labels."""
+def read_forestnet_csvs(
+    csvs: Mapping[str, Path | tuple[str, IO[bytes]]],
+) -> pd.DataFrame:
+    """Read release-schema CSVs keyed by split; validate columns and labels.
+
+    A value is a path, or ``(name, binary file)`` for CSVs read from an archive.
+    """
     frames = []
-    for split, path in csvs.items():
+    for split, source in csvs.items():
+        path, handle = source if isinstance(source, tuple) else (source, source)
         try:
-            df = pd.read_csv(path)
+            df = pd.read_csv(handle)
         except (OSError, pd.errors.ParserError, UnicodeDecodeError) as exc:
             raise EventInputError(f"{path}: cannot read CSV ({exc})") from exc
         missing = [c for c in FORESTNET_CSV_COLUMNS if c not in df.columns]
@@ -75,25 +99,32 @@ def loss_regions(
     bounds: tuple[float, float, float, float],
     years: Iterable[int],
     min_pixels: int = 6,
+    min_ha: float = 0.0,
+    group: Grouping = "component",
 ) -> gpd.GeoDataFrame:
-    """Connected loss regions per year inside ``bounds`` (lon/lat) as polygons.
+    """Loss events per year inside ``bounds`` (lon/lat) as polygons.
 
-    Components smaller than ``min_pixels`` (GFC speckle) are dropped. The window is
-    clipped to the raster; callers tile large areas.
+    Connected components smaller than ``min_pixels`` (GFC speckle) are dropped first; the
+    rest become one event each (``group="component"``) or one event per tile and year
+    (``group="tile"``, the window then grows to whole tiles). Events under ``min_ha``
+    hectares (equal-area CRS) are dropped last. The window is clipped to the raster.
     """
+    if group not in ("component", "tile"):
+        raise ValueError(f"group must be 'component' or 'tile', not {group!r}")
     lossyear = Path(lossyear)
     years = sorted(set(int(y) for y in years))
+    if group == "tile":
+        bounds = snap_to_tiles(bounds)
     records: list[dict] = []
     with rasterio.open(lossyear) as src:
         _check_lossyear(src, lossyear)
         window = _window(src, bounds)
         if window is None:
-            return _empty()
+            return empty_events()
         data = src.read(1, window=window)
         transform = src.window_transform(window)
     for year in years:
-        code = year - 2000
-        labels, n = ndimage.label(data == code, structure=EIGHT_CONNECTED)
+        labels, n = ndimage.label(data == year - 2000, structure=EIGHT_CONNECTED)
         if n == 0:
             continue
         counts = np.bincount(labels.ravel(), minlength=n + 1)
@@ -101,34 +132,90 @@ def loss_regions(
         keep = keep[keep > 0]
         if keep.size == 0:
             continue
-        kept = np.where(np.isin(labels, keep), labels, 0).astype(np.int32)
-        polygons: dict[int, list] = {}
-        for geom, value in rasterio.features.shapes(
-            kept, mask=kept > 0, transform=transform, connectivity=8
-        ):
-            polygons.setdefault(int(value), []).append(shape(geom))
-        for value, parts in polygons.items():
-            # Snap away the float noise of the window's transform (and order the parts), so
-            # the same pixels read through any window give the same geometry, anchor and id.
-            geom = shapely.normalize(shapely.set_precision(unary_union(parts).buffer(0), 1e-9))
+        kept = np.isin(labels, keep)
+        groups = _tile_labels(kept, transform) if group == "tile" else np.where(kept, labels, 0)
+        groups = groups.astype(np.int32)
+        sizes = np.bincount(groups.ravel())
+        for value, geom in _polygons(groups, transform).items():
             anchor = geom.representative_point()
             records.append({
                 "event_id": event_id(anchor.y, anchor.x, year), "loss_year": year,
                 "label": "", "merged_label": "", "split": "", "source": "gfc",
-                "n_pixels": int(counts[value]), "geometry": geom,
+                "n_pixels": int(sizes[value]), "geometry": geom,
             })
+    return finish_events(records, min_ha)
+
+
+def _polygons(groups: np.ndarray, transform) -> dict[int, BaseGeometry]:
+    """One (multi)polygon per non-zero value of ``groups``."""
+    parts: dict[int, list] = {}
+    for geom, value in rasterio.features.shapes(
+        groups, mask=groups > 0, transform=transform, connectivity=8
+    ):
+        parts.setdefault(int(value), []).append(shape(geom))
+    # Snap away the float noise of the window's transform (and order the parts), so the
+    # same pixels read through any window give the same geometry, anchor and id.
+    return {
+        value: shapely.normalize(shapely.set_precision(unary_union(p).buffer(0), 1e-9))
+        for value, p in parts.items()
+    }
+
+
+def _tile_labels(mask: np.ndarray, transform) -> np.ndarray:
+    """Label each ``mask`` pixel with its tile (1-based within the window), 0 elsewhere."""
+    rows, cols = mask.shape
+    lon = transform.c + (np.arange(cols) + 0.5) * transform.a
+    lat = transform.f + (np.arange(rows) + 0.5) * transform.e
+    tx = np.floor(lon / TILE_DEGREES).astype(np.int64)
+    ty = np.floor(lat / TILE_DEGREES).astype(np.int64)
+    tx, ty = tx - tx.min(), ty - ty.min()
+    ids = ty[:, None] * (int(tx.max()) + 1) + tx[None, :] + 1
+    return np.where(mask, ids, 0)
+
+
+def tile_index(lon: float, lat: float) -> tuple[int, int]:
+    """The (ix, iy) of the :data:`TILE_GRID` tile holding a point."""
+    return math.floor(lon / TILE_DEGREES), math.floor(lat / TILE_DEGREES)
+
+
+def snap_to_tiles(bounds: tuple[float, float, float, float]) -> tuple[float, float, float, float]:
+    """Grow lon/lat ``bounds`` to whole :data:`TILE_GRID` tiles."""
+    boxes = [gb.boundingbox for _, gb in TILE_GRID.tiles(BoundingBox(*bounds, "EPSG:4326"))]
+    return (min(b.left for b in boxes), min(b.bottom for b in boxes),
+            max(b.right for b in boxes), max(b.top for b in boxes))
+
+
+def area_ha(geometries: gpd.GeoSeries) -> np.ndarray:
+    """Areas in hectares, measured in the project's equal-area CRS."""
+    if geometries.empty:
+        return np.zeros(0)
+    return geometries.to_crs(f"EPSG:{EQUAL_AREA_CRS.epsg}").area.to_numpy() / 10_000.0
+
+
+def finish_events(records: list[dict], min_ha: float = 0.0) -> gpd.GeoDataFrame:
+    """Events from row dicts: ``area_ha`` added, those under ``min_ha`` dropped, sorted."""
     if not records:
-        return _empty()
+        return empty_events()
     out = gpd.GeoDataFrame(records, geometry="geometry", crs="EPSG:4326")
-    return out.sort_values("event_id").reset_index(drop=True)
+    out["area_ha"] = area_ha(out.geometry)
+    out = out[out["area_ha"] >= min_ha]
+    if out.empty:
+        return empty_events()
+    extra = [c for c in out.columns if c not in EVENT_COLUMNS]
+    return out[EVENT_COLUMNS + extra].sort_values("event_id").reset_index(drop=True)
 
 
 def events_from_forestnet_csvs(
-    csvs: Mapping[str, Path], lossyear: Path, search_m: float = 2500.0, min_pixels: int = 6
+    csvs: Mapping[str, Path],
+    lossyear: Path,
+    search_m: float = 2500.0,
+    min_pixels: int = 6,
+    min_ha: float = 0.0,
+    group: Grouping = "component",
 ) -> tuple[gpd.GeoDataFrame, list[str]]:
-    """Labelled events: each CSV point gets the loss region of its year that holds it.
+    """Labelled events: each CSV point gets the loss event of its year that holds it.
 
-    Returns the events and a list of problems (one per point with no loss region of its
+    Returns the events and a list of problems (one per point with no loss event of its
     year within ``search_m``), so that nothing is dropped silently.
     """
     table = read_forestnet_csvs(csvs)
@@ -138,7 +225,8 @@ def events_from_forestnet_csvs(
     for row in table.itertuples(index=False):
         lat, lon, year = float(row.latitude), float(row.longitude), int(row.year)
         regions = loss_regions(
-            lossyear, (lon - deg, lat - deg, lon + deg, lat + deg), [year], min_pixels
+            lossyear, (lon - deg, lat - deg, lon + deg, lat + deg), [year], min_pixels, min_ha,
+            group,
         )
         point = Point(lon, lat)
         if regions.empty:
@@ -153,10 +241,7 @@ def events_from_forestnet_csvs(
             "merged_label": str(row.merged_label), "split": row.split, "source": "forestnet_csv",
             "n_pixels": int(best["n_pixels"]), "geometry": best.geometry,
         })
-    if not records:
-        return _empty(), problems
-    events = gpd.GeoDataFrame(records, geometry="geometry", crs="EPSG:4326")
-    return events.sort_values("event_id").reset_index(drop=True), problems
+    return finish_events(records), problems
 
 
 def _window(src: rasterio.DatasetReader, bounds) -> rasterio.windows.Window | None:
@@ -170,7 +255,8 @@ def _window(src: rasterio.DatasetReader, bounds) -> rasterio.windows.Window | No
     return window.intersection(rasterio.windows.Window(0, 0, src.width, src.height))
 
 
-def _empty() -> gpd.GeoDataFrame:
+def empty_events() -> gpd.GeoDataFrame:
+    """An events table with every column and no rows."""
     return gpd.GeoDataFrame(
         {c: [] for c in EVENT_COLUMNS if c != "geometry"}, geometry=[], crs="EPSG:4326"
     )

@@ -40,7 +40,8 @@ QA_BITS: dict[str, int] = {
 #: Pixels unusable for reflectance: anything cloudy, shadowed or fill.
 CLOUDY_FLAGS = ("fill", "dilated_cloud", "cirrus", "cloud", "cloud_shadow")
 
-_PRODUCT_ID = re.compile(
+#: A Collection 2 product id, e.g. ``LC08_L1TP_118062_20170612_20200922_02_T1``.
+PRODUCT_ID_RE = re.compile(
     r"^L(?P<sensor>[COTEM])(?P<mission>\d{2})_(?P<level>L1TP|L1GT|L1GS|L2SP|L2SR)_"
     r"(?P<path>\d{3})(?P<row>\d{3})_(?P<acquired>\d{8})_(?P<processed>\d{8})_"
     r"(?P<collection>\d{2})_(?P<category>T1|T2|RT)$"
@@ -49,6 +50,18 @@ _PRODUCT_ID = re.compile(
 
 class MTLError(ValueError):
     """An MTL file that cannot describe its scene."""
+
+
+class SceneInputError(ValueError):
+    """A product that cannot be ingested; the message names the file and the reason.
+
+    ``scene_id`` is the product id when the metadata was readable, so failures are
+    recorded under the scene's own name.
+    """
+
+    def __init__(self, message: str, scene_id: str | None = None) -> None:
+        super().__init__(message)
+        self.scene_id = scene_id
 
 
 @dataclass(frozen=True)
@@ -101,14 +114,15 @@ def parse_odl(text: str) -> dict:
                 raise MTLError(f"line {lineno}: END_GROUP without GROUP")
             stack.pop()
         else:
-            stack[-1][key] = _odl_value(value)
+            stack[-1][key] = odl_value(value)
     if len(stack) > 1:
         # A truncated file (interrupted download) ends inside a group.
         raise MTLError(f"end of text inside {len(stack) - 1} unclosed GROUP(s); truncated file?")
     return root
 
 
-def _odl_value(value: str) -> str | int | float:
+def odl_value(value: str) -> str | int | float:
+    """An ODL value typed as USGS writes it: quoted -> str, else int, float or str."""
     if len(value) >= 2 and value[0] == value[-1] == '"':
         return value[1:-1]
     try:
@@ -137,10 +151,15 @@ def read_mtl(path: Path) -> SceneMetadata:
         tree = parse_odl(path.read_text())
     except (OSError, UnicodeDecodeError, MTLError) as exc:
         raise MTLError(f"{path}: cannot parse MTL ({exc})") from exc
+    return metadata_from_tree(tree, str(path))
+
+
+def metadata_from_tree(tree: dict, where: str) -> SceneMetadata:
+    """``SceneMetadata`` from a parsed MTL (ODL, JSON or XML: the same groups and keys)."""
     try:
         return _scene_metadata(tree)
-    except (KeyError, TypeError, ValueError) as exc:
-        raise MTLError(f"{path}: incomplete or invalid MTL ({exc})") from exc
+    except (KeyError, TypeError, ValueError, AttributeError) as exc:
+        raise MTLError(f"{where}: incomplete or invalid MTL ({exc})") from exc
 
 
 def _scene_metadata(tree: dict) -> SceneMetadata:
@@ -150,7 +169,7 @@ def _scene_metadata(tree: dict) -> SceneMetadata:
     projection = meta["PROJECTION_ATTRIBUTES"]
     level = contents["PROCESSING_LEVEL"]
     product_id = contents["LANDSAT_PRODUCT_ID"]
-    if not _PRODUCT_ID.match(product_id):
+    if not PRODUCT_ID_RE.match(str(product_id)):
         raise ValueError(f"LANDSAT_PRODUCT_ID {product_id!r} is not a Collection 2 product id")
 
     band_files: dict[str, str] = {}

@@ -13,6 +13,7 @@ from rasterio.enums import Resampling
 from rasterio.vrt import WarpedVRT
 from rasterio.warp import reproject
 
+from pipeline.fast_warp import fast_warp
 from pipeline.grid import geobox_from_rio
 
 
@@ -40,6 +41,10 @@ def read_file_to_grid(
         if src.crs is None:
             raise RasterInputError(f"{path}: raster has no CRS; cannot place it on a grid")
         nodata = src.nodata
+        # Continuous values are resampled in float32: an int16 DEM resampled in its own
+        # type rounds to whole metres, which turns slopes on a 15 m grid into terraces.
+        # Outside the source (or on its nodata) they come out NaN, never a silent zero.
+        continuous = resampling != Resampling.nearest
         with WarpedVRT(
             src,
             crs=geobox.crs.to_wkt(),
@@ -48,9 +53,10 @@ def read_file_to_grid(
             height=geobox.shape[0],
             resampling=resampling,
             src_nodata=nodata,
-            nodata=nodata if nodata is not None else None,
+            nodata=np.nan if continuous else nodata,
+            dtype="float32" if continuous else None,
         ) as vrt:
-            data = vrt.read(bands, masked=nodata is not None)
+            data = vrt.read(bands, masked=not continuous and nodata is not None)
     if np.ma.isMaskedArray(data):
         data = data.astype(np.float32).filled(np.nan)
     out = np.asarray(data, dtype=np.float32)
@@ -79,6 +85,9 @@ def scene_window_to_grid(
     window = da.isel(y=roi[0], x=roi[1]) if da.dims[-1] == "x" else da[..., roi[0], roi[1]]
     src = np.asarray(window.values, dtype=np.float32)
     src_box = source_box[roi]
+    fast = fast_warp(src, src_box, target, resampling)
+    if fast is not None:  # same CRS, north-up: numpy gives GDAL's numbers, faster
+        return fast
     dst = np.full((*lead, *target.shape), np.nan, dtype=np.float32)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")

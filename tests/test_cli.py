@@ -11,7 +11,9 @@ from flows.cli import app
 from tests.tiny_config import write_tiny_config
 
 runner = CliRunner()
-VERBS = ("demo", "sample-data", "ingest", "build-training-set", "train", "map")
+VERBS = (
+    "demo", "sample-data", "ingest", "build-training-set", "import-forestnet", "train", "map",
+)
 
 
 def test_help_lists_every_verb() -> None:

@@ -152,3 +152,41 @@ def test_require_file_missing(tmp_path: Path) -> None:
     with pytest.raises(ConfigError, match=r"inputs\.dem") as info:
         require_file(path, "dem")
     assert str(path) in str(info.value)
+
+
+def test_events_and_aux_sections(tmp_path: Path) -> None:
+    cfg = load_config(_write(tmp_path, {
+        "events": {"source": "vector", "min_event_ha": 2.5, "group_by_tile": True,
+                   "vector": {"path": "ev.gpkg", "label_column": "driver"},
+                   "split": {"method": "spatial", "block_km": 20, "seed": 3}},
+        "aux": {"bands": ["ndvi"], "features": ["street_dist_km"]},
+    }))
+    assert cfg.events.source == "vector" and cfg.events.vector.label_column == "driver"
+    assert cfg.events.split.block_km == 20 and cfg.aux.bands == ("ndvi",)
+    assert load_config(None).events.source == "forestnet_csv"
+
+
+@pytest.mark.parametrize(("section", "needle"), [
+    ({"aux": {"bands": ["elev"]}}, "aux.bands': Value error, unknown aux band ['elev']; valid:"),
+    ({"aux": {"features": ["road_km"]}}, "street_dist_km"),
+    ({"events": {"source": "shapefile"}}, "events.source"),
+    ({"events": {"split": {"fractions": [0.5, 0.5, 0.5]}}}, "events.split.fractions"),
+    ({"events": {"vector": {"colour": "x"}}}, "unknown key 'events.vector.colour'"),
+])
+def test_bad_events_and_aux_keys_are_named(tmp_path: Path, section: dict, needle: str) -> None:
+    path = _write(tmp_path, section)
+    message = str(pytest.raises(ConfigError, load_config, path).value)
+    assert needle in message and str(path) in message and "\n" not in message
+
+
+def test_vector_source_needs_its_file(tmp_path: Path) -> None:
+    from flows.config import preflight
+
+    (tmp_path / "scenes.zarr").mkdir()
+    (tmp_path / "scenes.zarr" / "index.parquet").write_bytes(b"")
+    base = {"scenes": str(tmp_path / "scenes.zarr"), "events": {"source": "vector"}}
+    with pytest.raises(ConfigError, match=r"events\.vector\.path is not set"):
+        preflight(load_config(_write(tmp_path, base)), "build-training-set")
+    base["events"]["vector"] = {"path": str(tmp_path / "none.gpkg")}
+    with pytest.raises(ConfigError, match="none.gpkg"):
+        preflight(load_config(_write(tmp_path, base)), "build-training-set")

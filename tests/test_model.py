@@ -153,6 +153,18 @@ def test_load_encoder_weights_rejects_wrong_shape_naming_the_file(rgb_encoder_we
     assert str(path) in str(err.value)
 
 
+def test_load_encoder_weights_refuses_a_file_that_matches_nothing(rgb_encoder_weights, tmp_path):
+    _, state = rgb_encoder_weights
+    # A whole-model state dict ("encoder." prefixes) would otherwise load nothing silently.
+    prefixed = {f"encoder.{k}": v.contiguous() for k, v in state.items()}
+    path = tmp_path / "whole_model.safetensors"
+    save_file(prefixed, str(path))
+    model = build_model(ModelSpec(encoder=SMALL))
+    with pytest.raises(ValueError, match="no tensor name matches") as err:
+        load_encoder_weights(model, path)
+    assert str(path) in str(err.value)
+
+
 # --- region pooling and input size -------------------------------------------------------------
 
 

@@ -1,0 +1,201 @@
+"""Benchmark chip building against a plain windowed rasterio read of the same windows.
+
+    .venv/bin/python bench/bench_chips.py [--preset tiny|demo] [--repeats 3] [--out DIR]
+
+Both sides run in this process, on the same sample world, one after the other:
+- chips: ``build_event_chip`` for every labelled event (scene-store reads, warp to the
+  15 m UTM chip grid, QA mask, pan-sharpening, the median composite and the SDA views);
+- baseline: for the same events and the same candidate scenes, ``rasterio`` reads of the
+  window under the chip from each source GeoTIFF the chip uses (B2-B7, B8 pan, QA_PIXEL),
+  with the files kept open (the cheapest plain read; the chip builder also keeps its
+  scene groups open). A variant that opens each file per read is reported alongside.
+Prints one JSON document: events/s of each, their ratio (goal >= 0.5) and the peak
+resident memory of this process and its children.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import tempfile
+import threading
+import time
+from pathlib import Path
+
+import numpy as np
+import psutil
+import rasterio
+from rasterio.warp import transform_bounds
+from rasterio.windows import from_bounds
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from pipeline.catalog import query_scenes, read_index, scene_row, write_index  # noqa: E402
+from pipeline.chips import ChipSpec, build_event_chip, chip_geobox  # noqa: E402
+from pipeline.events import events_from_forestnet_csvs  # noqa: E402
+from pipeline.ingest import ingest_scene  # noqa: E402
+from pipeline.sample_world import WorldSpec, generate_world  # noqa: E402
+
+#: The source files a chip reads: the 30 m bands it keeps, the pan band and the QA band.
+BAND_FILES = ("B4", "B3", "B2", "B5", "B6", "B7", "B8", "QA_PIXEL")
+GOAL = 0.5
+
+
+class PeakMemory:
+    """Peak resident memory of this process plus its children, sampled every 20 ms."""
+
+    def __init__(self) -> None:
+        self.peak, self._stop = 0, threading.Event()
+
+    def _rss(self) -> int:
+        me = psutil.Process()
+        total = me.memory_info().rss
+        for child in me.children(recursive=True):
+            try:
+                total += child.memory_info().rss
+            except psutil.Error:
+                continue
+        return total
+
+    def __enter__(self) -> PeakMemory:
+        self._thread = threading.Thread(target=self._run, daemon=True)
+        self._thread.start()
+        return self
+
+    def _run(self) -> None:
+        while not self._stop.is_set():
+            self.peak = max(self.peak, self._rss())
+            time.sleep(0.02)
+
+    def __exit__(self, *exc: object) -> None:
+        self._stop.set()
+        self._thread.join()
+
+
+def prepare(folder: Path, preset: str) -> tuple[Path, Path, object]:
+    """Generate the world and ingest its scenes (not timed)."""
+    world = folder / "world"
+    generate_world(world, WorldSpec.tiny() if preset == "tiny" else WorldSpec.demo())
+    store = folder / "scenes.zarr"
+    if not (store / "index.parquet").exists():
+        rows = []
+        for product in sorted((world / "landsat").iterdir()):
+            result = ingest_scene(product, store)
+            rows.append(scene_row(store, result.scene_id, result.status, result.source))
+        write_index(store, rows)
+    csvs = {s: world / "events" / f"{s}.csv" for s in ("train", "val", "test")}
+    events, problems = events_from_forestnet_csvs(csvs, world / "gfc" / "lossyear.tif")
+    assert not problems, problems
+    return world, store, events
+
+
+def plan_reads(world: Path, events, index, spec: ChipSpec) -> list[list[tuple[Path, tuple]]]:
+    """Per event: (file, bounds in the file's CRS) for every file of every candidate scene."""
+    plans = []
+    for row in events.itertuples():
+        geobox = chip_geobox(row.geometry, spec)
+        footprint = geobox.extent.to_crs("EPSG:4326").geom
+        scenes = query_scenes(index, footprint, _year(row.loss_year, -spec.years_window),
+                              _year(row.loss_year, spec.years_window, end=True))
+        reads = []
+        for scene_id in scenes["scene_id"]:
+            for band in BAND_FILES:
+                path = world / "landsat" / scene_id / f"{scene_id}_{band}.TIF"
+                reads.append((path, geobox.crs.to_wkt(), tuple(geobox.boundingbox)))
+        plans.append(reads)
+    return plans
+
+
+def _year(year: int, offset: int, end: bool = False):
+    import pandas as pd
+
+    return pd.Timestamp(year=int(year) + offset, month=12 if end else 1, day=31 if end else 1)
+
+
+def baseline_pass(plans: list, handles: dict | None) -> int:
+    """Plain windowed reads of every planned window; returns bytes read.
+
+    ``handles`` keeps files open between reads; None opens each file for each read.
+    """
+    nbytes = 0
+    for reads in plans:
+        for path, crs, bounds in reads:
+            if handles is None:
+                with rasterio.open(path) as src:
+                    nbytes += _read(src, crs, bounds)
+                continue
+            src = handles.get(path) or handles.setdefault(path, rasterio.open(path))
+            nbytes += _read(src, crs, bounds)
+    return nbytes
+
+
+def _read(src, crs: str, bounds: tuple) -> int:
+    left, bottom, right, top = transform_bounds(crs, src.crs, *bounds)
+    window = from_bounds(left, bottom, right, top, src.transform)
+    window = window.round_offsets().round_lengths()
+    return src.read(1, window=window, boundless=False).nbytes
+
+
+def chips_pass(events, store: Path, index, spec: ChipSpec) -> int:
+    ok = 0
+    for row in events.itertuples():
+        chip = build_event_chip(row.geometry, int(row.loss_year), store, index, spec)
+        ok += chip.status == "ok"
+    return ok
+
+
+def best_of(repeats: int, fn, *args) -> tuple[float, object]:
+    best, result = float("inf"), None
+    for _ in range(repeats):
+        start = time.perf_counter()
+        result = fn(*args)
+        best = min(best, time.perf_counter() - start)
+    return best, result
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--preset", choices=["tiny", "demo"], default="tiny")
+    parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--out", type=Path, default=None)
+    args = parser.parse_args()
+    folder = args.out or Path(tempfile.mkdtemp(prefix="forestnet-bench-chips-"))
+    folder.mkdir(parents=True, exist_ok=True)
+    world, store, events = prepare(folder, args.preset)
+    index = read_index(store)
+    spec = ChipSpec()
+    plans = plan_reads(world, events, index, spec)
+    handles: dict = {}
+    n = len(events)
+    with PeakMemory() as mem:
+        # Warm-up: the first pass opens files and fills the OS page cache for both sides.
+        baseline_pass(plans[:1], handles)
+        chips_pass(events.iloc[:1], store, index, spec)
+        chips_s, ok = best_of(args.repeats, chips_pass, events, store, index, spec)
+        base_s, nbytes = best_of(args.repeats, baseline_pass, plans, handles)
+        reopen_s, _ = best_of(args.repeats, baseline_pass, plans, None)
+    for src in handles.values():
+        src.close()
+    chips_rate, base_rate = n / chips_s, n / base_s
+    report = {
+        "preset": args.preset,
+        "events": n,
+        "events_ok": int(ok),
+        "scene_reads_per_event": round(float(np.mean([len(p) for p in plans])), 1),
+        "cpus": psutil.cpu_count(),
+        "chips_events_per_s": round(chips_rate, 2),
+        "baseline_windowed_read_events_per_s": round(base_rate, 2),
+        "baseline_mb_read_per_pass": round(nbytes / 2**20, 1),
+        "ratio_chips_over_baseline": round(chips_rate / base_rate, 3),
+        "baseline_reopening_files_events_per_s": round(n / reopen_s, 2),
+        "ratio_chips_over_reopening_baseline": round(chips_rate / (n / reopen_s), 3),
+        "goal": GOAL,
+        "meets_goal": chips_rate / base_rate >= GOAL,
+        "peak_rss_mb": round(mem.peak / 2**20),
+    }
+    print(json.dumps(report, indent=2))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,226 @@
+"""Benchmark scene ingest: input MB/s against a plain rasterio read of the same files.
+
+    .venv/bin/python bench/bench_ingest.py [--preset tiny|demo] [--tile N] [--copies K]
+                                           [--workers W] [--out DIR]
+
+Prints one JSON document. Input MB is the sum of the band files' sizes on disk (the
+GeoTIFFs the ingest reads: B1-B8 and QA_PIXEL). The baseline reads each of them whole
+(``src.read(1)``) in this process, one after another; the ingest reads, validates and
+writes the Zarr store (zstd, chunk-aligned) and the index row. Both run in the same
+process on a warm page cache, so the ratio compares across machines.
+
+The ingest is timed twice: in this process, scene after scene (``ingest_source``), and
+fanned out to a Dask LocalCluster of W single-threaded worker processes, one task per
+scene, as the flow does (workers started and warmed first; Prefect's own start-up is not
+counted). Peak memory (RSS of this process and its children, sampled every 10 ms) is
+measured for 2 scenes and for all of them.
+
+``--tile N`` makes each sample scene N x N times larger (tiled copies of its rasters, MTL
+sizes updated), to see the ratio at real scene sizes (a Landsat scene is ~7,800 pixels
+a side; the demo's are 800). ``--copies K`` ingests K copies of every scene (each under
+its own product id), so the memory peak is seen over more scenes.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import re
+import shutil
+import sys
+import tempfile
+import threading
+import time
+from pathlib import Path
+
+import numpy as np
+import psutil
+import rasterio
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from pipeline.ingest import ingest_row, ingest_source  # noqa: E402
+from pipeline.sample_world import WorldSpec, generate_world  # noqa: E402
+from pipeline.sources import folder_source  # noqa: E402
+
+BAND_SUFFIXES = tuple(f"_B{b}.TIF" for b in range(1, 9)) + ("_QA_PIXEL.TIF",)
+SIZE_KEYS = ("REFLECTIVE_LINES", "REFLECTIVE_SAMPLES", "PANCHROMATIC_LINES",
+             "PANCHROMATIC_SAMPLES", "THERMAL_LINES", "THERMAL_SAMPLES")
+
+
+class PeakMemory:
+    """Peak resident memory of this process and its children (Dask workers), sampled."""
+
+    def __init__(self, interval: float = 0.01) -> None:
+        self.interval, self.peak, self._stop = interval, 0, threading.Event()
+
+    @staticmethod
+    def rss() -> int:
+        me = psutil.Process()
+        total = me.memory_info().rss
+        for child in me.children(recursive=True):
+            try:
+                total += child.memory_info().rss
+            except psutil.Error:
+                continue
+        return total
+
+    def __enter__(self) -> PeakMemory:
+        self._thread = threading.Thread(target=self._run, daemon=True)
+        self._thread.start()
+        return self
+
+    def _run(self) -> None:
+        while not self._stop.is_set():
+            self.peak = max(self.peak, self.rss())
+            time.sleep(self.interval)
+
+    def __exit__(self, *exc) -> None:
+        self._stop.set()
+        self._thread.join()
+        self.peak = max(self.peak, self.rss())
+
+
+def derived_product(src: Path, out: Path, tile: int, copy: int) -> Path:
+    """A product folder made from ``src``: rasters tiled ``tile`` x ``tile``, and for
+    ``copy`` > 0 another product id (processing date + copy days), so copies are not
+    duplicates of each other."""
+    old_id = src.name
+    parts = old_id.split("_")
+    parts[4] = f"{int(parts[4]) + copy:08d}"
+    new_id = "_".join(parts)
+    dst = out / new_id
+    dst.mkdir(parents=True)
+    for path in src.iterdir():
+        target = dst / path.name.replace(old_id, new_id)
+        if path.name.endswith("_MTL.txt"):
+            text = path.read_text().replace(old_id, new_id)
+            for key in SIZE_KEYS:
+                text = re.sub(rf"({key} = )(\d+)", lambda m: f"{m[1]}{int(m[2]) * tile}", text)
+            target.write_text(text)
+        elif path.suffix == ".TIF" and tile > 1:
+            with rasterio.open(path) as r:
+                data, profile = r.read(1), r.profile
+            profile.update(height=data.shape[0] * tile, width=data.shape[1] * tile)
+            with rasterio.open(target, "w", **profile) as w:
+                w.write(np.tile(data, (tile, tile)), 1)
+        else:
+            shutil.copyfile(path, target)
+    return dst
+
+
+def band_files(products: list[Path]) -> list[Path]:
+    return sorted(p for d in products for p in d.iterdir() if p.name.endswith(BAND_SUFFIXES))
+
+
+def raw_read_seconds(files: list[Path]) -> float:
+    """Baseline: read every band GeoTIFF whole with rasterio (no Zarr, no Dask)."""
+    start = time.perf_counter()
+    for path in files:
+        with rasterio.open(path) as src:
+            src.read(1)
+    return time.perf_counter() - start
+
+
+def ingest_in_process(products: list[Path], store: Path) -> dict:
+    shutil.rmtree(store, ignore_errors=True)
+    with PeakMemory() as mem:
+        start = time.perf_counter()
+        for product in products:
+            assert ingest_source(folder_source(product), store).status == "ingested"
+        seconds = time.perf_counter() - start
+    return {"seconds": seconds, "peak_rss_mb": mem.peak / 2**20}
+
+
+def ingest_on_cluster(client, products: list[Path], store: Path) -> dict:
+    shutil.rmtree(store, ignore_errors=True)
+    with PeakMemory() as mem:
+        start = time.perf_counter()
+        futures = [client.submit(ingest_row, folder_source(p), str(store), pure=False)
+                   for p in products]
+        rows = client.gather(futures)
+        seconds = time.perf_counter() - start
+    assert all(r["status"] == "ingested" for r in rows), [r["error"] for r in rows]
+    return {"seconds": seconds, "peak_rss_mb": mem.peak / 2**20}
+
+
+def _warm_worker() -> None:
+    import pipeline.ingest  # noqa: F401  (imports are paid before the clock starts)
+
+
+def best(runs: list[dict]) -> dict:
+    """Fastest run; the highest memory peak of all runs."""
+    fastest = min(runs, key=lambda r: r["seconds"])
+    return {**fastest, "peak_rss_mb": max(r["peak_rss_mb"] for r in runs)}
+
+
+def summary(mb: float, raw_s: float, all_runs: dict, two: dict, n: int) -> dict:
+    return {
+        "mb_per_s": round(mb / all_runs["seconds"], 1),
+        "ratio_vs_raw_read": round(raw_s / all_runs["seconds"], 3),
+        "peak_rss_mb": {"2_scenes": round(two["peak_rss_mb"]),
+                        f"{n}_scenes": round(all_runs["peak_rss_mb"])},
+    }
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--preset", choices=["tiny", "demo"], default="demo")
+    parser.add_argument("--tile", type=int, default=1, help="scale each scene N x N")
+    parser.add_argument("--copies", type=int, default=1, help="ingest K copies of each scene")
+    parser.add_argument("--workers", type=int, default=psutil.cpu_count() or 2)
+    parser.add_argument("--repeat", type=int, default=3, help="best of N timings")
+    parser.add_argument("--out", type=Path, default=None)
+    args = parser.parse_args()
+    folder = args.out or Path(tempfile.mkdtemp(prefix="forestnet-bench-ingest-"))
+    spec = WorldSpec.tiny() if args.preset == "tiny" else WorldSpec.demo()
+    world = generate_world(folder / f"world-{args.preset}", spec).parent
+    originals = sorted(p for p in (world / "landsat").iterdir() if p.is_dir())
+    products = originals
+    if args.tile > 1 or args.copies > 1:
+        scenes = folder / f"scenes-t{args.tile}-c{args.copies}"
+        shutil.rmtree(scenes, ignore_errors=True)
+        products = [derived_product(p, scenes, args.tile, c)
+                    for c in range(args.copies) for p in originals]
+    files = band_files(products)
+    mb = sum(f.stat().st_size for f in files) / 2**20
+    raw_read_seconds(files)  # warm the page cache and GDAL
+    raw_s = min(raw_read_seconds(files) for _ in range(args.repeat))
+
+    ingest_in_process(products[:1], folder / "warm.zarr")
+    local = best([ingest_in_process(products, folder / "local.zarr") for _ in range(args.repeat)])
+    local_two = ingest_in_process(products[:2], folder / "local2.zarr")
+
+    from distributed import Client, LocalCluster
+
+    with LocalCluster(n_workers=args.workers, threads_per_worker=1, processes=True,
+                      dashboard_address=None, memory_limit="4GiB") as cluster, \
+            Client(cluster) as client:
+        client.run(_warm_worker)
+        ingest_on_cluster(client, products[:args.workers], folder / "warm.zarr")
+        two = ingest_on_cluster(client, products[:2], folder / "cluster2.zarr")
+        full = best([ingest_on_cluster(client, products, folder / "cluster.zarr")
+                     for _ in range(args.repeat)])
+
+    with rasterio.open(next(f for f in files if f.name.endswith("_B4.TIF"))) as src:
+        shape = src.shape
+    report = {
+        "preset": args.preset,
+        "scenes": len(products),
+        "scene_shape_30m": list(shape),
+        "input_mb": round(mb, 1),
+        "machine": {"cpus": psutil.cpu_count(), "workers": args.workers,
+                    "load_avg_1min": round(psutil.getloadavg()[0], 2)},
+        "raw_read_mb_per_s": round(mb / raw_s, 1),
+        "ingest_in_process": summary(mb, raw_s, local, local_two, len(products)),
+        "ingest_dask_cluster": summary(mb, raw_s, full, two, len(products)),
+        "store_mb": round(sum(f.stat().st_size for f in (folder / "cluster.zarr").rglob("*")
+                              if f.is_file()) / 2**20, 1),
+        "goal_ratio": 0.8,
+    }
+    print(json.dumps(report, indent=2))
+
+
+if __name__ == "__main__":
+    main()

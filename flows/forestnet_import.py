@@ -1,0 +1,89 @@
+"""Import flow: the published ForestNetDataset (folder or zip) -> events + ``chips.zarr``."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from distributed import Client
+from prefect import flow, get_run_logger, task
+
+from flows.cluster import gather_with_progress
+from flows.config import PipelineConfig
+from flows.training_set import chip_spec
+from pipeline.chip_store import finalize_chip_store, init_chip_store
+from pipeline.chips import ChipSpec
+from pipeline.events import write_events
+from pipeline.forestnet_release import AUX_JSON, AUX_NPY, IMAGE_SCALING, plan_release
+from pipeline.training_set import import_release_batch, plan_batches
+
+IMPORT_BATCH = 64  # examples per coarse task: ~64 x 3 MB of images read per task
+
+
+def events_path_for(out: Path) -> Path:
+    """Where the import's events table goes: next to the store."""
+    return out.with_name(f"{out.stem}.events.parquet")
+
+
+def plan_and_write(release: str, spec: ChipSpec, events_path: Path) -> tuple[int, list[str]]:
+    """Plan the import and write its events table; return (events, problems)."""
+    events, problems = plan_release(release, spec)
+    write_events(events, events_path)
+    return len(events), problems
+
+
+@task(name="plan-release")
+def plan(config: PipelineConfig, release: str, out: Path, client_address: str) -> tuple[str, list]:
+    """One coarse Dask task: read the CSVs and loss polygons; write the events table."""
+    path = events_path_for(out)
+    with Client(client_address, set_as_default=False) as client:
+        n, problems = client.submit(plan_and_write, release, chip_spec(config), path,
+                                    pure=False).result()
+    logger = get_run_logger()
+    for problem in problems:
+        logger.warning("example left out: %s", problem)
+    logger.info("%d examples to import, %d left out", n, len(problems))
+    return str(path), problems
+
+
+@task(name="import-chips")
+def import_chips(config: PipelineConfig, release: str, events_path: str, out: Path,
+                 problems: list[str], client_address: str, batch_size: int) -> dict:
+    """Coarse tasks of ``batch_size`` examples each, region-writing the store (resumable)."""
+    import geopandas as gpd
+
+    events = gpd.read_parquet(events_path)
+    spec, bands, features = chip_spec(config), config.aux.bands, config.aux.features
+    attrs = {"source": "forestnet_release", "release": Path(release).name,
+             "image_scaling": IMAGE_SCALING,
+             "aux_provenance": {"npy": {k: v[0] for k, v in AUX_NPY.items()},
+                                "json": AUX_JSON, "ncep": {"tavg": "temperature_c"}}}
+    init_chip_store(out, events, spec, bands, features, attrs)
+    batches = plan_batches(len(events), batch_size)
+    with Client(client_address, set_as_default=False) as client:
+        futures = [client.submit(import_release_batch, release, Path(events_path), a, b, out,
+                                 spec, bands, features, pure=False) for a, b in batches]
+        results = gather_with_progress(client, futures, "import batches")
+    excluded = dict(p.split(": ", 1) for p in problems)
+    store = finalize_chip_store(out, batches, extra_attrs={"excluded_examples": excluded})
+    notes = [n for r in results for n in r.get("notes", [])]
+    logger = get_run_logger()
+    for note in notes[:10]:
+        logger.info("note: %s", note)
+    failed = sum(r.get("failed", 0) for r in results)
+    return {"chips": str(store), "events": events_path, "imported": len(events) - failed,
+            "failed": failed, "left_out": len(problems), "notes": len(notes),
+            "reused_batches": sum(r["skipped"] for r in results)}
+
+
+@flow(name="import-forestnet", log_prints=True)
+def import_forestnet_flow(config: PipelineConfig, client_address: str, release: str,
+                          out: Path, batch_size: int = IMPORT_BATCH) -> dict:
+    """plan (CSVs + polygons) -> batches of examples -> one finalised chips.zarr."""
+    out = Path(out)
+    if (out / "zarr.json").exists():
+        get_run_logger().info("%s exists; nothing to do", out)
+        return {"chips": str(out), "skipped": True}
+    events_path, problems = plan(config, release, out, client_address)
+    result = import_chips(config, release, events_path, out, problems, client_address,
+                          batch_size)
+    return {**result, "skipped": False}

@@ -1,0 +1,71 @@
+"""The numpy fast paths of chip building agree with GDAL and with np.nanmedian."""
+
+from __future__ import annotations
+
+import warnings
+
+import numpy as np
+import pytest
+from affine import Affine
+from odc.geo import CRS
+from odc.geo.geobox import GeoBox
+from rasterio.enums import Resampling
+from rasterio.warp import reproject
+
+from pipeline.chips import nanmedian_views
+from pipeline.fast_warp import fast_warp
+
+UTM = CRS("EPSG:32749")
+SOURCE = GeoBox((60, 70), Affine(30, 0, 779670, 0, -30, 9788280), UTM)
+
+
+def _gdal(src: np.ndarray, src_box: GeoBox, dst_box: GeoBox, resampling) -> np.ndarray:
+    dst = np.full((*src.shape[:-2], *dst_box.shape), np.nan, np.float32)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        reproject(src, dst, src_transform=src_box.affine, src_crs=src_box.crs.to_wkt(),
+                  src_nodata=np.nan, dst_transform=dst_box.affine,
+                  dst_crs=dst_box.crs.to_wkt(), dst_nodata=np.nan, resampling=resampling)
+    return dst
+
+
+@pytest.mark.parametrize("resampling", [Resampling.bilinear, Resampling.nearest])
+@pytest.mark.parametrize("resolution", [15.0, 30.0, 10.0])
+@pytest.mark.parametrize("holes", [False, True])
+def test_fast_warp_gives_gdals_numbers(resampling, resolution: float, holes: bool) -> None:
+    rng = np.random.default_rng(int(resolution) + holes)
+    src = rng.uniform(0, 0.5, (3, *SOURCE.shape)).astype(np.float32)
+    if holes:  # clouds/fill as NaN, and a stripe of missing scene edge
+        src[:, rng.random(SOURCE.shape) < 0.15] = np.nan
+        src[:, :, :3] = np.nan
+    for _ in range(4):  # chips overhanging every edge of the source, at sub-pixel offsets
+        x0 = SOURCE.affine.c + rng.uniform(-400, 1500)
+        y0 = SOURCE.affine.f - rng.uniform(-400, 1300)
+        target = GeoBox((90, 80), Affine(resolution, 0, x0, 0, -resolution, y0), UTM)
+        expected = _gdal(src, SOURCE, target, resampling)
+        got = fast_warp(src, SOURCE, target, resampling)
+        assert got is not None and got.dtype == np.float32
+        np.testing.assert_array_equal(np.isnan(got), np.isnan(expected))
+        np.testing.assert_allclose(got, expected, atol=1e-6, equal_nan=True)
+
+
+def test_other_cases_are_left_to_gdal() -> None:
+    src = np.zeros(SOURCE.shape, np.float32)
+    coarser = GeoBox((10, 10), Affine(60, 0, 779670, 0, -60, 9788280), UTM)
+    other_crs = GeoBox((10, 10), Affine(15, 0, 779670, 0, -15, 9788280), CRS("EPSG:32750"))
+    assert fast_warp(src, SOURCE, coarser, Resampling.bilinear) is None
+    assert fast_warp(src, SOURCE, other_crs, Resampling.bilinear) is None
+    assert fast_warp(src, SOURCE, SOURCE, Resampling.cubic) is None
+
+
+@pytest.mark.parametrize("n", [1, 2, 3, 4, 5, 8, 9, 12])
+def test_nanmedian_views_is_nanmedian(n: int) -> None:
+    rng = np.random.default_rng(n)
+    stack = rng.random((n, 4, 30, 30)).astype(np.float32)
+    stack[rng.random(stack.shape) < 0.35] = np.nan
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", RuntimeWarning)
+        expected = np.nanmedian(stack, axis=0)
+    got = nanmedian_views(stack)
+    assert got.dtype == np.float32 and got.shape == expected.shape
+    np.testing.assert_allclose(got, expected, atol=1e-7, equal_nan=True)
