@@ -17,10 +17,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import pandas as pd
+import rasterio
 
 from pipeline.catalog import OK_STATUSES, failed_row, row_from_attrs, scene_geobox, scene_row
 from pipeline.landsat import SceneInputError, SceneMetadata
-from pipeline.scene_reader import expected_shapes, open_product, present_bands
+from pipeline.scene_reader import READ_OPTIONS, expected_shapes, open_product, present_bands
 from pipeline.scene_store import clear_killed_temporaries, group_state, is_whole, write_scene
 from pipeline.sources import ProductSource, band_locations, folder_source, read_source_metadata
 
@@ -90,8 +91,9 @@ def ingest_source(
             return IngestResult(scene_id, "skipped", source=source.origin)
         if state.exists:
             log.info("%s: group is incomplete or stale; writing it again", scene_id)
-    ds = open_product(paths, meta)
-    fraction = write_scene(ds, store, scene_id, source.origin)
+    with rasterio.Env(**READ_OPTIONS):
+        ds = open_product(paths, meta)
+        fraction = write_scene(ds, store, scene_id, source.origin)
     attrs = {**ds.attrs, "clear_fraction": fraction}
     row = row_from_attrs(scene_id, attrs, scene_geobox(ds), "ingested", source.origin)
     return IngestResult(scene_id, "ingested", source=source.origin, row=row)

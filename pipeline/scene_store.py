@@ -159,8 +159,8 @@ def scene_threads() -> int:
     """Threads for one scene's read-and-write.
 
     In a Dask worker, the worker's own thread count: scenes already run in parallel, one
-    per worker thread, so more threads per scene would only contend (measured: bench/).
-    Elsewhere (a plain call), every CPU.
+    per worker thread, and Zarr encodes on its own thread pool besides, so more threads
+    per scene would only contend. Elsewhere (a plain call), every CPU.
     """
     try:
         from distributed import get_worker

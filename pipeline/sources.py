@@ -47,7 +47,7 @@ def resolve_sources(entries: Iterable[str | Path]) -> list[ProductSource]:
     A folder is a product folder (it holds an MTL) or a folder of product folders, tars and
     Item JSON files. Sources seen twice (same origin) are kept once.
     """
-    from pipeline.stac import is_url, item_sources, looks_like_item
+    from pipeline.stac import is_url, item_sources  # stac builds on this module
 
     out: dict[str, ProductSource] = {}
     for entry in entries:
@@ -58,7 +58,7 @@ def resolve_sources(entries: Iterable[str | Path]) -> list[ProductSource]:
             path = Path(os.path.abspath(text))
             if not path.exists():
                 raise FileNotFoundError(f"Landsat source not found: {text}")
-            found = _local_sources(path, looks_like_item)
+            found = _local_sources(path)
             if not found:
                 log.warning("%s: no Landsat product (folder with an MTL, .tar, STAC Item)", path)
         for source in found:
@@ -66,8 +66,8 @@ def resolve_sources(entries: Iterable[str | Path]) -> list[ProductSource]:
     return list(out.values())
 
 
-def _local_sources(path: Path, looks_like_item) -> list[ProductSource]:
-    from pipeline.stac import item_sources
+def _local_sources(path: Path) -> list[ProductSource]:
+    from pipeline.stac import item_sources, looks_like_item
 
     if path.is_file():
         if path.name.lower().endswith(".tar"):
