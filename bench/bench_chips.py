@@ -19,7 +19,6 @@ import argparse
 import json
 import sys
 import tempfile
-import threading
 import time
 from pathlib import Path
 
@@ -31,6 +30,7 @@ from rasterio.windows import from_bounds
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from bench.peak_memory import PeakMemory  # noqa: E402
 from pipeline.catalog import query_scenes, read_index, scene_row, write_index  # noqa: E402
 from pipeline.chips import ChipSpec, build_event_chip, chip_geobox  # noqa: E402
 from pipeline.events import events_from_forestnet_csvs  # noqa: E402
@@ -40,37 +40,6 @@ from pipeline.sample_world import WorldSpec, generate_world  # noqa: E402
 #: The source files a chip reads: the 30 m bands it keeps, the pan band and the QA band.
 BAND_FILES = ("B4", "B3", "B2", "B5", "B6", "B7", "B8", "QA_PIXEL")
 GOAL = 0.5
-
-
-class PeakMemory:
-    """Peak resident memory of this process plus its children, sampled every 20 ms."""
-
-    def __init__(self) -> None:
-        self.peak, self._stop = 0, threading.Event()
-
-    def _rss(self) -> int:
-        me = psutil.Process()
-        total = me.memory_info().rss
-        for child in me.children(recursive=True):
-            try:
-                total += child.memory_info().rss
-            except psutil.Error:
-                continue
-        return total
-
-    def __enter__(self) -> PeakMemory:
-        self._thread = threading.Thread(target=self._run, daemon=True)
-        self._thread.start()
-        return self
-
-    def _run(self) -> None:
-        while not self._stop.is_set():
-            self.peak = max(self.peak, self._rss())
-            time.sleep(0.02)
-
-    def __exit__(self, *exc: object) -> None:
-        self._stop.set()
-        self._thread.join()
 
 
 def prepare(folder: Path, preset: str) -> tuple[Path, Path, object]:

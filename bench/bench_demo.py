@@ -15,7 +15,6 @@ import argparse
 import json
 import sys
 import tempfile
-import threading
 import time
 from pathlib import Path
 
@@ -26,6 +25,7 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from bench.peak_memory import PeakMemory  # noqa: E402
 from flows.cluster import dask_client  # noqa: E402
 from flows.config import load_config  # noqa: E402
 from flows.demo import world_spec  # noqa: E402
@@ -35,37 +35,6 @@ from flows.train import train_flow  # noqa: E402
 from flows.training_set import training_set_flow  # noqa: E402
 from pipeline.sample_world import generate_world  # noqa: E402
 from tests.tiny_config import write_tiny_config  # noqa: E402
-
-
-class PeakMemory:
-    """Peak resident memory of this process and its children (Dask workers), sampled."""
-
-    def __init__(self, interval: float = 0.05) -> None:
-        self.interval, self.peak, self._stop = interval, 0, threading.Event()
-
-    def _rss(self) -> int:
-        me = psutil.Process()
-        total = me.memory_info().rss
-        for child in me.children(recursive=True):
-            try:
-                total += child.memory_info().rss
-            except psutil.Error:
-                continue
-        return total
-
-    def __enter__(self) -> PeakMemory:
-        self._thread = threading.Thread(target=self._run, daemon=True)
-        self._thread.start()
-        return self
-
-    def _run(self) -> None:
-        while not self._stop.is_set():
-            self.peak = max(self.peak, self._rss())
-            time.sleep(self.interval)
-
-    def __exit__(self, *exc) -> None:
-        self._stop.set()
-        self._thread.join()
 
 
 def timed(fn, *args) -> tuple[object, dict]:

@@ -29,7 +29,6 @@ import re
 import shutil
 import sys
 import tempfile
-import threading
 import time
 from pathlib import Path
 
@@ -39,6 +38,7 @@ import rasterio
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from bench.peak_memory import PeakMemory  # noqa: E402
 from pipeline.ingest import ingest_row, ingest_source  # noqa: E402
 from pipeline.sample_world import WorldSpec, generate_world  # noqa: E402
 from pipeline.sources import folder_source  # noqa: E402
@@ -46,39 +46,6 @@ from pipeline.sources import folder_source  # noqa: E402
 BAND_SUFFIXES = tuple(f"_B{b}.TIF" for b in range(1, 9)) + ("_QA_PIXEL.TIF",)
 SIZE_KEYS = ("REFLECTIVE_LINES", "REFLECTIVE_SAMPLES", "PANCHROMATIC_LINES",
              "PANCHROMATIC_SAMPLES", "THERMAL_LINES", "THERMAL_SAMPLES")
-
-
-class PeakMemory:
-    """Peak resident memory of this process and its children (Dask workers), sampled."""
-
-    def __init__(self, interval: float = 0.01) -> None:
-        self.interval, self.peak, self._stop = interval, 0, threading.Event()
-
-    @staticmethod
-    def rss() -> int:
-        me = psutil.Process()
-        total = me.memory_info().rss
-        for child in me.children(recursive=True):
-            try:
-                total += child.memory_info().rss
-            except psutil.Error:
-                continue
-        return total
-
-    def __enter__(self) -> PeakMemory:
-        self._thread = threading.Thread(target=self._run, daemon=True)
-        self._thread.start()
-        return self
-
-    def _run(self) -> None:
-        while not self._stop.is_set():
-            self.peak = max(self.peak, self.rss())
-            time.sleep(self.interval)
-
-    def __exit__(self, *exc) -> None:
-        self._stop.set()
-        self._thread.join()
-        self.peak = max(self.peak, self.rss())
 
 
 def derived_product(src: Path, out: Path, tile: int, copy: int) -> Path:
