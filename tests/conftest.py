@@ -13,3 +13,45 @@ def tiny_world(tmp_path_factory: pytest.TempPathFactory) -> Path:
     from pipeline.sample_world import WorldSpec, generate_world
 
     return generate_world(tmp_path_factory.mktemp("sample_world") / "tiny", WorldSpec.tiny())
+
+
+@pytest.fixture(scope="session")
+def tiny_scene_store(tiny_world: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The tiny world's scenes ingested into a scene store with its index, once per session.
+
+    Read-only for tests: a test that changes a store builds its own.
+    """
+    from pipeline.catalog import scene_row, write_index
+    from pipeline.ingest import ingest_scene
+
+    store = tmp_path_factory.mktemp("scenes") / "scenes.zarr"
+    rows = []
+    for folder in sorted((tiny_world.parent / "landsat").iterdir()):
+        result = ingest_scene(folder, store)
+        rows.append(scene_row(store, result.scene_id, result.status, result.source))
+    write_index(store, rows)
+    return store
+
+
+@pytest.fixture(scope="session")
+def tiny_events(tiny_world: Path):
+    """The tiny world's labelled events, with their loss polygons from lossyear."""
+    from pipeline.events import events_from_forestnet_csvs
+
+    world = tiny_world.parent
+    csvs = {s: world / "events" / f"{s}.csv" for s in ("train", "val", "test")}
+    events, problems = events_from_forestnet_csvs(csvs, world / "gfc" / "lossyear.tif")
+    assert not problems
+    return events
+
+
+@pytest.fixture(scope="module")
+def one_torch_thread():
+    """One torch thread: on a busy 2-core machine two OpenMP threads stall whenever a core
+    is taken by another process."""
+    import torch
+
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)

@@ -21,13 +21,7 @@ NORMALISATION = {"mean": [0.05, 0.06, 0.04, 0.25, 0.15, 0.08],
                  "std": [0.02, 0.02, 0.02, 0.05, 0.04, 0.03]}
 
 
-@pytest.fixture(scope="module", autouse=True)
-def _one_torch_thread():
-    """One thread: on a busy 2-core machine two OpenMP threads stall whenever a core is taken."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 def _trained_looking_model(seed: int = 0) -> torch.nn.Module:

@@ -29,7 +29,6 @@ from pipeline.auxiliary import (
     aux_for_chip,
     slope_aspect,
 )
-from pipeline.catalog import scene_row, write_index
 from pipeline.chip_store import (
     INT16_FILL,
     batch_marker,
@@ -48,9 +47,8 @@ from pipeline.chips import (
     chip_geobox,
     composite,
 )
-from pipeline.events import events_from_forestnet_csvs, write_events
+from pipeline.events import write_events
 from pipeline.grid import centred_geobox
-from pipeline.ingest import ingest_scene
 from pipeline.training_set import build_chip_batch, plan_batches
 
 UTM = "EPSG:32749"  # the tiny world's zone (113.5 E, 2 S)
@@ -66,14 +64,8 @@ def world(tiny_world: Path) -> Path:
 
 
 @pytest.fixture(scope="module")
-def store(world: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
-    store = tmp_path_factory.mktemp("scenes") / "scenes.zarr"
-    rows = []
-    for folder in sorted((world / "landsat").iterdir()):
-        result = ingest_scene(folder, store)
-        rows.append(scene_row(store, result.scene_id, result.status, result.source))
-    write_index(store, rows)
-    return store
+def store(tiny_scene_store: Path) -> Path:
+    return tiny_scene_store
 
 
 @pytest.fixture(scope="module")
@@ -82,11 +74,8 @@ def index(store: Path) -> gpd.GeoDataFrame:
 
 
 @pytest.fixture(scope="module")
-def events(world: Path) -> gpd.GeoDataFrame:
-    csvs = {s: world / "events" / f"{s}.csv" for s in ("train", "val", "test")}
-    events, problems = events_from_forestnet_csvs(csvs, world / "gfc" / "lossyear.tif")
-    assert not problems
-    return events
+def events(tiny_events: gpd.GeoDataFrame) -> gpd.GeoDataFrame:
+    return tiny_events
 
 
 @pytest.fixture(scope="module")

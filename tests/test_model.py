@@ -28,13 +28,7 @@ from forestnet_model.runtime import tune_malloc_for_tensors
 SMALL = "resnet18"  # fast encoder for tests that do not need EfficientNet-B2
 
 
-@pytest.fixture(scope="module", autouse=True)
-def _one_torch_thread():
-    """One thread: on a busy 2-core machine two OpenMP threads stall whenever a core is taken."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 def _batchnorms(model: nn.Module) -> list[nn.Module]:

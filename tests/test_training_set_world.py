@@ -18,11 +18,9 @@ from flows.config import PipelineConfig
 from flows.training_set import make_events
 from forestnet_model.data import normalisation_stats, split_indices
 from pipeline.auxiliary import AUX_SCALARS, MAX_DISTANCE_KM, AuxSources, aux_for_chip
-from pipeline.catalog import scene_row, write_index
 from pipeline.chip_store import finalize_chip_store, init_chip_store, open_chips
 from pipeline.chips import ChipSpec, build_event_chip, chip_geobox, scene_on_grid
-from pipeline.events import events_from_forestnet_csvs, write_events
-from pipeline.ingest import ingest_scene
+from pipeline.events import write_events
 from pipeline.training_set import build_chip_batch
 
 
@@ -32,14 +30,8 @@ def world(tiny_world: Path) -> Path:
 
 
 @pytest.fixture(scope="module")
-def store(world: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
-    store = tmp_path_factory.mktemp("scenes") / "scenes.zarr"
-    rows = []
-    for folder in sorted((world / "landsat").iterdir()):
-        result = ingest_scene(folder, store)
-        rows.append(scene_row(store, result.scene_id, result.status, result.source))
-    write_index(store, rows)
-    return store
+def store(tiny_scene_store: Path) -> Path:
+    return tiny_scene_store
 
 
 @pytest.fixture(scope="module")
@@ -48,11 +40,8 @@ def index(store: Path) -> gpd.GeoDataFrame:
 
 
 @pytest.fixture(scope="module")
-def events(world: Path) -> gpd.GeoDataFrame:
-    csvs = {s: world / "events" / f"{s}.csv" for s in ("train", "val", "test")}
-    events, problems = events_from_forestnet_csvs(csvs, world / "gfc" / "lossyear.tif")
-    assert not problems
-    return events
+def events(tiny_events: gpd.GeoDataFrame) -> gpd.GeoDataFrame:
+    return tiny_events
 
 
 @pytest.fixture(scope="module")
