@@ -9,11 +9,14 @@ GeoTIFFs the ingest reads: B1-B8 and QA_PIXEL). The baseline reads each of them 
 writes the Zarr store (zstd, chunk-aligned) and the index row. Both run in the same
 process on a warm page cache, so the ratio compares across machines.
 
-The ingest is timed twice: in this process, scene after scene (``ingest_source``), and
-fanned out to a Dask LocalCluster of W single-threaded worker processes, one task per
-scene, as the flow does (workers started and warmed first; Prefect's own start-up is not
-counted). Peak memory (RSS of this process and its children, sampled every 10 ms) is
-measured for 2 scenes and for all of them.
+The ingest is timed three ways: in this process, scene after scene (``ingest_source``),
+once with its default threads per scene (every CPU: one band file read while another is
+compressed) and once single-threaded; and fanned out to a Dask LocalCluster of W
+single-threaded worker processes, one task per scene, as the flow does (workers started
+and warmed first; Prefect's own start-up is not counted). The baseline always reads on
+one thread, so only the single-threaded figure compares like with like. Peak memory (RSS
+of this process and its children, sampled every 10 ms) is measured for 2 scenes and for
+all of them.
 
 ``--tile N`` makes each sample scene N x N times larger (tiled copies of its rasters, MTL
 sizes updated), to see the ratio at real scene sizes (a Landsat scene is ~7,800 pixels
@@ -39,6 +42,7 @@ import rasterio
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from bench.peak_memory import PeakMemory  # noqa: E402
+from pipeline import scene_store  # noqa: E402
 from pipeline.ingest import ingest_row, ingest_source  # noqa: E402
 from pipeline.sample_world import WorldSpec, generate_world  # noqa: E402
 from pipeline.sources import folder_source  # noqa: E402
@@ -158,6 +162,11 @@ def main() -> None:
     ingest_in_process(products[:1], folder / "warm.zarr")
     local = best([ingest_in_process(products, folder / "local.zarr") for _ in range(args.repeat)])
     local_two = ingest_in_process(products[:2], folder / "local2.zarr")
+    threads = scene_store.scene_threads()
+    scene_store.scene_threads = lambda: 1  # the same code on one thread
+    single = best([ingest_in_process(products, folder / "local1.zarr")
+                   for _ in range(args.repeat)])
+    single_two = ingest_in_process(products[:2], folder / "local1-2.zarr")
 
     from distributed import Client, LocalCluster
 
@@ -180,8 +189,13 @@ def main() -> None:
         "machine": {"cpus": psutil.cpu_count(), "workers": args.workers,
                     "load_avg_1min": round(psutil.getloadavg()[0], 2)},
         "raw_read_mb_per_s": round(mb / raw_s, 1),
-        "ingest_in_process": summary(mb, raw_s, local, local_two, len(products)),
-        "ingest_dask_cluster": summary(mb, raw_s, full, two, len(products)),
+        "ingest_in_process": {"threads_per_scene": threads,
+                              **summary(mb, raw_s, local, local_two, len(products))},
+        "ingest_in_process_1_thread": {"threads_per_scene": 1,
+                                       **summary(mb, raw_s, single, single_two, len(products))},
+        "ingest_dask_cluster": {"workers": args.workers, "threads_per_worker": 1,
+                                **summary(mb, raw_s, full, two, len(products))},
+        "baseline": "rasterio src.read(1) of every band file, one thread",
         "store_mb": round(sum(f.stat().st_size for f in (folder / "cluster.zarr").rglob("*")
                               if f.is_file()) / 2**20, 1),
         "goal_ratio": 0.8,

@@ -3,15 +3,26 @@
 from __future__ import annotations
 
 import logging
+import os
 import sys
 from collections.abc import Callable
 from pathlib import Path
 from typing import Annotated
 
 import typer
+from pydantic import ValidationError
 from rich.console import Console
+from rich.markup import escape
 
-from flows.config import ConfigError, PipelineConfig, load_config, preflight
+from flows.config import (
+    ConfigError,
+    PipelineConfig,
+    format_validation_error,
+    load_config,
+    parse_years,
+    preflight,
+    require_file,
+)
 
 app = typer.Typer(
     add_completion=False,
@@ -33,9 +44,11 @@ def _user_errors() -> tuple[type[BaseException], ...]:
     from pipeline.events import EventInputError
     from pipeline.ingest import SceneInputError
     from pipeline.landsat import MTLError
+    from pipeline.map_parts import MapPartError
     from pipeline.provinces import UnknownProvinceError
     from pipeline.release_reader import ReleaseError
     from pipeline.reproject import RasterInputError
+    from pipeline.run_lock import OutputLockedError
     from pipeline.splits import SplitError
 
     return (
@@ -44,6 +57,8 @@ def _user_errors() -> tuple[type[BaseException], ...]:
         EventInputError,
         SceneInputError,
         MTLError,
+        MapPartError,
+        OutputLockedError,
         UnknownProvinceError,
         RasterInputError,
         ReleaseError,
@@ -78,7 +93,10 @@ def _guard(body: Callable[[], None]) -> None:
     try:
         body()
     except _user_errors() as exc:
-        console.print(f"[red]error:[/red] {exc}", highlight=False, soft_wrap=True)
+        # One line, verbatim: messages may quote multi-line library errors, and paths or
+        # keys in brackets ("landsat[0]", "scenes[old]/") must not be read as markup.
+        text = " ".join(line.strip() for line in str(exc).splitlines() if line.strip())
+        console.print(f"[red]error:[/red] {escape(text)}", highlight=False, soft_wrap=True)
         raise typer.Exit(2) from None
 
 
@@ -91,6 +109,11 @@ def _main(verbose: Annotated[bool, typer.Option("--verbose", "-v")] = False) -> 
         force=True,  # a second in-process invocation (CliRunner) replaces the first's handler
     )
     _STATE["verbose"] = verbose
+    # Prefect waits 20 s for its temporary API server; a busy 2-core machine can need more
+    # (seen in CI-sized runs), and a timeout there loses the whole run. Users may override.
+    os.environ.setdefault("PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS", "120")
+    # Mapping machines are often offline: telemetry would only log a failure per run.
+    os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
 
 
 _STATE = {"verbose": False}
@@ -122,8 +145,10 @@ def _quiet_cluster_logs() -> None:
     Called after distributed is imported: its import sets its loggers to INFO.
     """
     if not _STATE["verbose"]:
-        for name in ("distributed", "bokeh", "tornado"):
+        for name in ("distributed", "tornado"):
             logging.getLogger(name).setLevel(logging.WARNING)
+        # The dashboard's "host wildcard" warning is about bokeh's defaults, not the run.
+        logging.getLogger("bokeh").setLevel(logging.ERROR)
 
 
 @app.command("sample-data")
@@ -261,34 +286,59 @@ def train(config: ConfigOpt = None, dask_address: AddressOpt = None) -> None:
 
 @app.command("map")
 def map_(
-    province: Annotated[list[str] | None, typer.Option(help="province name(s)")] = None,
-    years: Annotated[str | None, typer.Option(help="loss years, e.g. 2013-2016")] = None,
+    province: Annotated[list[str] | None, typer.Option(help="province name(s), repeatable")] = None,
+    all_: Annotated[bool, typer.Option("--all", help="every province + indonesia.gpkg")] = False,
+    aoi: Annotated[Path | None, typer.Option(help="vector file: map this area instead")] = None,
+    years: Annotated[str | None, typer.Option(help="loss years, e.g. 2015-2020")] = None,
+    out: Annotated[Path | None, typer.Option(help="GeoPackage folder")] = None,
+    driver_raster: Annotated[bool, typer.Option(help="also write a driver COG")] = False,
+    dominant_grid: Annotated[bool, typer.Option(help="also write the 1 km grid")] = False,
     config: ConfigOpt = None,
     dask_address: AddressOpt = None,
 ) -> None:
-    """Map loss drivers for provinces; writes one GeoPackage per province."""
+    """Map loss drivers by province (or --all, or --aoi); one GeoPackage per province."""
 
     def body() -> None:
         from flows.mapping import mapping_flow
 
         cfg = _load(config, dask_address)
-        update = {}
+        if sum([bool(province), all_, aoi is not None]) > 1:
+            raise ConfigError("choose one of --province, --all and --aoi")
+        update: dict = {}
         if province:
             update["provinces"] = province
+        if all_:
+            update["all"] = True
+        if aoi is not None:
+            update["aoi"] = require_file(aoi, "--aoi", "map").resolve()
         if years:
-            try:
-                first, _, last = years.partition("-")
-                update["years"] = (int(first), int(last or first))
-            except ValueError:
-                raise ConfigError(
-                    f"--years {years!r}: expected FIRST-LAST, e.g. 2013-2016"
-                ) from None
+            update["years"] = parse_years(years)
+        if out is not None:
+            update["out"] = out
+        if driver_raster:
+            update["driver_raster"] = True
+        if dominant_grid:
+            update["dominant_grid"] = True
         if update:
             merged = {**cfg.mapping.model_dump(), **update}
-            cfg = cfg.model_copy(update={"mapping": type(cfg.mapping).model_validate(merged)})
+            try:
+                mapping = type(cfg.mapping).model_validate(merged)
+            except ValidationError as exc:
+                raise ConfigError(f"map options: {format_validation_error(exc)}") from None
+            cfg = cfg.model_copy(update={"mapping": mapping})
         result = _run(cfg, mapping_flow, "map")
         for gpkg in result["geopackages"]:
             typer.echo(f"GeoPackage: {gpkg}")
+        tiles, summary = result["tiles"], result["summary"]
+        typer.echo(f"tiles: {tiles['tiles']} ({tiles['done']} predicted, {tiles['skipped']} "
+                   f"skipped, {len(tiles['failed'])} failed) in {result['seconds']:.0f} s")
+        events = summary["events"]
+        typer.echo(f"events: {events['mapped']} mapped, {events['no_imagery']} without imagery")
+        for name, row in summary["drivers"].items():
+            typer.echo(f"  {name}: {row['n_events']} events, {row['area_ha']:.1f} ha "
+                       f"({100 * row['share']:.0f}%)")
+        if result["tiles"]["failed"]:
+            raise typer.Exit(1)
 
     _guard(body)
 
@@ -303,6 +353,125 @@ def demo(config: ConfigOpt = DEFAULT_DEMO_CONFIG, dask_address: AddressOpt = Non
         result = _run(_load(config, dask_address), demo_flow, "demo")
         for gpkg in result["geopackages"]:
             typer.echo(f"GeoPackage: {gpkg}")
+
+    _guard(body)
+
+
+@app.command()
+def evaluate(
+    bundle: Annotated[Path | None, typer.Option(help="model bundle (default: workdir)")] = None,
+    chips: Annotated[Path | None, typer.Option(help="chip store (default: workdir)")] = None,
+    split: Annotated[str, typer.Option(help="train, val or test")] = "test",
+    out: Annotated[Path | None, typer.Option(help="report folder (default: "
+                                             "<workdir>/evaluation)")] = None,
+    baseline: Annotated[bool, typer.Option(help="also fit the random-forest baselines")] = True,
+    seed: Annotated[int, typer.Option(help="random seed of the baselines")] = 0,
+    config: ConfigOpt = None,
+    dask_address: AddressOpt = None,
+) -> None:
+    """Evaluate a model bundle on a split, with random-forest baselines; writes report.md."""
+
+    def body() -> None:
+        from flows.evaluate import check_evaluation_inputs, evaluate_flow
+
+        cfg = _load(config, dask_address)
+        bundle_path, chips_path = bundle or cfg.bundle_path, chips or cfg.chips_path
+        out_dir = out or cfg.workdir / "evaluation"
+        check_evaluation_inputs(bundle_path, chips_path, split, baseline)  # before the cluster
+
+        def run(_: PipelineConfig, address: str) -> dict:
+            return evaluate_flow(address, str(bundle_path), str(chips_path), split,
+                                 str(out_dir), baseline, seed)
+
+        result = _run(cfg, run, "evaluate")
+        typer.echo(f"accuracy {result['accuracy']:.3f}, macro F1 {result['macro_f1']:.3f} "
+                   f"on {result['n']} {split} events")
+        typer.echo(f"report: {result['report']}")
+
+    _guard(body)
+
+
+@app.command()
+def deploy(
+    config: ConfigOpt = DEFAULT_DEMO_CONFIG,
+    serve: Annotated[
+        bool, typer.Option("--serve", help="serve the deployments from here (blocks)")
+    ] = False,
+    cron: Annotated[
+        str, typer.Option(help="schedule of the map deployment (cron, Asia/Jakarta time)")
+    ] = "0 3 1 * *",
+    work_pool: Annotated[
+        str | None,
+        typer.Option("--work-pool", help="register them for this process work pool "
+                     "(created when missing)"),
+    ] = None,
+    province: Annotated[
+        str | None, typer.Option(help="province of the monthly map (default: the config's)")
+    ] = None,
+) -> None:
+    """Prefect deployments of the ingest, train and map jobs: print, serve or register them.
+
+    Without --serve or --work-pool, prints them as prefect.yaml entries.
+    """
+
+    def body() -> None:
+        import yaml
+
+        from flows import deploy as jobs
+
+        if serve and work_pool:
+            raise ConfigError("--serve and --work-pool exclude each other: --serve runs the "
+                              "jobs here, a work pool runs them on its workers")
+        _load(config, None)  # a bad config fails here, in one line, before anything registers
+        # Absolute: served and pooled runs may start in another working directory.
+        plan = jobs.deployment_plan(str(Path(config).resolve()), province, cron)
+        api = jobs.api_url()
+        if work_pool:
+            if not api:
+                raise ConfigError("--work-pool needs a Prefect server: start one with "
+                                  "`prefect server start` and set PREFECT_API_URL")
+            jobs.deploy_plan(plan, work_pool)
+            for job in plan:
+                typer.echo(f"deployment: {job.full_name} (work pool {work_pool})")
+            console.print(f"start a worker: prefect worker start --pool {work_pool}",
+                          highlight=False, soft_wrap=True)
+        elif serve:
+            if not api:
+                console.print("PREFECT_API_URL is not set: serving against Prefect's temporary "
+                              "local API (no UI); see README, Operating it", highlight=False,
+                              soft_wrap=True)
+            jobs.serve_plan(plan)
+        else:
+            entries = jobs.as_prefect_yaml(plan, jobs.DEFAULT_WORK_POOL)
+            typer.echo(yaml.safe_dump({"deployments": entries}, sort_keys=False).rstrip())
+            console.print("run them here: forestnet deploy --serve; on a worker: forestnet "
+                          "deploy --work-pool NAME", highlight=False, soft_wrap=True)
+
+    _guard(body)
+
+
+@app.command()
+def pretrain(
+    config: ConfigOpt = None,
+    out: Annotated[Path | None, typer.Option(
+        help="encoder weights (default <workdir>/model/pretrained-encoder.safetensors)")] = None,
+) -> None:
+    """Pre-train the encoder on land cover (aux.bands must include 'landcover').
+
+    Uses the model and train sections; point model.encoder_weights at the file it writes.
+    """
+
+    def body() -> None:
+        from forestnet_model.pretrain import pretrain_encoder
+
+        cfg = _load(config, None)
+        preflight(cfg, "train")
+        target = out or cfg.model_dir / "pretrained-encoder.safetensors"
+        try:
+            path = pretrain_encoder(cfg.chips_path, target, cfg.model, cfg.train)
+        except ValueError as exc:  # no land-cover band, no training events: one line
+            raise ConfigError(str(exc)) from None
+        typer.echo(f"encoder weights: {path}")
 
     _guard(body)
 

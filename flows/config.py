@@ -8,8 +8,8 @@ from typing import Literal
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
-from forestnet_model.model import ModelSpec
-from forestnet_model.train import TrainSpec
+from flows.cluster_config import ClusterConfig
+from forestnet_model.specs import ModelSpec, TrainSpec
 from pipeline.auxiliary import AUX_BANDS, AUX_SCALARS, check_aux_names
 
 
@@ -19,16 +19,6 @@ class ConfigError(ValueError):
 
 class _Strict(BaseModel):
     model_config = ConfigDict(frozen=True, extra="forbid")
-
-
-class ClusterConfig(_Strict):
-    address: str | None = Field(None, description="existing Dask scheduler; None: LocalCluster")
-    n_workers: int = Field(2, ge=1, description="LocalCluster worker processes")
-    threads_per_worker: int = Field(1, ge=1, description="threads per LocalCluster worker")
-    memory_limit: str = Field("6GiB", description="memory limit per LocalCluster worker")
-    gpu: Literal["auto", "off"] = Field(
-        "auto", description="auto: give LocalCluster workers GPU resources when CUDA is visible"
-    )
 
 
 class SampleWorldConfig(_Strict):
@@ -57,6 +47,10 @@ class InputsConfig(_Strict):
         None, description="peat polygons, or a categorical peat raster (GeoTIFF; > 0 is peat)"
     )
     climate: Path | None = Field(None, description="climate GeoTIFF (precipitation, temperature)")
+    landcover: Path | None = Field(
+        None, description="categorical land-cover GeoTIFF (class codes, 0 = no data): the "
+        "'landcover' aux band, labels of land-cover pre-training"
+    )
 
     @field_validator("landsat", mode="before")
     @classmethod
@@ -141,11 +135,20 @@ class AuxConfig(_Strict):
 class MappingConfig(_Strict):
     provinces: list[str] = Field(
         default_factory=lambda: ["Kalimantan Tengah"],
-        description="province names (case-insensitive)",
+        description="province names (case-insensitive); one GeoPackage each",
     )
+    all: bool = Field(False, description="every province, plus the merged indonesia.gpkg")
+    aoi: Path | None = Field(None, description="vector file of an area of interest instead of "
+                             "provinces; one GeoPackage named after the file")
     years: tuple[int, int] = Field((2013, 2016), description="first and last loss year")
-    batch_size: int = Field(16, ge=1, description="events per coarse task")
-    min_event_pixels: int = Field(6, ge=1, description="smaller GFC loss components are ignored")
+    tiles_per_task: int = Field(8, ge=1, description="tiles per coarse Dask task")
+    max_in_flight: int = Field(8, ge=1, description="coarse tasks in flight at once (waves)")
+    infer_batch_size: int = Field(4, ge=1, description="tiles per model forward pass")
+    min_event_pixels: int = Field(6, ge=1, description="smaller merged GFC loss events "
+                                  "(speckle) are left out")
+    out: Path | None = Field(None, description="GeoPackage folder (default <workdir>/maps)")
+    driver_raster: bool = Field(False, description="also write a driver COG per output")
+    dominant_grid: bool = Field(False, description="also write the 1 km dominant-driver grid")
 
     @field_validator("years")
     @classmethod
@@ -194,10 +197,24 @@ class PipelineConfig(_Strict):
 
 
 def load_config(path: Path | None) -> PipelineConfig:
-    """Load and validate a YAML config; errors name the file and the offending keys."""
+    """Load and validate a YAML config; errors name the file and the offending keys.
+
+    ``cluster:`` may name a recipe file (``configs/clusters/*.yaml``) instead of holding
+    the section itself; the recipe's ``cluster`` section is used.
+    """
     if path is None:
         return PipelineConfig()
     path = Path(path)
+    raw = _read_mapping(path)
+    if isinstance(raw.get("cluster"), str):
+        raw = {**raw, "cluster": _cluster_recipe(Path(raw["cluster"]), path)}
+    try:
+        return PipelineConfig.model_validate(raw)
+    except ValidationError as exc:
+        raise ConfigError(f"{path}: {format_validation_error(exc)}") from None
+
+
+def _read_mapping(path: Path) -> dict:
     if not path.is_file():
         raise ConfigError(f"config file not found: {path}")
     try:
@@ -206,10 +223,21 @@ def load_config(path: Path | None) -> PipelineConfig:
         raise ConfigError(f"{path}: not valid YAML ({exc})".replace("\n", " ")) from exc
     if not isinstance(raw, dict):
         raise ConfigError(f"{path}: top level must be a mapping of sections")
+    return raw
+
+
+def _cluster_recipe(recipe: Path, referrer: Path) -> dict:
+    """The ``cluster`` section of a recipe file, validated so errors name the recipe."""
+    if not recipe.is_file():
+        raise ConfigError(f"{referrer}: 'cluster': recipe file not found: {recipe}")
+    section = _read_mapping(recipe).get("cluster")
+    if not isinstance(section, dict):
+        raise ConfigError(f"{recipe}: a cluster recipe holds a top-level 'cluster:' mapping")
     try:
-        return PipelineConfig.model_validate(raw)
+        ClusterConfig.model_validate(section)
     except ValidationError as exc:
-        raise ConfigError(f"{path}: {format_validation_error(exc)}") from None
+        raise ConfigError(f"{recipe}: {format_validation_error(exc)}") from None
+    return section
 
 
 def format_validation_error(exc: ValidationError) -> str:
@@ -220,26 +248,37 @@ def format_validation_error(exc: ValidationError) -> str:
         if err["type"] == "extra_forbidden":
             parts.append(f"unknown key '{key}'")
         else:
-            parts.append(f"'{key}': {err['msg']}")
+            parts.append(f"'{key}': {err['msg']}" if key else err["msg"])
     return "; ".join(parts)
 
 
-def require_file(value: Path | None, key: str) -> Path:
+def parse_years(years: str) -> tuple[int, int]:
+    """``"2015-2020"`` -> ``(2015, 2020)``; ``"2016"`` -> ``(2016, 2016)``."""
+    first, _, last = years.strip().partition("-")
+    try:
+        return int(first), int(last or first)
+    except ValueError:
+        raise ConfigError(f"years {years!r}: expected FIRST-LAST, e.g. 2013-2016") from None
+
+
+def require_file(value: Path | None, key: str, section: str = "inputs") -> Path:
     """An input that must exist: a one-line error names the key and the path."""
     if value is None:
-        raise ConfigError(f"inputs.{key} is not set")
+        raise ConfigError(f"{section}.{key} is not set")
     if not Path(value).exists():
-        raise ConfigError(f"inputs.{key}: file not found: {value}")
+        raise ConfigError(f"{section}.{key}: file not found: {value}")
     return Path(value)
 
 
 def preflight(config: PipelineConfig, verb: str) -> None:
     """Check a verb's inputs before any flow starts, so that errors are one line."""
     inputs = config.inputs
-    if verb == "map":
+    if verb == "map" and config.mapping.aoi is None and not config.mapping.all:
         from pipeline.provinces import select_provinces
 
         select_provinces(config.mapping.provinces)
+    if verb == "map" and config.mapping.aoi is not None:
+        require_file(config.mapping.aoi, "aoi", "mapping")
     if verb == "ingest":
         if not inputs.landsat:
             raise ConfigError("inputs.landsat is empty: name product folders or pass SOURCES")
@@ -265,7 +304,10 @@ def preflight(config: PipelineConfig, verb: str) -> None:
         raise ConfigError(f"{config.chips_path}: no chip store; run `forestnet build-training-set`")
     if verb == "map" and not (config.bundle_path / "bundle.json").exists():
         raise ConfigError(f"{config.bundle_path}: no model bundle; run `forestnet train` first")
-    for key in ("treecover", "dem", "roads", "settlements", "peat", "climate"):
+    for key in ("treecover", "dem", "roads", "settlements", "peat", "climate", "landcover"):
         value = getattr(inputs, key)
-        if value is not None and verb not in ("demo", "import-forestnet"):  # not read there
+        if value is not None and verb in ("build-training-set", "map"):  # read there only
             require_file(value, key)
+    from flows.input_checks import check_inputs  # opens files: after the cheap checks
+
+    check_inputs(config, verb)

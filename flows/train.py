@@ -5,21 +5,48 @@ from __future__ import annotations
 from distributed import Client
 from prefect import flow, get_run_logger, task
 
-from flows.cluster import gpu_resources
 from flows.config import PipelineConfig
 from forestnet_model.bundle import read_bundle_meta
-from forestnet_model.train import train_model
+
+
+def matching_resources(client: Client, wanted: dict[str, float]) -> dict[str, float] | None:
+    """``wanted`` when some worker holds every resource in it (e.g. ``{"GPU": 1}``), else
+    None: the task then runs on any worker, which is a CPU one."""
+    if not wanted:
+        return None
+    try:
+        info = client.scheduler_info(n_workers=-1)  # all workers, not the first few
+    except TypeError:  # distributed before n_workers existed lists them all anyway
+        info = client.scheduler_info()
+    workers = info.get("workers", {})
+    for worker in workers.values():
+        held = worker.get("resources", {})
+        if all(held.get(name, 0) >= amount for name, amount in wanted.items()):
+            return dict(wanted)
+    return None
+
+
+def _train(*args):
+    # Imported in the worker: the flow process never needs torch to submit the task.
+    from forestnet_model.train import train_model
+
+    return train_model(*args)
 
 
 @task(name="train-model")
 def train_on_cluster(config: PipelineConfig, client_address: str) -> str:
-    """Submit training as one Dask task; it asks for ``GPU=1`` when any worker has it."""
+    """Submit training as one Dask task, asking for ``train.worker_resources`` when some
+    worker holds them; otherwise it runs on a CPU worker."""
     logger = get_run_logger()
     client = Client(client_address, set_as_default=False)
     try:
-        resources = gpu_resources(client)
-        logger.info("training on %s", "a GPU worker" if resources else "a CPU worker (no GPU)")
-        future = client.submit(train_model, config.chips_path, config.model_dir, config.model,
+        wanted = config.train.worker_resources
+        resources = matching_resources(client, wanted)
+        if resources:
+            logger.info("training on a worker with %s", resources)
+        else:
+            logger.info("no worker holds %s: training on a CPU worker", wanted or "resources")
+        future = client.submit(_train, config.chips_path, config.model_dir, config.model,
                                config.train, resources=resources, pure=False)
         return str(future.result())
     finally:

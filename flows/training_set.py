@@ -17,6 +17,7 @@ from pipeline.chip_store import finalize_chip_store, init_chip_store
 from pipeline.chips import ChipSpec
 from pipeline.event_vectors import events_from_vector
 from pipeline.events import (
+    EventInputError,
     events_from_forestnet_csvs,
     loss_regions,
     read_events,
@@ -45,6 +46,7 @@ def aux_sources(config: PipelineConfig) -> AuxSources:
         settlements=i.settlements,
         peat=i.peat,
         climate=i.climate,
+        landcover=i.landcover,
     )
 
 
@@ -77,6 +79,12 @@ def make_events(config: PipelineConfig) -> tuple[gpd.GeoDataFrame, list[str]]:
         events, problems = events_from_forestnet_csvs(
             csvs, lossyear, ev.search_m, ev.min_pixels, ev.min_event_ha, group
         )
+    if events.empty:  # a training set of nothing: stop here, not at training time
+        where = {"vector": ev.vector.path, "gfc": config.inputs.lossyear}.get(
+            ev.source, config.inputs.events_csv_dir)
+        shown = "; ".join(problems[:3]) or "nothing matched"
+        raise EventInputError(f"{where}: no usable {ev.source} events ({len(problems)} "
+                              f"refused: {shown})")
     split = ev.split
     return assign_splits(events, split.method, split.block_km, split.seed,
                          split.fractions), problems

@@ -10,18 +10,19 @@ from datetime import UTC, datetime
 from importlib import metadata
 from pathlib import Path
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 from safetensors.torch import load_file, save_file
 from torch import nn
 
-from forestnet_model.model import ModelSpec, build_model
+from forestnet_model.model import build_model
+from forestnet_model.specs import ModelSpec
 from pipeline.atomic import atomic_output
 from pipeline.drivers import DRIVER_CLASSES, FINE_TO_MERGED
 
 WEIGHTS = "weights.safetensors"
 MANIFEST = "bundle.json"
-_PACKAGES = ("torch", "segmentation-models-pytorch", "timm", "xarray", "zarr", "rasterio",
-             "prefect", "dask")
+_PACKAGES = ("torch", "segmentation-models-pytorch", "timm", "safetensors", "numpy", "xarray",
+             "zarr", "rasterio", "prefect", "dask")
 
 
 class BundleError(ValueError):
@@ -41,10 +42,29 @@ class BundleMeta(BaseModel):
     merge_scheme: dict[str, str] = Field(default_factory=lambda: dict(FINE_TO_MERGED))
     training: dict = Field(default_factory=dict)
     metrics: dict = Field(default_factory=dict)
-    data_hash: str = ""
+    data_hash: str = Field("", description="fingerprint of the training chip store's events")
+    provenance: dict[str, str] = Field(default_factory=dict,
+                                       description="training store, device, encoder weights")
     versions: dict[str, str] = Field(default_factory=dict)
     git_sha: str = ""
     created: str = ""
+
+    @model_validator(mode="after")
+    def _normalisation_fits_the_model(self) -> BundleMeta:
+        # A bundle whose statistics do not match its inputs would predict garbage silently.
+        norm, spec = self.normalisation, self.model
+        for key in ("mean", "std"):
+            if len(norm.get(key, ())) != spec.in_channels:
+                raise ValueError(f"normalisation.{key} needs {spec.in_channels} values "
+                                 f"(one per input channel), has {len(norm.get(key, ()))}")
+        n_scalars = len(spec.fusion_features)
+        for key in ("scalar_mean", "scalar_std"):
+            if n_scalars and len(norm.get(key, ())) != n_scalars:
+                raise ValueError(f"normalisation.{key} needs {n_scalars} values "
+                                 "(one per fusion feature)")
+        if len(self.classes) != spec.n_classes:
+            raise ValueError(f"{len(self.classes)} class names for {spec.n_classes} outputs")
+        return self
 
 
 def package_versions() -> dict[str, str]:
@@ -59,9 +79,11 @@ def package_versions() -> dict[str, str]:
 
 
 def git_sha() -> str:
+    """Commit of the code that trained the model ('' outside a git checkout)."""
     try:
+        # Asked in the package's own folder: the caller's working directory may be any repo.
         return subprocess.run(["git", "rev-parse", "HEAD"], capture_output=True, text=True,
-                              timeout=5, check=False).stdout.strip()
+                              timeout=5, check=False, cwd=Path(__file__).parent).stdout.strip()
     except (OSError, subprocess.SubprocessError):
         return ""
 

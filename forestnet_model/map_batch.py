@@ -1,4 +1,9 @@
-"""Map one batch of loss events: composite chips, model probabilities, a GeoParquet part."""
+"""The model half of mapping: tile inputs -> region-mean logits per piece -> a part per tile.
+
+The bundle is loaded once per worker process (:func:`cached_bundle`) and tiles are run
+through it in batches. Per-pixel logits never leave this function: only each piece's
+region mean (and its pixel count, the weight used when pieces merge across tiles) is kept.
+"""
 
 from __future__ import annotations
 
@@ -6,73 +11,91 @@ from pathlib import Path
 
 import geopandas as gpd
 import numpy as np
+import torch
 
-from forestnet_model.bundle import read_bundle_meta
-from forestnet_model.predict import predict_events
+from forestnet_model.data import normalise, pad_to_multiple
+from forestnet_model.predict import cached_bundle
+from forestnet_model.train import pick_device
 from pipeline.atomic import atomic_output
-from pipeline.auxiliary import AuxSources, aux_for_chip
-from pipeline.catalog import read_index
-from pipeline.chips import CHIP_BANDS, ChipSpec, build_event_chip
-from pipeline.drivers import DRIVER_CLASSES, DRIVER_KEYS
+from pipeline.piece_merge import LOGIT_COLUMNS
+from pipeline.tile_inputs import TileInput
 
 
-def map_event_batch(
-    events_path: Path,
-    start: int,
-    stop: int,
-    scene_store: Path,
-    bundle: Path,
-    spec: ChipSpec,
-    aux_sources: AuxSources,
-    part_path: Path,
-    run_id: str,
-) -> dict:
-    """Predict the driver of events ``[start, stop)``; skip if the part already exists."""
-    part_path = Path(part_path)
-    if part_path.exists():
-        return {"part": str(part_path), "skipped": True}
-    meta = read_bundle_meta(bundle)
-    events = gpd.read_parquet(events_path).iloc[start:stop].reset_index(drop=True)
-    index = read_index(scene_store)
-    band_idx = [CHIP_BANDS.index(b) for b in meta.model.in_bands]
-    aux_bands = tuple(meta.model.aux_bands)
-    images, masks, scenes, dates, ok = [], [], [], [], []
-    for row in events.itertuples(index=False):
-        chip = build_event_chip(row.geometry, int(row.loss_year), scene_store, index, spec,
-                                composite_only=True)
-        x = chip.image[0][band_idx]
-        if aux_bands:
-            # Only the bands the model reads: no distances or climate per mapped event.
-            aux, _ = aux_for_chip(chip.geobox, chip.region, chip.loss_mask, chip.image[0],
-                                  aux_sources, bands=aux_bands, features=())
-            x = np.concatenate([x, aux])
-        images.append(x)
-        masks.append(chip.loss_mask.astype(bool))
-        scenes.append(",".join(chip.scene_ids))
-        dates.append(",".join(sorted(_scene_date(s) for s in chip.scene_ids)))
-        ok.append(chip.status == "ok")
-    probs, model_id = (predict_events(bundle, np.stack(images), np.stack(masks))
-                       if images else (np.zeros((0, len(DRIVER_CLASSES))), meta.model_id))
-    out = events[["event_id", "province", "loss_year", "n_pixels", "geometry"]].copy()
-    best = probs.argmax(axis=1) if len(probs) else np.zeros(0, int)
-    out["driver"] = [DRIVER_CLASSES[i] for i in best]
-    out["driver_code"] = (best + 1).astype(np.int16)
-    for k, key in enumerate(DRIVER_KEYS):
-        out[f"p_{key}"] = probs[:, k].astype(np.float64)
-    out["confidence"] = probs.max(axis=1) if len(probs) else np.zeros(0)
-    out["scene_ids"], out["scene_dates"] = scenes, dates
-    out["model_id"], out["run_id"] = model_id, run_id
-    # An event with no usable imagery keeps its polygon but no driver: never a guess.
-    bad = ~np.asarray(ok, dtype=bool)
-    if bad.any():
-        out.loc[bad, "driver"] = "No imagery"
-        out.loc[bad, "driver_code"] = 0
-    with atomic_output(part_path) as tmp:
-        out.to_parquet(tmp, index=False)
-    return {"part": str(part_path), "skipped": False, "n_events": len(out),
-            "no_imagery": int(bad.sum())}
+def infer_tiles(
+    inputs: list[TileInput], bundle: Path, part_paths: dict[str, str], batch_size: int = 4,
+    device: str = "auto",
+) -> list[dict]:
+    """Predict every piece of ``inputs`` and write one GeoParquet part per tile.
+
+    Failed tiles (``error`` set) write nothing, so a rerun tries them again.
+    """
+    dev = pick_device(device)
+    model, meta = cached_bundle(str(Path(bundle).resolve()), dev.type)
+    expected = meta.model.in_channels
+    samples = [(t, s) for t in inputs if not t.error for s in t.samples]
+    for _, sample in samples:
+        if sample.image.shape[0] != expected:
+            raise ValueError(f"{bundle}: model expects {expected} input channels "
+                             f"({meta.model.in_bands + meta.model.aux_bands}), "
+                             f"got {sample.image.shape[0]}")
+    logits: list[np.ndarray] = []
+    with torch.inference_mode():
+        for start in range(0, len(samples), batch_size):
+            chunk = samples[start:start + batch_size]
+            x = np.stack([pad_to_multiple(normalise(s.image, meta.normalisation))
+                          for _, s in chunk])
+            xt = torch.from_numpy(x).to(dev)
+            if dev.type == "cuda":
+                xt = xt.contiguous(memory_format=torch.channels_last)
+            with torch.autocast(dev.type, dtype=torch.bfloat16, enabled=dev.type == "cuda"):
+                out = model(xt)
+            logits.extend(out.float().cpu().numpy())
+    per_piece: dict[int, dict[int, tuple[np.ndarray, float, TileInput]]] = {}
+    for (tile, sample), pixel_logits in zip(samples, logits, strict=True):
+        labels = pad_to_multiple(sample.labels)
+        means, counts = region_means(pixel_logits, labels, len(sample.pieces))
+        for k, row in enumerate(sample.pieces):
+            per_piece.setdefault(id(tile), {})[row] = (means[k], counts[k], sample)
+    results = []
+    for tile in inputs:
+        if tile.error:
+            results.append({"tile_id": tile.tile_id, "status": "failed", "error": tile.error})
+            continue
+        part = tile_part(tile, per_piece.get(id(tile), {}), meta.model_id)
+        with atomic_output(Path(part_paths[tile.tile_id])) as tmp:
+            part.to_parquet(tmp, index=False)
+        results.append({"tile_id": tile.tile_id, "status": "done", "pieces": len(part),
+                        "notes": tile.notes})
+    return results
 
 
-def _scene_date(scene_id: str) -> str:
-    stamp = scene_id.split("_")[3]
-    return f"{stamp[:4]}-{stamp[4:6]}-{stamp[6:]}"
+def region_means(
+    pixel_logits: np.ndarray, labels: np.ndarray, n: int
+) -> tuple[np.ndarray, np.ndarray]:
+    """Mean logits ``(n, classes)`` over each label 1..n, and the pixel counts."""
+    flat = labels.ravel()
+    counts = np.bincount(flat, minlength=n + 1)[1:n + 1].astype(np.float64)
+    sums = np.stack([np.bincount(flat, weights=c.ravel(), minlength=n + 1)[1:n + 1]
+                     for c in pixel_logits], axis=1)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        return sums / counts[:, None], counts
+
+
+def tile_part(tile: TileInput, predicted: dict, model_id: str) -> gpd.GeoDataFrame:
+    """The tile's pieces with their logits, weights, scenes and model id (no run id: parts
+    are shared by every run with the same inputs)."""
+    part = tile.pieces.copy()
+    n = len(part)
+    logits = np.full((n, len(LOGIT_COLUMNS)), np.nan)
+    weight = np.zeros(n)
+    scene_ids, scene_dates = [""] * n, [""] * n
+    for row, (mean, count, sample) in predicted.items():
+        logits[row], weight[row] = mean, count
+        scene_ids[row] = ",".join(sample.scene_ids)
+        scene_dates[row] = ",".join(sorted(sample.scene_dates))
+    for k, column in enumerate(LOGIT_COLUMNS):
+        part[column] = logits[:, k]
+    part["logit_weight"] = weight
+    part["scene_ids"], part["scene_dates"] = scene_ids, scene_dates
+    part["model_id"] = model_id
+    return part

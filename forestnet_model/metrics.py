@@ -34,3 +34,27 @@ def classification_report(y_true, y_pred, n_classes: int) -> dict:
         "f1_per_class": [None if np.isnan(v) else float(v) for v in f1],
         "confusion_matrix": cm.tolist(),
     }
+
+
+def per_class_scores(cm: np.ndarray) -> dict[str, list]:
+    """Precision, recall, F1 and support of each class from a confusion matrix.
+
+    A score whose denominator is zero (a class never predicted, or never true) is None,
+    so that a JSON report never holds NaN.
+    """
+    cm = np.asarray(cm)
+    tp = np.diag(cm).astype(float)
+    predicted, support = cm.sum(axis=0), cm.sum(axis=1)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        precision = np.where(predicted > 0, tp / np.maximum(predicted, 1), np.nan)
+        recall = np.where(support > 0, tp / np.maximum(support, 1), np.nan)
+
+    def listed(values: np.ndarray) -> list[float | None]:
+        return [None if np.isnan(v) else float(v) for v in values]
+
+    return {
+        "precision": listed(precision),
+        "recall": listed(recall),
+        "f1": listed(f1_per_class(cm)),
+        "support": [int(s) for s in support],
+    }

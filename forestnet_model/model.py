@@ -1,7 +1,8 @@
-"""ForestNet model: a segmentation_models_pytorch network plus region pooling.
+"""ForestNet model: a segmentation_models_pytorch network, region pooling and late fusion.
 
 The network predicts per-pixel driver logits; an event's logits are the mean over its
-loss region (Irvin et al. 2020).
+loss region (Irvin et al. 2020). With ``ModelSpec.fusion`` an MLP over those region-mean
+logits, region statistics of every input band and aux scalars gives the event's logits.
 """
 
 from __future__ import annotations
@@ -10,37 +11,34 @@ from pathlib import Path
 
 import segmentation_models_pytorch as smp
 import torch
-from pydantic import BaseModel, ConfigDict, Field
+import torch.nn.functional as F
 from torch import nn
 
-from pipeline.drivers import DRIVER_CLASSES
+from forestnet_model.specs import ModelSpec
+
+__all__ = ["ARCHITECTURES", "ForestNetModel", "FusionHead", "ModelSpec", "as_forestnet",
+           "build_model", "check_input_size", "load_encoder_weights", "region_band_stats",
+           "region_mean_logits", "segmentation_net"]
 
 ARCHITECTURES = {"fpn": "FPN", "unet": "Unet", "deeplabv3plus": "DeepLabV3Plus"}
 
 
-class ModelSpec(BaseModel):
-    """Architecture of the driver model; stored in every bundle."""
-
-    model_config = ConfigDict(frozen=True, extra="forbid")
-
-    architecture: str = Field("fpn", description="one of fpn, unet, deeplabv3plus")
-    encoder: str = Field("efficientnet-b2", description="segmentation_models_pytorch encoder")
-    in_bands: tuple[str, ...] = Field(
-        ("red", "green", "blue", "nir", "swir1", "swir2"), description="chip bands, in order"
-    )
-    aux_bands: tuple[str, ...] = Field((), description="per-pixel aux channels appended")
-    n_classes: int = Field(len(DRIVER_CLASSES), description="driver classes")
-    encoder_weights: Path | None = Field(
-        None, description="local encoder weights (safetensors or torch state dict); never fetched"
-    )
-
-    @property
-    def in_channels(self) -> int:
-        return len(self.in_bands) + len(self.aux_bands)
-
-
 def build_model(spec: ModelSpec) -> nn.Module:
-    """Build the segmentation network; unknown names list the valid ones."""
+    """Build the network; unknown names list the valid ones.
+
+    Without fusion this is the plain smp segmentation model (``model(x)`` -> pixel
+    logits), whose state dict is the one bundles have always held; with fusion it is a
+    :class:`ForestNetModel` holding that network and the fusion head.
+    """
+    net = _segmentation_model(spec)
+    if not spec.fusion:
+        return net
+    n_inputs = spec.n_classes + 2 * spec.in_channels + len(spec.fusion_features)
+    head = FusionHead(n_inputs, spec.fusion_hidden, spec.fusion_dropout, spec.n_classes)
+    return ForestNetModel(net, head)
+
+
+def _segmentation_model(spec: ModelSpec) -> nn.Module:
     arch = spec.architecture.lower()
     if arch not in ARCHITECTURES:
         raise ValueError(
@@ -93,7 +91,7 @@ def load_encoder_weights(model: nn.Module, path: Path, n_rgb: int = 3) -> None:
         state = load_file(str(path))
     else:
         state = torch.load(path, map_location="cpu", weights_only=True)
-    encoder = model.encoder
+    encoder = segmentation_net(model).encoder
     own = encoder.state_dict()
     for name, tensor in state.items():
         if name not in own:
@@ -134,3 +132,98 @@ def check_input_size(height: int, width: int, stride: int = 32) -> None:
         ph = -(-height // stride) * stride
         pw = -(-width // stride) * stride
         raise ValueError(f"input {height}x{width} is not divisible by {stride}; pad to {ph}x{pw}")
+
+
+def region_band_stats(x: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+    """Mean and standard deviation of each channel over the loss region: ``(B, 2C)``.
+
+    Like :func:`region_mean_logits`, an empty region falls back to the whole chip.
+    """
+    x = x.float()
+    m = mask.to(x.dtype).unsqueeze(1)
+    area = m.sum(dim=(2, 3))
+    has = area > 0
+    m = torch.where(has[:, :, None, None], m, torch.ones_like(m))
+    area = m.sum(dim=(2, 3))
+    mean = (x * m).sum(dim=(2, 3)) / area
+    var = (((x - mean[:, :, None, None]) ** 2) * m).sum(dim=(2, 3)) / area
+    return torch.cat([mean, var.clamp(min=0).add(1e-6).sqrt()], dim=1)
+
+
+class FusionHead(nn.Module):
+    """ForestNet's late-fusion MLP: (Linear, ReLU, Dropout) per hidden layer, then Linear.
+
+    Its inputs are first standardised by a BatchNorm: region-mean logits, band statistics
+    and aux scalars live on different scales, and the logits' scale drifts while the
+    network trains (to tens early on), which otherwise swamps the other inputs.
+    """
+
+    def __init__(self, n_inputs: int, hidden: tuple[int, ...], dropout: float,
+                 n_classes: int) -> None:
+        super().__init__()
+        self.norm = nn.BatchNorm1d(n_inputs)
+        layers: list[nn.Module] = []
+        width = n_inputs
+        for size in hidden:
+            layers += [nn.Linear(width, size), nn.ReLU(inplace=True), nn.Dropout(dropout)]
+            width = size
+        layers.append(nn.Linear(width, n_classes))
+        self.mlp = nn.Sequential(*layers)
+        self.n_inputs = n_inputs
+
+    def forward(self, features: torch.Tensor) -> torch.Tensor:
+        norm = self.norm
+        if self.training and features.shape[0] < 2:
+            # One sample has no batch statistics: standardise with the running ones.
+            features = F.batch_norm(features, norm.running_mean, norm.running_var, norm.weight,
+                                    norm.bias, False, 0.0, norm.eps)
+        else:
+            features = norm(features)
+        return self.mlp(features)
+
+
+class ForestNetModel(nn.Module):
+    """Segmentation network plus optional fusion head, with one calling convention.
+
+    ``model(x)`` gives pixel logits, as the plain network does; ``model(x, mask,
+    scalars)`` gives ``(pixel_logits, event_logits)``: the fusion head's logits when there
+    is one, else the region-mean logits.
+    """
+
+    def __init__(self, net: nn.Module, head: FusionHead | None = None) -> None:
+        super().__init__()
+        self.net = net
+        self.head = head
+
+    @property
+    def encoder(self) -> nn.Module:
+        return self.net.encoder
+
+    def forward(
+        self, x: torch.Tensor, mask: torch.Tensor | None = None,
+        scalars: torch.Tensor | None = None,
+    ) -> torch.Tensor | tuple[torch.Tensor, torch.Tensor]:
+        logits = self.net(x)
+        if mask is None:
+            return logits
+        pooled = region_mean_logits(logits.float(), mask)
+        if self.head is None:
+            return logits, pooled
+        parts = [pooled, region_band_stats(x, mask)]
+        if scalars is not None and scalars.shape[1]:
+            parts.append(scalars.to(pooled.dtype))
+        features = torch.cat(parts, dim=1)
+        if features.shape[1] != self.head.n_inputs:
+            raise ValueError(f"fusion head expects {self.head.n_inputs} inputs, got "
+                             f"{features.shape[1]}: pass one scalar per fusion feature")
+        return logits, self.head(features).float()
+
+
+def as_forestnet(model: nn.Module) -> ForestNetModel:
+    """The model under ForestNet's calling convention (a plain network is wrapped)."""
+    return model if isinstance(model, ForestNetModel) else ForestNetModel(model)
+
+
+def segmentation_net(model: nn.Module) -> nn.Module:
+    """The smp network inside ``model`` (itself when it is one)."""
+    return model.net if isinstance(model, ForestNetModel) else model

@@ -1,62 +1,50 @@
 """Training loop: Adam, gradient clipping, early stopping on validation macro F1, resumable.
 
-AMP is bf16 on CUDA and off on the CPU; channels_last on CUDA. The best weights are kept
-and written as a model bundle.
+AMP is bf16 on CUDA and off on the CPU; channels_last on CUDA. After every epoch the
+state goes to ``checkpoint.pt`` (written atomically, read with ``weights_only=True``); the
+best weights are kept and finally written as a model bundle.
 """
 
 from __future__ import annotations
 
-import json
 import logging
+import math
 import random
 import time
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 import torch
-from pydantic import BaseModel, ConfigDict, Field, field_validator
 from safetensors.torch import load_file, save_file
-from torch.utils.data import DataLoader, RandomSampler
+from torch import nn
+from torch.utils.data import DataLoader
 
 from forestnet_model.bundle import save_bundle
-from forestnet_model.data import ChipDataset, normalisation_stats, split_indices
-from forestnet_model.losses import region_cross_entropy
+from forestnet_model.data import (
+    ChipDataset,
+    EpochSampler,
+    check_features,
+    event_scalars,
+    normalisation_stats,
+    scalar_stats,
+    seed_worker,
+    split_indices,
+)
+from forestnet_model.losses import class_weight_tensor, event_cross_entropy, make_loss
 from forestnet_model.metrics import classification_report
-from forestnet_model.model import ModelSpec, build_model, region_mean_logits
-from forestnet_model.runtime import tune_malloc_for_tensors
+from forestnet_model.model import as_forestnet, build_model
+from forestnet_model.progress import EpochBar, MetricsLog, progress_enabled
+from forestnet_model.specs import ModelSpec, TrainSpec
+from pipeline.atomic import atomic_output
 from pipeline.chip_store import open_chips
 from pipeline.drivers import DRIVER_CLASSES
+from pipeline.runtime import tune_malloc_for_tensors
+
+__all__ = ["ModelSpec", "TrainSpec", "TrainStep", "evaluate", "make_loaders", "pick_device",
+           "seed_everything", "train_model"]
 
 log = logging.getLogger(__name__)
-
-
-class TrainSpec(BaseModel):
-    """Training hyper-parameters (ForestNet defaults)."""
-
-    model_config = ConfigDict(frozen=True, extra="forbid")
-
-    epochs: int = Field(30, ge=1, description="maximum epochs")
-    batch_size: int = Field(8, ge=1, description="events per batch")
-    crop: int = Field(224, ge=32, description="random crop size (multiple of 32)")
-    lr: float = Field(1e-4, gt=0, description="Adam learning rate")
-    grad_clip: float = Field(0.5, gt=0, description="gradient norm clip")
-    patience: int = Field(5, ge=1, description="early stopping patience, in epochs")
-    seed: int = Field(0, description="seed for torch, numpy and python")
-    sda: bool = Field(True, description="scene data augmentation: a random view per sample")
-    device: str = Field("auto", description="auto, cpu or cuda")
-    num_threads: int | None = Field(None, description="torch CPU threads (None: torch default)")
-    num_workers: int = Field(0, ge=0, description="DataLoader worker processes")
-    max_batches_per_epoch: int | None = Field(None, description="cap for quick runs")
-    samples_per_epoch: int | None = Field(
-        None, ge=1, description="random crops drawn per epoch (None: one per training event)"
-    )
-
-    @field_validator("crop")
-    @classmethod
-    def _multiple_of_32(cls, v: int) -> int:
-        if v % 32:
-            raise ValueError(f"crop {v} is not a multiple of 32 (encoders downsample by 32)")
-        return v
 
 
 def pick_device(name: str = "auto") -> torch.device:
@@ -69,24 +57,75 @@ def pick_device(name: str = "auto") -> torch.device:
 
 
 def seed_everything(seed: int) -> None:
+    """Seed python, numpy and torch (CPU and every CUDA device)."""
     random.seed(seed)
     np.random.seed(seed)
     torch.manual_seed(seed)
 
 
-def evaluate(model, loader, device) -> tuple[dict, np.ndarray]:
+def to_device(x: torch.Tensor, device: torch.device, image: bool = False) -> torch.Tensor:
+    """Copy to the device (asynchronously from pinned memory); images in channels_last on
+    CUDA, where bf16 convolutions are fastest in that layout."""
+    x = x.to(device, non_blocking=True)
+    if image and device.type == "cuda":
+        x = x.contiguous(memory_format=torch.channels_last)
+    return x
+
+
+class TrainStep:
+    """One optimiser step: forward (bf16 autocast on CUDA), region loss (+ fusion event
+    loss), backward, gradient clipping, Adam. Shared by the loop and the benchmark."""
+
+    def __init__(self, model: nn.Module, spec: TrainSpec, device: torch.device,
+                 class_weights: torch.Tensor | None) -> None:
+        self.model, self.spec, self.device = model, spec, device
+        self.forestnet = as_forestnet(model)
+        self.optimiser = torch.optim.Adam(model.parameters(), lr=spec.lr)
+        self.weights = class_weights.to(device) if class_weights is not None else None
+        self.pixel_loss = make_loss(spec.loss, self.weights, spec.focal_gamma)
+
+    def __call__(self, batch: dict[str, torch.Tensor]) -> float:
+        x = to_device(batch["image"], self.device, image=True)
+        mask, labels = to_device(batch["mask"], self.device), to_device(batch["label"], self.device)
+        with torch.autocast(self.device.type, dtype=torch.bfloat16,
+                            enabled=self.device.type == "cuda"):
+            if self.forestnet.head is None:
+                logits, event_logits = self.forestnet(x), None
+            else:
+                scalars = to_device(batch["scalars"], self.device)
+                logits, event_logits = self.forestnet(x, mask, scalars)
+        loss = self.pixel_loss(logits, mask, labels)
+        if event_logits is not None and self.spec.fusion_loss_weight > 0:
+            loss = loss + self.spec.fusion_loss_weight * event_cross_entropy(
+                event_logits, labels, self.weights)
+        self.optimiser.zero_grad(set_to_none=True)
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(self.model.parameters(), self.spec.grad_clip)
+        self.optimiser.step()
+        return float(loss.detach())
+
+
+def scheduled_lr(spec: TrainSpec, epoch: int, batch: int, n_batches: int) -> float:
+    """Learning rate of a step; a pure function of its position, so resuming needs no
+    scheduler state."""
+    if spec.lr_schedule == "constant":
+        return spec.lr
+    progress = (epoch + batch / max(n_batches, 1)) / spec.epochs
+    return spec.lr * 0.5 * (1.0 + math.cos(math.pi * min(progress, 1.0)))
+
+
+def evaluate(model: nn.Module, loader: DataLoader, device: torch.device) -> tuple[dict, np.ndarray]:
     """Event-level report and probabilities on the composite view."""
     model.eval()
+    forestnet = as_forestnet(model)
     y_true, probs = [], []
     with torch.inference_mode():
         for batch in loader:
-            x = batch["image"].to(device)
-            if device.type == "cuda":
-                x = x.contiguous(memory_format=torch.channels_last)
+            x = to_device(batch["image"], device, image=True)
             with torch.autocast(device.type, dtype=torch.bfloat16, enabled=device.type == "cuda"):
-                logits = model(x)
-            pooled = region_mean_logits(logits.float(), batch["mask"].to(device))
-            probs.append(torch.softmax(pooled, 1).cpu().numpy())
+                _, event_logits = forestnet(x, to_device(batch["mask"], device),
+                                            to_device(batch["scalars"], device))
+            probs.append(torch.softmax(event_logits.float(), 1).cpu().numpy())
             y_true.append(batch["label"].numpy())
     if not probs:
         return classification_report([], [], len(DRIVER_CLASSES)), np.zeros((0, 4))
@@ -94,8 +133,80 @@ def evaluate(model, loader, device) -> tuple[dict, np.ndarray]:
     return classification_report(np.concatenate(y_true), p.argmax(1), len(DRIVER_CLASSES)), p
 
 
+@dataclass
+class Loaders:
+    """Datasets and loaders of one chip store, and the normalisation they share."""
+
+    stats: dict[str, list[float]]
+    train: DataLoader
+    val: DataLoader
+    test: DataLoader
+    sampler: EpochSampler
+
+    @property
+    def train_labels(self) -> np.ndarray:
+        ds = self.train.dataset
+        return ds.labels[ds.indices]
+
+
+def make_loaders(chips_path: Path, model_spec: ModelSpec, spec: TrainSpec,
+                 device: torch.device) -> Loaders:
+    """Normalisation from the train split; train/val/test loaders over the chip store."""
+    chips = open_chips(chips_path)
+    train_idx = split_indices(chips, "train")
+    if len(train_idx) == 0:
+        raise ValueError(f"{chips_path}: no usable training events (split 'train', chip_ok)")
+    features = model_spec.fusion_features
+    check_features(chips, features)
+    stats = normalisation_stats(chips, train_idx, model_spec.in_bands, model_spec.aux_bands)
+    if features:
+        stats.update(scalar_stats(event_scalars(chips, train_idx, features)))
+    common = dict(bands=model_spec.in_bands, aux_bands=model_spec.aux_bands, stats=stats,
+                  scalar_features=features)
+    train_ds = ChipDataset(str(chips_path), "train", train=True, crop=spec.crop, sda=spec.sda,
+                           seed=spec.seed, cache_mb=spec.cache_mb, **common)
+    val_ds = ChipDataset(str(chips_path), "val", train=False, **common)
+    test_ds = ChipDataset(str(chips_path), "test", train=False, **common)
+    sampler = EpochSampler(len(train_ds), spec.samples_per_epoch, spec.seed)
+    workers = spec.num_workers
+    # Workers persist across epochs (no re-fork and store re-open per epoch); pinned memory
+    # lets the host-to-GPU copy overlap the previous step.
+    loader_args = dict(num_workers=workers, pin_memory=device.type == "cuda",
+                       persistent_workers=workers > 0, worker_init_fn=seed_worker,
+                       generator=torch.Generator().manual_seed(spec.seed))
+    if workers:
+        loader_args["prefetch_factor"] = 2
+    train_dl = DataLoader(train_ds, batch_size=spec.batch_size, sampler=sampler,
+                          drop_last=len(sampler) > spec.batch_size, **loader_args)
+    # Evaluation runs once per epoch: its workers need not outlive it (and hold memory).
+    eval_args = {**loader_args, "persistent_workers": False}
+    val_dl = DataLoader(val_ds, batch_size=spec.batch_size, **eval_args)
+    test_dl = DataLoader(test_ds, batch_size=spec.batch_size, **eval_args)
+    return Loaders(stats, train_dl, val_dl, test_dl, sampler)
+
+
+def _state_dict(model: nn.Module) -> dict[str, torch.Tensor]:
+    return {k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()}
+
+
+def save_checkpoint(path: Path, state: dict) -> None:
+    """Write ``checkpoint.pt`` atomically: a kill mid-write leaves the previous one."""
+    with atomic_output(path) as tmp:
+        torch.save(state, tmp)
+
+
+def save_weights(path: Path, model: nn.Module) -> None:
+    with atomic_output(path) as tmp:
+        save_file(_state_dict(model), str(tmp))
+
+
 def train_model(chips_path: Path, out_dir: Path, model_spec: ModelSpec, spec: TrainSpec) -> Path:
-    """Train on the chip store's train split, select on val, write ``out_dir/bundle``."""
+    """Train on the chip store's train split, select on val, write ``out_dir/bundle``.
+
+    Rerunning with the same ``out_dir`` resumes from ``checkpoint.pt``; the data order of
+    every epoch depends only on (seed, epoch), so a resumed run repeats what an
+    uninterrupted one would have done.
+    """
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     seed_everything(spec.seed)
@@ -103,94 +214,85 @@ def train_model(chips_path: Path, out_dir: Path, model_spec: ModelSpec, spec: Tr
     if spec.num_threads:
         torch.set_num_threads(spec.num_threads)
     device = pick_device(spec.device)
-    chips = open_chips(chips_path)
-    train_idx = split_indices(chips, "train")
-    if len(train_idx) == 0:
-        raise ValueError(f"{chips_path}: no usable training events (split 'train', chip_ok)")
-    stats = normalisation_stats(chips, train_idx, model_spec.in_bands, model_spec.aux_bands)
-    common = dict(bands=model_spec.in_bands, aux_bands=model_spec.aux_bands, stats=stats)
-    train_ds = ChipDataset(str(chips_path), "train", train=True, crop=spec.crop, sda=spec.sda,
-                           seed=spec.seed, **common)
-    val_ds = ChipDataset(str(chips_path), "val", train=False, **common)
-    test_ds = ChipDataset(str(chips_path), "test", train=False, **common)
-    gen = torch.Generator().manual_seed(spec.seed)
-    # Several random crops (and SDA views) per event and epoch: small training sets
-    # otherwise give too few optimiser steps per epoch for early stopping to mean much.
-    sampler = RandomSampler(train_ds, replacement=spec.samples_per_epoch is not None,
-                            num_samples=spec.samples_per_epoch, generator=gen)
-    n_draws = spec.samples_per_epoch or len(train_ds)
-    train_dl = DataLoader(train_ds, batch_size=spec.batch_size, sampler=sampler,
-                          num_workers=spec.num_workers, drop_last=n_draws > spec.batch_size)
-    val_dl = DataLoader(val_ds, batch_size=spec.batch_size, num_workers=spec.num_workers)
-    test_dl = DataLoader(test_ds, batch_size=spec.batch_size, num_workers=spec.num_workers)
-
+    data = make_loaders(chips_path, model_spec, spec, device)
     model = build_model(model_spec).to(device)
     if device.type == "cuda":
         model = model.to(memory_format=torch.channels_last)
-    optimiser = torch.optim.Adam(model.parameters(), lr=spec.lr)
-    counts = np.bincount(train_ds.labels[train_ds.indices], minlength=len(DRIVER_CLASSES))
-    weights = torch.tensor(counts.sum() / np.maximum(counts, 1) / len(counts), dtype=torch.float32)
+    weights = class_weight_tensor(spec.class_weights, data.train_labels, model_spec.n_classes)
+    step = TrainStep(model, spec, device, weights)
 
-    ckpt, best_path, metrics_path = (out_dir / "checkpoint.pt", out_dir / "best.safetensors",
-                                     out_dir / "metrics.jsonl")
+    ckpt, best_path = out_dir / "checkpoint.pt", out_dir / "best.safetensors"
+    metrics = MetricsLog(out_dir, spec.metrics_csv, spec.tensorboard)
     start_epoch, best_f1, stale = 0, -1.0, 0
     if ckpt.exists():
         state = torch.load(ckpt, map_location=device, weights_only=True)
+        if state.get("model_spec") not in (None, model_spec.model_dump_json()):
+            raise ValueError(f"{ckpt} was written for another model spec; delete {out_dir} "
+                             "or choose another output folder")
         model.load_state_dict(state["model"])
-        optimiser.load_state_dict(state["optimiser"])
+        step.optimiser.load_state_dict(state["optimiser"])
         start_epoch, best_f1, stale = state["epoch"] + 1, state["best_f1"], state["stale"]
         log.info("resuming training at epoch %d (best val macro F1 %.3f)", start_epoch, best_f1)
+    metrics.resume(start_epoch)
+    show_bar = progress_enabled(spec.progress)
 
     for epoch in range(start_epoch, spec.epochs):
         if stale >= spec.patience:
+            log.info("early stop: val macro F1 has not improved for %d epochs", stale)
             break
+        data.sampler.set_epoch(epoch)
+        torch.manual_seed(spec.seed * 1_000_003 + epoch)  # dropout masks, per epoch
         model.train()
-        losses = []
+        losses, images = [], 0
+        n_batches = len(data.train)
+        if spec.max_batches_per_epoch:
+            n_batches = min(n_batches, spec.max_batches_per_epoch)
         started = time.perf_counter()
-        for i, batch in enumerate(train_dl):
-            if spec.max_batches_per_epoch and i >= spec.max_batches_per_epoch:
-                break
-            x = batch["image"].to(device)
-            if device.type == "cuda":
-                x = x.contiguous(memory_format=torch.channels_last)
-            with torch.autocast(device.type, dtype=torch.bfloat16, enabled=device.type == "cuda"):
-                logits = model(x)
-            loss = region_cross_entropy(logits, batch["mask"].to(device),
-                                        batch["label"].to(device), weights.to(device))
-            optimiser.zero_grad(set_to_none=True)
-            loss.backward()
-            torch.nn.utils.clip_grad_norm_(model.parameters(), spec.grad_clip)
-            optimiser.step()
-            losses.append(float(loss.detach()))
-        report, _ = evaluate(model, val_dl, device) if len(val_ds) else ({"macro_f1": 0.0}, None)
+        with EpochBar(epoch, n_batches, show_bar) as bar:
+            for i, batch in enumerate(data.train):
+                if i >= n_batches:
+                    break
+                for group in step.optimiser.param_groups:
+                    group["lr"] = scheduled_lr(spec, epoch, i, n_batches)
+                losses.append(step(batch))
+                images += len(batch["label"])
+                bar.advance(losses[-1])
+        train_s = time.perf_counter() - started
+        report, _ = evaluate(model, data.val, device) if len(data.val.dataset) else (
+            {"macro_f1": 0.0}, None)
         f1 = report["macro_f1"] if np.isfinite(report["macro_f1"]) else 0.0
         improved = f1 > best_f1
         if improved:
             best_f1, stale = f1, 0
-            save_file({k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()},
-                      str(best_path))
+            save_weights(best_path, model)
         else:
             stale += 1
         record = {"epoch": epoch, "train_loss": float(np.mean(losses)) if losses else None,
                   "val_accuracy": report.get("accuracy"), "val_macro_f1": f1,
-                  "best_val_macro_f1": best_f1,
+                  "best_val_macro_f1": best_f1, "images_per_s": round(images / train_s, 2),
                   "seconds": round(time.perf_counter() - started, 2)}
-        with metrics_path.open("a") as fh:
-            fh.write(json.dumps(record) + "\n")
+        metrics.write(record)
         log.info("epoch %d: loss %.4f, val macro F1 %.3f%s", epoch, record["train_loss"] or 0,
                  f1, " (best)" if improved else "")
-        torch.save({"model": model.state_dict(), "optimiser": optimiser.state_dict(),
-                    "epoch": epoch, "best_f1": best_f1, "stale": stale}, ckpt)
+        save_checkpoint(ckpt, {"model": model.state_dict(),
+                               "optimiser": step.optimiser.state_dict(), "epoch": epoch,
+                               "best_f1": best_f1, "stale": stale,
+                               "model_spec": model_spec.model_dump_json()})
+    metrics.close()
 
     if best_path.exists():
         model.load_state_dict(load_file(str(best_path), device=str(device)))
-    val_report, _ = evaluate(model, val_dl, device)
-    test_report, _ = evaluate(model, test_dl, device)
+    val_report, _ = evaluate(model, data.val, device)
+    test_report, _ = evaluate(model, data.test, device)
+    chips = open_chips(chips_path)
     meta = {
         "model": model_spec,
-        "normalisation": stats,
-        "training": spec.model_dump(),
-        "metrics": {"val": val_report, "test": test_report, "best_val_macro_f1": best_f1},
+        "normalisation": data.stats,
+        "training": spec.model_dump(mode="json"),
+        "metrics": {"val": val_report, "test": test_report, "best_val_macro_f1": best_f1,
+                    "epochs_run": len(metrics.records())},
         "data_hash": str(chips.attrs.get("events_fingerprint", "")),
+        "provenance": {"chips": str(Path(chips_path).resolve()), "device": device.type,
+                       "encoder_weights": str(model_spec.encoder_weights or "")},
     }
     return save_bundle(model.cpu(), meta, out_dir / "bundle")

@@ -4,9 +4,10 @@
 scalars (``aux_scalar``); a config picks names from them, and only what is picked (and
 what it depends on) is read. Each source is optional: a missing one gives NaN, never a
 silent zero. Rasters in any CRS are warped to the chip grid, bilinear for continuous
-values and nearest for categories (a peat raster); vectors are read once per process and
-queried by bounding box. Values a caller already has (the ForestNet release's own aux
-arrays) can be handed in, so imported and built chips share one code path.
+values and nearest for categories (a peat or land-cover raster); vectors are read once
+per process and queried by bounding box. Values a caller already has (the ForestNet
+release's own aux arrays) can be handed in, so imported and built chips share one code
+path.
 """
 
 from __future__ import annotations
@@ -44,6 +45,7 @@ class AuxSources:
     settlements: Path | None = None
     peat: Path | None = None  # polygons, or a categorical raster (> 0 is peat)
     climate: Path | None = None  # bands: annual precipitation (mm), mean temperature (C)
+    landcover: Path | None = None  # categorical land-cover raster (class codes, 0 = no data)
 
 
 class AuxContext:
@@ -123,6 +125,10 @@ AUX_BAND_REGISTRY: dict[str, AuxEntry] = {e.name: e for e in (
              lambda c: c.raster(c.sources.treecover, Resampling.bilinear)),
     AuxEntry("ndvi", "composite", "(nir - red) / (nir + red)", _ndvi),
     AuxEntry("peat", "peat", "rasterize polygons, or nearest for a raster", _peat),
+    # Class codes must not be blended: nearest neighbour. The labels of land-cover
+    # pre-training (forestnet_model.pretrain), not a model input by default.
+    AuxEntry("landcover", "landcover", "nearest (categorical class codes)",
+             lambda c: c.raster(c.sources.landcover, Resampling.nearest)),
 )}
 
 
@@ -148,7 +154,11 @@ AUX_FEATURE_REGISTRY: dict[str, AuxEntry] = {e.name: e for e in (
     AuxEntry("temperature_c", "climate", "bilinear, region mean", lambda c: c.climate[1]),
 )}
 
-AUX_BANDS: tuple[str, ...] = tuple(AUX_BAND_REGISTRY)
+#: Registered bands a store holds only when the config names them (aux.bands): most
+#: inputs have no land-cover map, and an all-NaN band would only cost space.
+OPTIONAL_AUX_BANDS: tuple[str, ...] = ("landcover",)
+#: The default aux bands of a chip store.
+AUX_BANDS: tuple[str, ...] = tuple(b for b in AUX_BAND_REGISTRY if b not in OPTIONAL_AUX_BANDS)
 AUX_SCALARS: tuple[str, ...] = tuple(AUX_FEATURE_REGISTRY)
 
 

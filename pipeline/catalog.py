@@ -17,6 +17,7 @@ import geopandas as gpd
 import numpy as np
 import pandas as pd
 import rioxarray  # noqa: F401  (registers the .rio accessor used by scene_geobox)
+import shapely
 import xarray as xr
 from odc.geo.geobox import GeoBox
 from odc.geo.geom import Geometry
@@ -147,16 +148,26 @@ def query_scenes(
     end: datetime | None = None,
     max_cloud_cover: float | None = None,
 ) -> gpd.GeoDataFrame:
-    """Ingested scenes whose footprint intersects ``geometry`` (EPSG:4326) in a date range."""
-    ok = index[index["status"].isin(OK_STATUSES)]
-    ok = ok[ok.intersects(geometry)]
+    """Ingested scenes whose footprint intersects ``geometry`` (EPSG:4326) in a date range.
+
+    Least cloudy first (then by scene id). Filters are numpy masks and one selection at
+    the end: chip building asks this once per event, and chained DataFrame filters cost
+    ~8 ms a call, a quarter of a plain read of the event's windows.
+    """
+    keep = index["status"].isin(OK_STATUSES).to_numpy().copy()
+    acquired = index["acquired"]
     if start is not None:
-        ok = ok[ok["acquired"] >= pd.Timestamp(start)]
+        keep &= (acquired >= pd.Timestamp(start)).to_numpy()
     if end is not None:
-        ok = ok[ok["acquired"] <= pd.Timestamp(end)]
+        keep &= (acquired <= pd.Timestamp(end)).to_numpy()
     if max_cloud_cover is not None:
-        ok = ok[ok["cloud_cover"] <= max_cloud_cover]
-    return ok.sort_values(["cloud_cover", "scene_id"])
+        keep &= (index["cloud_cover"] <= max_cloud_cover).to_numpy()
+    rows = np.flatnonzero(keep)
+    footprints = np.asarray(index.geometry.array)[rows]
+    rows = rows[shapely.intersects(footprints, geometry)]
+    order = np.lexsort((index["scene_id"].to_numpy()[rows],
+                        index["cloud_cover"].to_numpy()[rows]))
+    return index.iloc[rows[order]]
 
 
 def window_clear_fraction(store: Path, scene_id: str, window: BaseGeometry | GeoBox) -> float:

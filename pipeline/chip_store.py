@@ -184,8 +184,8 @@ def write_chip_batch(
         "view_cloud_fraction": (("event", "view"),
                                 np.array([c.view_cloud for c in chips], np.float32)),
         "loss_mask": (("event", "y", "x"), np.stack([c.loss_mask for c in chips])),
-        "aux": (("event", "aux_band", "y", "x"), np.stack(aux).astype(np.float32)),
-        "aux_scalar": (("event", "feature"), np.stack(scalars).astype(np.float32)),
+        "aux": (("event", "aux_band", "y", "x"), _no_data_as_nan(np.stack(aux))),
+        "aux_scalar": (("event", "feature"), _no_data_as_nan(np.stack(scalars))),
         "chip_ok": (("event",), np.array([c.status == "ok" for c in chips], np.uint8)),
     })
     with warnings.catch_warnings():
@@ -201,6 +201,13 @@ def write_chip_batch(
     with atomic_output(batch_marker(final, start, stop)) as tmp:
         tmp.write_text(json.dumps(summary))
     return summary
+
+
+def _no_data_as_nan(values: np.ndarray) -> np.ndarray:
+    """float32 with every non-finite value NaN: an infinity in a source (an imported
+    release array, say) must read as no data, not skew the normalisation statistics."""
+    values = np.asarray(values, np.float32)
+    return np.where(np.isfinite(values), values, np.float32(np.nan))
 
 
 def _yyyymmdd(date: str) -> int:

@@ -87,7 +87,7 @@ def read_forestnet_csvs(
     return pd.concat(frames, ignore_index=True) if frames else pd.DataFrame()
 
 
-def _check_lossyear(src: rasterio.DatasetReader, path: Path) -> None:
+def check_lossyear(src: rasterio.DatasetReader, path: Path) -> None:
     if src.dtypes[0] != "uint8":
         raise EventInputError(f"{path}: lossyear dtype {src.dtypes[0]}, expected uint8 (GFC)")
     if src.crs is None:
@@ -117,8 +117,8 @@ def loss_regions(
         bounds = snap_to_tiles(bounds)
     records: list[dict] = []
     with rasterio.open(lossyear) as src:
-        _check_lossyear(src, lossyear)
-        window = _window(src, bounds)
+        check_lossyear(src, lossyear)
+        window = lossyear_window(src, bounds)
         if window is None:
             return empty_events()
         data = src.read(1, window=window)
@@ -136,7 +136,7 @@ def loss_regions(
         groups = _tile_labels(kept, transform) if group == "tile" else np.where(kept, labels, 0)
         groups = groups.astype(np.int32)
         sizes = np.bincount(groups.ravel())
-        for value, geom in _polygons(groups, transform).items():
+        for value, geom in label_polygons(groups, transform).items():
             anchor = geom.representative_point()
             records.append({
                 "event_id": event_id(anchor.y, anchor.x, year), "loss_year": year,
@@ -146,7 +146,7 @@ def loss_regions(
     return finish_events(records, min_ha)
 
 
-def _polygons(groups: np.ndarray, transform) -> dict[int, BaseGeometry]:
+def label_polygons(groups: np.ndarray, transform) -> dict[int, BaseGeometry]:
     """One (multi)polygon per non-zero value of ``groups``."""
     parts: dict[int, list] = {}
     for geom, value in rasterio.features.shapes(
@@ -244,14 +244,20 @@ def events_from_forestnet_csvs(
     return finish_events(records), problems
 
 
-def _window(src: rasterio.DatasetReader, bounds) -> rasterio.windows.Window | None:
+def lossyear_window(src: rasterio.DatasetReader, bounds) -> rasterio.windows.Window | None:
     left, bottom, right, top = bounds
     sb = src.bounds
     clipped = (max(left, sb.left), max(bottom, sb.bottom), min(right, sb.right), min(top, sb.top))
     if clipped[0] >= clipped[2] or clipped[1] >= clipped[3]:
         return None
     window = rasterio.windows.from_bounds(*clipped, transform=src.transform)
-    window = window.round_offsets().round_lengths()
+    # Every pixel the bounds touch: floor the start and ceil the end (rounding offsets and
+    # lengths separately can drop the last row or column).
+    eps = 1e-6
+    r0, c0 = math.floor(window.row_off + eps), math.floor(window.col_off + eps)
+    r1 = math.ceil(window.row_off + window.height - eps)
+    c1 = math.ceil(window.col_off + window.width - eps)
+    window = rasterio.windows.Window(c0, r0, c1 - c0, r1 - r0)
     return window.intersection(rasterio.windows.Window(0, 0, src.width, src.height))
 
 

@@ -207,6 +207,9 @@ def _aux(reader: ReleaseReader, folder: str, size: int,
                 arr = np.squeeze(_npy(reader, f"{base}/{rel}")).astype(np.float32) * scale
                 if arr.shape != (size, size):
                     raise ExampleError(f"shape {arr.shape}, expected {size} x {size}")
+                if (n_inf := int(np.isinf(arr).sum())):  # no data, never a huge value
+                    notes.append(f"auxiliary/{rel}: {n_inf} infinite values read as no data")
+                    arr = np.where(np.isinf(arr), np.float32(np.nan), arr)
                 bands[band] = arr % 360.0 if band == "aspect" else arr
             elif ext == ".npy" and stem == "tavg":  # NCEP: kelvin x 100 (ForestNet scaling)
                 scalars["temperature_c"] = float(np.nanmean(_npy(reader, f"{base}/{rel}"))

@@ -19,9 +19,9 @@ from pathlib import Path
 import pandas as pd
 import rasterio
 
-from pipeline.catalog import OK_STATUSES, failed_row, row_from_attrs, scene_geobox, scene_row
+from pipeline.catalog import OK_STATUSES, failed_row, row_from_attrs, scene_row
 from pipeline.landsat import SceneInputError, SceneMetadata
-from pipeline.scene_reader import READ_OPTIONS, expected_shapes, open_product, present_bands
+from pipeline.scene_reader import READ_OPTIONS, expected_shapes, plan_product, present_bands
 from pipeline.scene_store import clear_killed_temporaries, group_state, is_whole, write_scene
 from pipeline.sources import ProductSource, band_locations, folder_source, read_source_metadata
 
@@ -87,15 +87,16 @@ def ingest_source(
                 scene_id=scene_id,
             )
         index_ok = index_status is None or index_status in OK_STATUSES
-        if index_ok and is_whole(state, expected_shapes(paths, meta)):
+        # (The shapes need file headers: read only when the group could be whole.)
+        if index_ok and state.complete and is_whole(state, expected_shapes(paths, meta)):
             return IngestResult(scene_id, "skipped", source=source.origin)
         if state.exists:
             log.info("%s: group is incomplete or stale; writing it again", scene_id)
     with rasterio.Env(**READ_OPTIONS):
-        ds = open_product(paths, meta)
-        fraction = write_scene(ds, store, scene_id, source.origin)
-    attrs = {**ds.attrs, "clear_fraction": fraction}
-    row = row_from_attrs(scene_id, attrs, scene_geobox(ds), "ingested", source.origin)
+        layout = plan_product(paths, meta)
+        fraction = write_scene(layout, store, scene_id, source.origin)
+    attrs = {**layout.attrs, "clear_fraction": fraction}
+    row = row_from_attrs(scene_id, attrs, layout.geobox, "ingested", source.origin)
     return IngestResult(scene_id, "ingested", source=source.origin, row=row)
 
 

@@ -83,12 +83,23 @@ def scene_window_to_grid(
     if roi is None:
         return np.full((*lead, *target.shape), np.nan, dtype=np.float32)
     window = da.isel(y=roi[0], x=roi[1]) if da.dims[-1] == "x" else da[..., roi[0], roi[1]]
-    src = np.asarray(window.values, dtype=np.float32)
-    src_box = source_box[roi]
+    return array_to_grid(np.asarray(window.values, dtype=np.float32), source_box[roi], target,
+                         resampling)
+
+
+def array_to_grid(
+    src: np.ndarray, src_box: GeoBox, target: GeoBox, resampling: Resampling
+) -> np.ndarray:
+    """Reproject ``src (..., y, x)`` on ``src_box`` onto ``target``: float32, NaN outside.
+
+    NaN in the source is nodata. Same-CRS, north-up grids go through numpy
+    (``fast_warp``, GDAL's numbers); anything else through GDAL.
+    """
+    src = np.asarray(src, dtype=np.float32)
     fast = fast_warp(src, src_box, target, resampling)
-    if fast is not None:  # same CRS, north-up: numpy gives GDAL's numbers, faster
+    if fast is not None:
         return fast
-    dst = np.full((*lead, *target.shape), np.nan, dtype=np.float32)
+    dst = np.full((*src.shape[:-2], *target.shape), np.nan, dtype=np.float32)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         reproject(

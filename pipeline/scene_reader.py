@@ -1,4 +1,4 @@
-"""Open one product's band files lazily (Dask) as the scene Dataset, validated against its MTL.
+"""Plan one product's scene group from its band files' headers, validated against its MTL.
 
 Paths are anything GDAL opens: local files, ``/vsitar/`` members of USGS bundles,
 ``/vsicurl/`` or ``/vsis3/`` objects. Every check that can fail on bad input (missing,
@@ -11,16 +11,14 @@ from __future__ import annotations
 import logging
 import os
 import warnings
+from collections.abc import Iterator
+from dataclasses import dataclass
 
-import dask.array
 import numpy as np
 import rasterio
-import rioxarray
-import xarray as xr
 from affine import Affine
 from odc.geo import CRS
 from odc.geo.geobox import GeoBox
-from odc.geo.xr import xr_coords
 
 from pipeline.landsat import (
     MULTISPECTRAL_BANDS,
@@ -74,32 +72,61 @@ def store_chunks(shape: tuple[int, int]) -> tuple[int, int]:
     return min(shape[0], CHUNK), min(shape[1], CHUNK)
 
 
-def open_product(paths: dict[str, str], meta: SceneMetadata) -> xr.Dataset:
-    """The scene Dataset (lazy), on the grid of its files or, without one, of its MTL.
+@dataclass(frozen=True)
+class SceneLayout:
+    """What a scene group will hold, known from file headers and the MTL (no pixels read).
 
-    Dask chunks are full-width strips, one chunk row of the store high: GDAL decodes each
-    tile of the (tiled) GeoTIFF exactly once, and every strip covers whole Zarr chunks, so
-    writes are chunk-aligned and no two tasks touch one chunk.
+    ``sources`` lists each stored array's band files in order (``multispectral``: one per
+    band; ``qa_pixel``: ``(None,)`` when the product has none, written as all clear).
+    ``array_attrs`` holds each array's CF scale/offset, fill value and provenance.
+    """
+
+    geobox: GeoBox  # the 30 m grid
+    pan_box: GeoBox | None  # the 15 m pan grid, Level-1 only
+    bands: tuple[str, ...]
+    sources: dict[str, tuple[str | None, ...]]
+    attrs: dict
+    array_attrs: dict[str, dict]
+
+    def shape(self, name: str) -> tuple[int, ...]:
+        """Shape of one stored array."""
+        if name == "pan" and self.pan_box is not None:
+            return tuple(self.pan_box.shape)
+        if name == "multispectral":
+            return (len(self.bands), *self.geobox.shape)
+        return tuple(self.geobox.shape)
+
+
+def plan_product(paths: dict[str, str], meta: SceneMetadata) -> SceneLayout:
+    """Validate a product's band files against each other and its MTL; its scene layout.
+
+    Every file is opened once here (header, dtype, first and last block), so bad input
+    fails before anything is written; the pixels are read by the writer, strip by strip.
     """
     bands = multispectral_names(paths)
     geobox = reflective_geobox(paths[bands[0]], meta)
-    rows = store_chunks(tuple(geobox.shape))[0]
-    arrays = [_read_band(paths[b], tuple(geobox.shape), rows) for b in bands]
-    coords = xr_coords(geobox, crs_coord_name="spatial_ref")
-    multispectral = xr.DataArray(
-        dask.array.stack(arrays),
-        dims=("band", "y", "x"),
-        coords={"band": np.array(bands, dtype=object), **coords},
-    )
-    data_vars: dict[str, xr.DataArray] = {"multispectral": multispectral}
-    data_vars["qa_pixel"] = _qa_array(paths.get("qa_pixel"), geobox, coords, meta, rows)
+    shape = tuple(geobox.shape)
+    for band in bands:
+        _check_band(paths[band], shape)
+    qa_path = paths.get("qa_pixel")
+    if qa_path is None:
+        log.warning(
+            "%s: QA_PIXEL file missing; the cloud mask is unknown, every pixel is treated as clear",
+            meta.band_files.get("qa_pixel", meta.product_id),
+        )
+    else:
+        _check_band(qa_path, shape)
+    sources: dict[str, tuple[str | None, ...]] = {
+        "multispectral": tuple(paths[b] for b in bands), "qa_pixel": (qa_path,)}
+    pan_box = None
     if meta.level == "L1" and "pan" in paths:
-        data_vars["pan"] = _pan_array(paths["pan"], geobox, rows * 2)
-    ds = xr.Dataset(data_vars)
-    for name in data_vars:
-        ds[name].attrs["grid_mapping"] = "spatial_ref"
-    ds.attrs.update(scene_attrs(meta, geobox))
-    return apply_scaling(ds, meta)
+        pan_box = _pan_box(paths["pan"], geobox)
+        sources["pan"] = (paths["pan"],)
+    array_attrs = cf_scaling(meta, bands, pan_box is not None)
+    array_attrs["qa_pixel"] = {
+        "qa_source": os.path.basename(qa_path) if qa_path else "absent"}
+    return SceneLayout(geobox, pan_box, tuple(bands), sources, scene_attrs(meta, geobox),
+                       array_attrs)
 
 
 def reflective_geobox(first_band: str, meta: SceneMetadata) -> GeoBox:
@@ -179,50 +206,17 @@ def _check_decodable(src: rasterio.DatasetReader, path: str) -> None:
         raise SceneInputError(f"{path}: cannot read pixels; truncated or corrupt ({exc})") from exc
 
 
-def _read_band(path: str, shape: tuple[int, int], rows: int) -> dask.array.Array:
+def _check_band(path: str, shape: tuple[int, ...]) -> None:
     with open_raster(path) as src:
         if src.shape != tuple(shape):
             raise SceneInputError(f"{path}: shape {src.shape} differs from the scene's {shape}")
         if src.dtypes[0] != "uint16":
             raise SceneInputError(f"{path}: dtype {src.dtypes[0]}, expected uint16 DN")
         _check_decodable(src, path)
-    return _lazy(path, rows)
 
 
-def _lazy(path: str, rows: int) -> dask.array.Array:
-    """Full-width strips of ``rows`` lines, read by rioxarray."""
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", rasterio.errors.NotGeoreferencedWarning)
-        # lock=False: each task reads its own file handle; GDAL is thread-safe per handle.
-        # parse_coordinates=False: the grid comes from reflective_geobox (saves ~1 ms a file).
-        da = rioxarray.open_rasterio(
-            path, chunks={"band": 1, "y": rows, "x": -1}, lock=False, parse_coordinates=False
-        )
-    return da.data[0]
-
-
-def _qa_array(
-    path: str | None, geobox: GeoBox, coords: dict, meta: SceneMetadata, rows: int
-) -> xr.DataArray:
-    if path is None:
-        log.warning(
-            "%s: QA_PIXEL file missing; the cloud mask is unknown, every pixel is treated as clear",
-            meta.band_files.get("qa_pixel", meta.product_id),
-        )
-        data = dask.array.full(
-            tuple(geobox.shape), QA_ALL_CLEAR, dtype=np.uint16, chunks=(rows, -1)
-        )
-        return xr.DataArray(data, dims=("y", "x"), coords=coords, attrs={"qa_source": "absent"})
-    return xr.DataArray(
-        _read_band(path, tuple(geobox.shape), rows),
-        dims=("y", "x"),
-        coords=coords,
-        attrs={"qa_source": os.path.basename(path)},
-    )
-
-
-def _pan_array(path: str, geobox: GeoBox, rows: int) -> xr.DataArray:
-    """Pan band on its own 15 m grid (the file's, or the USGS layout when it has none)."""
+def _pan_box(path: str, geobox: GeoBox) -> GeoBox:
+    """Pan band grid at 15 m (the file's, or the USGS layout when it has none)."""
     with open_raster(path) as src:
         shape, crs, transform = src.shape, src.crs, src.transform
         if src.dtypes[0] != "uint16":
@@ -232,21 +226,31 @@ def _pan_array(path: str, geobox: GeoBox, rows: int) -> xr.DataArray:
     if abs(shape[0] - expected[0]) > 1 or abs(shape[1] - expected[1]) > 1:
         raise SceneInputError(f"{path}: pan shape {shape} is not twice the 30 m shape")
     if crs is not None and transform != Affine.identity():
-        pan_box = GeoBox(shape, transform, CRS(crs))
-    else:
-        # USGS products centre the first pan pixel on the first 30 m pixel's centre
-        # (a full scene has 2n - 1 pan lines), so the pan grid starts half a pan pixel
-        # inside the 30 m grid's corner.
-        a = geobox.affine
-        pan_box = GeoBox(
-            shape, Affine(a.a / 2, 0.0, a.c + a.a / 4, 0.0, a.e / 2, a.f + a.e / 4), geobox.crs
-        )
-    coords = xr_coords(pan_box, crs_coord_name="spatial_ref")
-    return xr.DataArray(
-        _lazy(path, rows),
-        dims=("y_pan", "x_pan"),
-        coords={"y_pan": coords["y"].values, "x_pan": coords["x"].values},
+        return GeoBox(shape, transform, CRS(crs))
+    # USGS products centre the first pan pixel on the first 30 m pixel's centre (a full
+    # scene has 2n - 1 pan lines), so the pan grid starts half a pan pixel inside the
+    # 30 m grid's corner.
+    a = geobox.affine
+    return GeoBox(
+        shape, Affine(a.a / 2, 0.0, a.c + a.a / 4, 0.0, a.e / 2, a.f + a.e / 4), geobox.crs
     )
+
+
+def read_strips(path: str, rows: int) -> Iterator[tuple[int, np.ndarray]]:
+    """``(first row, pixels)`` of full-width strips of ``rows`` lines, top to bottom.
+
+    A strip as high as a row of store chunks decodes each tile of a tiled GeoTIFF once.
+    A read that fails (a file truncated past the blocks checked up front) names the file.
+    """
+    with open_raster(path) as src:
+        height, width = src.shape
+        for top in range(0, height, rows):
+            window = rasterio.windows.Window(0, top, width, min(rows, height - top))
+            try:
+                yield top, src.read(1, window=window)
+            except rasterio.errors.RasterioIOError as exc:
+                raise SceneInputError(
+                    f"{path}: cannot read pixels; truncated or corrupt ({exc})") from exc
 
 
 def scene_attrs(meta: SceneMetadata, geobox: GeoBox) -> dict:
@@ -266,9 +270,8 @@ def scene_attrs(meta: SceneMetadata, geobox: GeoBox) -> dict:
     }
 
 
-def apply_scaling(ds: xr.Dataset, meta: SceneMetadata) -> xr.Dataset:
-    """Attach each variable's CF scale/offset (one pair for all multispectral bands)."""
-    bands = [str(b) for b in ds["multispectral"]["band"].values]
+def cf_scaling(meta: SceneMetadata, bands: list[str], with_pan: bool) -> dict[str, dict]:
+    """Each array's CF attributes: one scale/offset for all multispectral bands, fill DN 0."""
     pairs = {reflectance_scaling(meta, b) for b in bands}
     if len(pairs) != 1:
         raise SceneInputError(
@@ -276,11 +279,14 @@ def apply_scaling(ds: xr.Dataset, meta: SceneMetadata) -> xr.Dataset:
             "one CF scale_factor per array cannot decode them"
         )
     scale, offset = pairs.pop()
-    ds["multispectral"].attrs["_cf"] = {"scale_factor": scale, "add_offset": offset}
-    if "pan" in ds and "pan" in meta.rescaling:
-        pscale, poffset = reflectance_scaling(meta, "pan")
-        ds["pan"].attrs["_cf"] = {"scale_factor": pscale, "add_offset": poffset}
-    return ds
+    # DN 0 is Collection 2 fill: readers decode it to NaN.
+    out = {"multispectral": {"scale_factor": scale, "add_offset": offset, "_FillValue": 0}}
+    if with_pan:
+        out["pan"] = {"_FillValue": 0}
+        if "pan" in meta.rescaling:
+            pscale, poffset = reflectance_scaling(meta, "pan")
+            out["pan"].update(scale_factor=pscale, add_offset=poffset)
+    return out
 
 
 def expected_shapes(paths: dict[str, str], meta: SceneMetadata) -> dict[str, tuple[int, ...]]:

@@ -216,3 +216,87 @@ def test_predict_events_rejects_wrong_channel_count_naming_the_bundle(bundle):
     with pytest.raises(ValueError, match="expects 6 input channels") as err:
         predict_events(path, images[:, :4], masks, device="cpu")
     assert str(path) in str(err.value)
+
+
+# --- fusion bundles -----------------------------------------------------------------------------
+
+FUSION_SPEC = ModelSpec(encoder="resnet18", fusion=True,
+                        fusion_features=("elevation_mean", "street_dist_km"))
+FUSION_NORMALISATION = {**NORMALISATION, "scalar_mean": [80.0, 3.0], "scalar_std": [20.0, 1.5]}
+
+
+@pytest.fixture(scope="module")
+def fusion_bundle(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, torch.nn.Module]:
+    torch.manual_seed(5)
+    model = build_model(FUSION_SPEC)
+    with torch.no_grad():
+        for p in model.parameters():
+            p.add_(0.05 * torch.randn_like(p))
+    model.eval()
+    out = tmp_path_factory.mktemp("fusion") / "bundle"
+    meta = {"model": FUSION_SPEC, "normalisation": FUSION_NORMALISATION,
+            "training": {"loss": "focal"}, "data_hash": "abc123",
+            "provenance": {"chips": "/data/chips.zarr"}}
+    save_bundle(model, meta, out)
+    return out, model
+
+
+def test_fusion_bundle_manifest_records_inputs_features_and_scalar_stats(fusion_bundle):
+    path, _ = fusion_bundle
+    meta = json.loads((path / MANIFEST).read_text())
+    assert meta["model"]["fusion"] is True
+    assert meta["model"]["fusion_features"] == ["elevation_mean", "street_dist_km"]
+    assert meta["normalisation"]["scalar_mean"] == [80.0, 3.0]
+    assert meta["data_hash"] == "abc123" and meta["training"] == {"loss": "focal"}
+    assert meta["provenance"] == {"chips": "/data/chips.zarr"}
+    assert {"versions", "git_sha", "created", "classes", "merge_scheme"} <= set(meta)
+    assert "safetensors" in meta["versions"]
+
+
+def test_fusion_bundle_round_trips_with_the_same_predictions(fusion_bundle):
+    path, model = fusion_bundle
+    loaded, meta = load_bundle(path)
+    assert meta.model == FUSION_SPEC and not loaded.training
+    for name, value in model.state_dict().items():
+        assert torch.equal(loaded.state_dict()[name], value), name
+    images, masks = _chips(4, seed=3)
+    scalars = np.array([[70.0, 1.0], [90.0, 5.0], [np.nan, 2.0], [85.0, 0.5]], np.float32)
+    probs, _ = predict_events(path, images, masks, batch_size=3, device="cpu", scalars=scalars)
+    # The same numbers by hand through the original module.
+    from forestnet_model.data import normalise, normalise_scalars, pad_to_multiple
+
+    x = torch.from_numpy(np.stack([pad_to_multiple(normalise(im, FUSION_NORMALISATION))
+                                   for im in images]))
+    m = torch.from_numpy(np.stack([pad_to_multiple(mk.astype(bool)) for mk in masks]))
+    s = torch.from_numpy(normalise_scalars(scalars, FUSION_NORMALISATION))
+    assert s[2, 0] == 0.0  # a missing scalar becomes the training mean
+    with torch.no_grad():
+        _, logits = model(x, m, s)
+    np.testing.assert_allclose(probs, torch.softmax(logits, 1).numpy(), atol=1e-5)
+    # The scalars reach the head.
+    other, _ = predict_events(path, images, masks, device="cpu", scalars=scalars + 40.0)
+    assert np.abs(other - probs).max() > 1e-4
+
+
+def test_fusion_bundle_needs_its_scalars(fusion_bundle):
+    path, _ = fusion_bundle
+    images, masks = _chips(2)
+    with pytest.raises(ValueError, match="street_dist_km"):
+        predict_events(path, images, masks, device="cpu")
+    with pytest.raises(ValueError, match=r"shape \(2, 1\)"):
+        predict_events(path, images, masks, device="cpu", scalars=np.zeros((2, 1)))
+
+
+@pytest.mark.parametrize(("edit", "reason"), [
+    (lambda m: m["normalisation"]["mean"].pop(), "normalisation.mean needs 6"),
+    (lambda m: m["normalisation"].pop("scalar_std"), "normalisation.scalar_std needs 2"),
+    (lambda m: m["classes"].pop(), "3 class names for 4 outputs"),
+])
+def test_manifest_inconsistent_with_the_model_is_refused(fusion_bundle, tmp_path, edit, reason):
+    path, _ = fusion_bundle
+    folder = _copy_bundle(path, tmp_path / "inconsistent")
+    meta = json.loads((folder / MANIFEST).read_text())
+    edit(meta)
+    (folder / MANIFEST).write_text(json.dumps(meta))
+    with pytest.raises(BundleError, match=reason):
+        load_bundle(folder)

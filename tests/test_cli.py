@@ -13,6 +13,7 @@ from tests.tiny_config import write_tiny_config
 runner = CliRunner()
 VERBS = (
     "demo", "sample-data", "ingest", "build-training-set", "import-forestnet", "train", "map",
+    "evaluate",
 )
 
 
@@ -85,3 +86,19 @@ def test_sample_data_refuses_an_unknown_preset(tmp_path: Path) -> None:
     text = _one_line_error(runner.invoke(
         app, ["sample-data", "--out", str(tmp_path / "w"), "--preset", "huge"]))
     assert "huge" in text
+
+
+def test_map_area_options_are_exclusive_and_checked(tmp_path: Path, tiny_world: Path) -> None:
+    config = write_tiny_config(tmp_path, tiny_world.parent)
+    both = _one_line_error(runner.invoke(
+        app, ["map", "--config", str(config), "--all", "--province", "Riau"]))
+    assert "--province" in both and "--all" in both
+    years = _one_line_error(runner.invoke(
+        app, ["map", "--config", str(config), "--years", "2015to2020"]))
+    assert "years" in years and "2015to2020" in years
+    backwards = _one_line_error(runner.invoke(
+        app, ["map", "--config", str(config), "--years", "2020-2015"]))
+    assert "years" in backwards
+    aoi = _one_line_error(runner.invoke(
+        app, ["map", "--config", str(config), "--aoi", str(tmp_path / "nowhere.gpkg")]))
+    assert "nowhere.gpkg" in aoi

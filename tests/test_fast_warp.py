@@ -69,3 +69,18 @@ def test_nanmedian_views_is_nanmedian(n: int) -> None:
     got = nanmedian_views(stack)
     assert got.dtype == np.float32 and got.shape == expected.shape
     np.testing.assert_allclose(got, expected, atol=1e-7, equal_nan=True)
+
+
+@pytest.mark.parametrize("target_epsg", ["EPSG:32649", "EPSG:32749"])
+def test_one_zones_north_and_south_forms_take_the_fast_path(target_epsg: str) -> None:
+    """Map tiles use 326zz everywhere; the scenes here are in 327zz (a 10,000 km shift)."""
+    rng = np.random.default_rng(7)
+    src = rng.uniform(0, 0.5, (2, *SOURCE.shape)).astype(np.float32)
+    crs = CRS(target_epsg)
+    shift = -10_000_000.0 if crs.epsg == 32649 else 0.0
+    target = GeoBox((90, 80), Affine(15, 0, SOURCE.affine.c + 230.0, 0, -15,
+                                     SOURCE.affine.f - 170.0 + shift), crs)
+    got = fast_warp(src, SOURCE, target, Resampling.bilinear)
+    assert got is not None
+    np.testing.assert_allclose(got, _gdal(src, SOURCE, target, Resampling.bilinear),
+                               atol=1e-5, equal_nan=True)

@@ -33,17 +33,17 @@ from pathlib import Path
 import pipeline.scene_store as scene_store
 from pipeline.ingest import ingest_scene
 
-real_compute, calls = scene_store.dask.compute, []
+real_write, calls = scene_store.write_pixels, []
 
-def stalling_compute(*args, **kwargs):
-    out = real_compute(*args, **kwargs)
+def stalling_write(*args, **kwargs):
+    out = real_write(*args, **kwargs)
     calls.append(1)
     if len(calls) == 2:
         print("STALLED", flush=True)
         time.sleep(600)
     return out
 
-scene_store.dask.compute = stalling_compute
+scene_store.write_pixels = stalling_write
 for product in sorted(p for p in Path(sys.argv[1]).iterdir() if p.is_dir()):
     print(ingest_scene(product, Path(sys.argv[2])).status, flush=True)
 """

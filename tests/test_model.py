@@ -17,13 +17,17 @@ from torch import nn
 from forestnet_model.losses import region_cross_entropy
 from forestnet_model.metrics import classification_report, confusion_matrix, f1_per_class
 from forestnet_model.model import (
+    ForestNetModel,
     ModelSpec,
+    as_forestnet,
     build_model,
     check_input_size,
     load_encoder_weights,
+    region_band_stats,
     region_mean_logits,
+    segmentation_net,
 )
-from forestnet_model.runtime import tune_malloc_for_tensors
+from pipeline.runtime import tune_malloc_for_tensors
 
 SMALL = "resnet18"  # fast encoder for tests that do not need EfficientNet-B2
 
@@ -195,6 +199,79 @@ def test_check_input_size_says_the_padded_size():
         check_input_size(332, 332)
     with pytest.raises(ValueError, match="pad to 224x64"):
         check_input_size(200, 64)
+
+
+# --- late fusion ------------------------------------------------------------------------------
+
+FUSION = ModelSpec(encoder=SMALL, fusion=True, fusion_features=("elevation_mean", "peat_fraction"))
+
+
+def test_fusion_model_wraps_the_network_and_an_mlp_head():
+    model = build_model(FUSION)
+    assert isinstance(model, ForestNetModel)
+    assert isinstance(segmentation_net(model), smp.FPN)
+    layers = list(model.head.mlp)
+    # ForestNet: (128, 128), ReLU, dropout 0.2; inputs = 4 logits + 2 x 6 band stats + 2.
+    assert [type(m).__name__ for m in layers] == ["Linear", "ReLU", "Dropout"] * 2 + ["Linear"]
+    assert (layers[0].in_features, layers[0].out_features) == (4 + 12 + 2, 128)
+    assert (layers[3].in_features, layers[3].out_features) == (128, 128)
+    assert layers[-1].out_features == 4 and layers[2].p == pytest.approx(0.2)
+    assert model.head.norm.num_features == 4 + 12 + 2  # inputs standardised first
+    model.eval()
+    x, mask = torch.randn(3, 6, 64, 64), torch.zeros(3, 64, 64, dtype=torch.bool)
+    mask[:, 20:30, 20:40] = True
+    with torch.no_grad():
+        assert model(x).shape == (3, 4, 64, 64)  # the plain segmentation call still works
+        pixels, events = model(x, mask, torch.randn(3, 2))
+    assert pixels.shape == (3, 4, 64, 64) and events.shape == (3, 4)
+    with pytest.raises(ValueError, match="one scalar per fusion feature"):
+        model(x, mask, torch.randn(3, 5))
+    model.train()
+    _, one = model(x[:1], mask[:1], torch.randn(1, 2))  # a batch of one still trains
+    assert one.shape == (1, 4)
+
+
+def test_without_fusion_event_logits_are_the_region_mean():
+    net = build_model(ModelSpec(encoder=SMALL)).eval()
+    assert as_forestnet(net).net is net and segmentation_net(net) is net
+    x, mask = torch.randn(2, 6, 64, 64), torch.zeros(2, 64, 64, dtype=torch.bool)
+    mask[0, :10, :10] = True
+    with torch.no_grad():
+        pixels, events = as_forestnet(net)(x, mask)
+        torch.testing.assert_close(events, region_mean_logits(net(x), mask))
+    assert pixels.shape == (2, 4, 64, 64)
+
+
+def test_region_band_stats_by_hand():
+    x = torch.zeros(2, 2, 3, 3)
+    x[0, 0] = torch.tensor([[1.0, 2.0, 9.0], [3.0, 9.0, 9.0], [9.0, 9.0, 9.0]])
+    x[0, 1] = 5.0
+    x[1, 0] = torch.arange(9.0).view(3, 3)
+    mask = torch.zeros(2, 3, 3, dtype=torch.bool)
+    mask[0, 0, :2] = True
+    mask[0, 1, 0] = True  # values 1, 2, 3 of channel 0
+    stats = region_band_stats(x, mask)
+    assert stats.shape == (2, 4)  # mean of each channel, then std of each
+    torch.testing.assert_close(stats[0], torch.tensor([2.0, 5.0, (2 / 3) ** 0.5, 0.0]),
+                               atol=1e-3, rtol=0)
+    # Empty region: the whole chip.
+    torch.testing.assert_close(stats[1, 0], torch.tensor(4.0))
+    torch.testing.assert_close(stats[1, 2], torch.arange(9.0).std(unbiased=False),
+                               atol=1e-3, rtol=0)
+
+
+def test_fusion_features_need_fusion():
+    with pytest.raises(ValueError, match="fusion is false"):
+        ModelSpec(fusion_features=("elevation_mean",))
+    with pytest.raises(ValueError, match="repeated"):
+        ModelSpec(fusion=True, fusion_features=("a", "a"))
+
+
+def test_fusion_model_loads_encoder_weights(rgb_encoder_weights):
+    path, state = rgb_encoder_weights
+    model = build_model(FUSION.model_copy(update={"encoder_weights": path}))
+    torch.testing.assert_close(model.encoder.state_dict()["layer4.1.conv2.weight"],
+                               state["layer4.1.conv2.weight"])
 
 
 # --- loss ---------------------------------------------------------------------------------------

@@ -233,3 +233,161 @@ def test_same_seed_gives_identical_losses(trained, chips_path, tmp_path):
     other = tmp_path / "other"
     train_model(chips_path, other, MODEL, _spec(epochs=1).model_copy(update={"seed": 8}))
     assert _metrics(other)[0]["train_loss"] != first["train_loss"]
+
+
+# --- sampling, seeding, workers ---------------------------------------------------------------
+
+
+def test_epoch_sampler_depends_only_on_seed_and_epoch():
+    from forestnet_model.data import EpochSampler
+
+    a, b = EpochSampler(5, 12, seed=3), EpochSampler(5, 12, seed=3)
+    a.set_epoch(2)
+    list(b)  # drawing epoch 0 first changes nothing for epoch 2
+    b.set_epoch(2)
+    assert list(a) == list(b) and len(list(a)) == 12
+    a.set_epoch(3)
+    assert list(a) != list(b)
+    whole = EpochSampler(5, None, seed=3)
+    assert sorted(i for i, _ in whole) == [0, 1, 2, 3, 4]
+
+
+def test_batches_do_not_depend_on_the_number_of_workers(chips_path):
+    from torch.utils.data import DataLoader
+
+    from forestnet_model.data import EpochSampler, seed_worker
+
+    ds = ChipDataset(str(chips_path), "train", BANDS, ("slope",), {"mean": [0.0] * 7,
+                     "std": [1.0] * 7}, train=True, crop=32)
+    batches = {}
+    for workers in (0, 2):
+        sampler = EpochSampler(len(ds), 8, seed=1)
+        loader = DataLoader(ds, batch_size=4, sampler=sampler, num_workers=workers,
+                            worker_init_fn=seed_worker)
+        batches[workers] = [b["image"] for b in loader]
+    for x, y in zip(batches[0], batches[2], strict=True):
+        assert torch.equal(x, y)
+
+
+def test_progress_bar_only_on_a_terminal_and_never_in_a_dask_worker(monkeypatch):
+    import forestnet_model.progress as progress
+
+    assert progress.progress_enabled("on") and not progress.progress_enabled("off")
+    monkeypatch.setattr(progress.sys.stderr, "isatty", lambda: True, raising=False)
+    monkeypatch.setattr(progress, "in_dask_worker", lambda: False)
+    assert progress.progress_enabled("auto")
+    monkeypatch.setattr(progress, "in_dask_worker", lambda: True)
+    assert not progress.progress_enabled("auto")
+    monkeypatch.setattr(progress.sys.stderr, "isatty", lambda: False, raising=False)
+    monkeypatch.setattr(progress, "in_dask_worker", lambda: False)
+    assert not progress.progress_enabled("auto")
+
+
+def test_item_scalars_are_normalised_fusion_features(chips_path):
+    stats = {**IDENTITY, "scalar_mean": [1.0], "scalar_std": [2.0]}
+    ds = ChipDataset(str(chips_path), "val", BANDS, (), stats, train=False,
+                     scalar_features=("peat_fraction",))
+    assert ds[0]["scalars"].tolist() == [-0.5]  # the store holds 0.0
+    with pytest.raises(ValueError, match="available"):
+        ChipDataset(str(chips_path), "val", BANDS, (), stats, train=False,
+                    scalar_features=("no_such_feature",))
+
+
+# --- fusion, losses, metrics files ----------------------------------------------------------------
+
+FUSION_MODEL = ModelSpec(encoder="efficientnet-b0", fusion=True,
+                         fusion_features=("elevation_mean", "peat_fraction"))
+
+
+def test_fusion_training_with_focal_dice_writes_scalar_stats_and_csv(chips_path, tmp_path):
+    spec = _spec(epochs=1).model_copy(update={"loss": "focal_dice", "metrics_csv": True,
+                                              "class_weights": (1.0, 1.0, 2.0, 1.0)})
+    bundle = train_model(chips_path, tmp_path, FUSION_MODEL, spec)
+    model, meta = load_bundle(bundle)
+    assert meta.model == FUSION_MODEL
+    assert meta.normalisation["scalar_mean"] == [0.0, 0.0]  # the store's scalars are 0
+    assert meta.normalisation["scalar_std"] == [1.0, 1.0]  # constant: kept at 1
+    assert meta.training["loss"] == "focal_dice"
+    assert meta.provenance["chips"] == str(chips_path.resolve())
+    rows = (tmp_path / "metrics.csv").read_text().splitlines()
+    assert rows[0].split(",") == list(_metrics(tmp_path)[0])
+    assert len(rows) == 2
+    from forestnet_model.data import event_scalars
+    from forestnet_model.predict import predict_events
+
+    chips = open_chips(chips_path)
+    idx = split_indices(chips, "test")
+    images = chips["image"].isel(event=idx, view=0).values
+    probs, _ = predict_events(bundle, images, chips["loss_mask"].values[idx], device="cpu",
+                              scalars=event_scalars(chips, idx, FUSION_MODEL.fusion_features))
+    assert probs.shape == (2, 4)
+    np.testing.assert_allclose(probs.sum(1), 1.0, atol=1e-5)
+
+
+def test_checkpoint_for_another_model_is_refused(trained, chips_path):
+    with pytest.raises(ValueError, match="another model spec"):
+        train_model(chips_path, trained, FUSION_MODEL, _spec(epochs=5))
+
+
+# --- resume after a kill ------------------------------------------------------------------------
+
+_RUN = """
+import sys, torch
+from pathlib import Path
+from forestnet_model.specs import ModelSpec, TrainSpec
+from forestnet_model.train import train_model
+torch.set_num_threads(1)
+spec = TrainSpec.model_validate_json(sys.argv[3])
+train_model(Path(sys.argv[1]), Path(sys.argv[2]), ModelSpec(encoder="efficientnet-b0"), spec)
+"""
+
+
+def _killed_after_first_epoch(chips_path: Path, out: Path, spec: TrainSpec) -> None:
+    """Run training in a subprocess and SIGKILL it once epoch 0's checkpoint is on disk."""
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    proc = subprocess.Popen([sys.executable, "-c", _RUN, str(chips_path), str(out),
+                             spec.model_dump_json()], stderr=subprocess.PIPE, text=True)
+    deadline = time.monotonic() + 400
+    try:
+        while not (out / "checkpoint.pt").exists():
+            if proc.poll() is not None:
+                raise AssertionError(f"training exited early: {proc.stderr.read()[-2000:]}")
+            if time.monotonic() > deadline:
+                raise AssertionError("no checkpoint within the time limit")
+            time.sleep(0.02)
+        proc.send_signal(signal.SIGKILL)
+        proc.wait(timeout=60)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+        proc.stderr.close()
+    assert proc.returncode == -signal.SIGKILL
+
+
+def test_resume_after_kill_finishes_with_the_same_metrics_as_an_uninterrupted_run(
+    chips_path, tmp_path
+):
+    spec = _spec(epochs=2).model_copy(update={"samples_per_epoch": 160})
+    killed = tmp_path / "killed"
+    _killed_after_first_epoch(chips_path, killed, spec)
+    assert torch.load(killed / "checkpoint.pt", weights_only=True)["epoch"] == 0
+    assert [r["epoch"] for r in _metrics(killed)] == [0]  # killed during epoch 1
+    assert not (killed / "bundle").exists()
+
+    bundle = train_model(chips_path, killed, MODEL, spec)
+    resumed = _metrics(killed)
+    assert [r["epoch"] for r in resumed] == [0, 1]
+    assert all(list(r) == list(resumed[0]) for r in resumed)  # one schema throughout
+    assert load_bundle(bundle)[1].metrics["epochs_run"] == 2
+
+    straight = tmp_path / "straight"
+    train_model(chips_path, straight, MODEL, spec)
+    expected = _metrics(straight)
+    assert list(expected[0]) == list(resumed[0])
+    for got, want in zip(resumed, expected, strict=True):
+        for key in ("train_loss", "val_accuracy", "val_macro_f1", "best_val_macro_f1"):
+            assert got[key] == pytest.approx(want[key], rel=1e-5), key

@@ -23,10 +23,11 @@ def write_tiny_config(folder: Path, world: Path, **overrides: dict) -> Path:
             "settlements": str(world / "aux" / "settlements.gpkg"),
             "peat": str(world / "aux" / "peat.gpkg"),
             "climate": str(world / "aux" / "climate.tif"),
+            "landcover": str(world / "aux" / "landcover.tif"),
         },
         "chips": {"batch_size": 4, "max_single_views": 2},
         "train": {"epochs": 1, "batch_size": 4, "crop": 64, "num_threads": 2},
-        "mapping": {"provinces": ["Kalimantan Tengah"], "years": [2013, 2016], "batch_size": 4},
+        "mapping": {"provinces": ["Kalimantan Tengah"], "years": [2013, 2016], "tiles_per_task": 2},
     }
     for key, value in overrides.items():
         if isinstance(value, dict):

@@ -1,7 +1,8 @@
 """A deterministic sample world over Kalimantan Tengah for running the pipeline offline.
 
 ``generate_world(out_dir, WorldSpec.tiny())`` writes Landsat 8 C2 L1 scenes (GeoTIFF + MTL
-+ QA_PIXEL), Hansen-style GFC loss/tree cover, auxiliary rasters and vectors, and
++ QA_PIXEL), Hansen-style GFC loss/tree cover, auxiliary rasters and vectors, a
+categorical land-cover map (``aux/landcover.tif``), and
 ForestNet-release style event CSVs whose four drivers look different enough to be learnt.
 """
 

@@ -7,7 +7,8 @@ from typing import Any
 
 #: Bumped whenever the generator's output changes for the same spec, so that a stale world
 #: on disk is detected instead of silently reused.
-GENERATOR_VERSION = "1"
+#: 2: adds aux/landcover.tif (categorical land cover, for pre-training).
+GENERATOR_VERSION = "2"
 
 
 @dataclass(frozen=True)

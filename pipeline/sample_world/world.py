@@ -16,6 +16,7 @@ from .ancillary import write_ancillary
 from .events_csv import write_events
 from .features import make_features
 from .gfc import MIN_EVENT_PIXELS, write_gfc
+from .landcover import write_landcover
 from .landsat_files import write_scene
 from .landscape import render_surface
 from .layout import SPLITS, Event, layout_events
@@ -94,6 +95,7 @@ def _build(root: Path, spec: WorldSpec) -> None:
     paths: dict[str, str] = {}
     paths.update(write_gfc(root, spec, region, features, events))
     paths.update(write_ancillary(root, spec, region, features, events))
+    paths.update(write_landcover(root, region, features, events))
     paths.update(write_events(root, events))
     left, bottom, right, top = region.bounds
     manifest: dict[str, Any] = {

@@ -1,4 +1,4 @@
-"""Process-level tuning for torch inside Dask workers."""
+"""Process-level memory tuning for array-heavy work (torch, warps, composites) in Dask workers."""
 
 from __future__ import annotations
 

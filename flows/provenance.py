@@ -1,0 +1,62 @@
+"""``run.json``: what produced an output folder (config, code, inputs, model, times, counts)."""
+
+from __future__ import annotations
+
+import json
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+from flows.config import PipelineConfig
+from pipeline.atomic import atomic_output
+
+RUN_RECORD = "run.json"
+
+
+def run_record(config: PipelineConfig, verb: str, started: datetime, counts: dict[str, Any],
+               **extra: Any) -> dict[str, Any]:
+    """Provenance of one run of ``verb``; ``extra`` adds verb-specific fields."""
+    from forestnet_model.bundle import git_sha, package_versions
+
+    return {
+        "verb": verb,
+        "started": started.isoformat(),
+        "ended": datetime.now(UTC).isoformat(),
+        "git_sha": git_sha(),
+        "package_versions": package_versions(),
+        "seeds": {"sample_world": config.sample_world.seed, "split": config.events.split.seed,
+                  "train": config.train.seed},
+        "input_scene_ids": scene_ids(config.scene_store),
+        "bundle": bundle_id(config.bundle_path),
+        "counts": counts,
+        "config": json.loads(config.model_dump_json()),
+        **extra,
+    }
+
+
+def write_run_record(record: dict[str, Any], folder: Path) -> Path:
+    """Write ``<folder>/run.json`` atomically (the latest run into that folder)."""
+    path = Path(folder) / RUN_RECORD
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with atomic_output(path) as tmp:
+        Path(tmp).write_text(json.dumps(record, indent=2, sort_keys=True, default=str))
+    return path
+
+
+def scene_ids(store: Path) -> list[str]:
+    """Scenes the store's index holds as usable (not failed); [] without an index."""
+    index = Path(store) / "index.parquet"
+    if not index.exists():
+        return []
+    import pandas as pd
+
+    frame = pd.read_parquet(index, columns=["scene_id", "status"])
+    return sorted(frame.loc[frame["status"] != "failed", "scene_id"].astype(str))
+
+
+def bundle_id(bundle: Path) -> str:
+    """The bundle's model_id (a hash of its weights), '' when there is none."""
+    manifest = Path(bundle) / "bundle.json"
+    if not manifest.exists():
+        return ""
+    return str(json.loads(manifest.read_text()).get("model_id", ""))

@@ -1,0 +1,265 @@
+"""Evaluation of a model bundle on a chip-store split, and the report written from it.
+
+``evaluate_bundle`` predicts a split's composites with the bundle; ``write_evaluation_report``
+turns that, the random-forest baselines and the published ForestNet numbers into
+``report.md``, ``confusion_matrix.png`` and ``report.json`` (each written atomically).
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from collections.abc import Sequence
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+
+import numpy as np
+import xarray as xr
+from matplotlib.backends.backend_agg import FigureCanvasAgg
+from matplotlib.figure import Figure
+
+from forestnet_model.baseline import BaselineResult
+from forestnet_model.bundle import BundleMeta, read_bundle_meta
+from forestnet_model.data import event_scalars, split_indices
+from forestnet_model.metrics import classification_report, per_class_scores
+from forestnet_model.predict import predict_events
+from pipeline.atomic import atomic_output
+from pipeline.chip_store import open_chips
+from pipeline.drivers import DRIVER_CLASSES
+
+
+@dataclass(frozen=True)
+class PublishedResult:
+    """One row of the published comparison: accuracy / macro F1 on val and test."""
+
+    model: str
+    inputs: str
+    val_accuracy: float
+    val_macro_f1: float
+    test_accuracy: float
+    test_macro_f1: float
+
+
+#: Irvin et al. 2020, "ForestNet: Classifying Drivers of Deforestation in Indonesia using
+#: Deep Learning on Satellite Imagery", results table of the 4-class task (accuracy and
+#: macro F1 on the dataset's validation and test splits); as recorded in DESIGN.md section 4.
+PUBLISHED_RESULTS: tuple[PublishedResult, ...] = (
+    PublishedResult("random forest", "visible", 0.56, 0.49, 0.49, 0.44),
+    PublishedResult("random forest", "visible + aux", 0.72, 0.67, 0.67, 0.62),
+    PublishedResult("CNN + SDA + PT (ForestNet)", "visible", 0.83, 0.80, 0.80, 0.74),
+    PublishedResult("CNN + SDA + PT (ForestNet)", "visible + aux", 0.84, 0.81, 0.80, 0.75),
+)
+
+REPORT_MD, CONFUSION_PNG, REPORT_JSON = "report.md", "confusion_matrix.png", "report.json"
+
+
+# --- evaluation -----------------------------------------------------------------------------
+
+
+def missing_inputs(meta: BundleMeta, chips: xr.Dataset) -> str | None:
+    """What the bundle reads that the store lacks (e.g. "aux bands ['slope']"), or None."""
+    spec = meta.model
+    for kind, wanted, coord in (("bands", spec.in_bands, "band"),
+                                ("aux bands", spec.aux_bands, "aux_band"),
+                                ("aux scalars", spec.fusion_features, "feature")):
+        missing = sorted(set(wanted) - set(map(str, chips[coord].values)))
+        if missing:
+            return f"{kind} {missing}"
+    return None
+
+
+def evaluate_bundle(
+    bundle: Path, chips_path: Path, split: str, batch_size: int = 32, device: str = "auto"
+) -> dict:
+    """Scores and per-event predictions of ``bundle`` on the composites of ``split``.
+
+    Only the bundle's bands, aux bands and (fusion bundles) aux scalars are read,
+    ``batch_size`` events at a time, so memory does not grow with the split.
+    """
+    bundle, chips_path = Path(bundle), Path(chips_path)
+    meta = read_bundle_meta(bundle)
+    chips = open_chips(chips_path)
+    bands, aux_bands = list(meta.model.in_bands), list(meta.model.aux_bands)
+    features = list(meta.model.fusion_features)
+    gap = missing_inputs(meta, chips)
+    if gap:
+        raise ValueError(f"{chips_path}: the bundle {bundle} needs {gap} that the store lacks")
+    indices = split_indices(chips, split)
+    if not len(indices):
+        raise ValueError(f"{chips_path}: split {split!r} has no labelled events with chips")
+    probs, model_id = [], meta.model_id
+    for start in range(0, len(indices), batch_size):
+        idx = indices[start:start + batch_size]
+        images = chips["image"].isel(event=idx, view=0).sel(band=bands).values
+        if aux_bands:
+            aux = chips["aux"].isel(event=idx).sel(aux_band=aux_bands).values
+            images = np.concatenate([images, aux], axis=1)
+        masks = chips["loss_mask"].isel(event=idx).values
+        scalars = event_scalars(chips, idx, features) if features else None  # fusion head
+        p, model_id = predict_events(bundle, images.astype(np.float32), masks,
+                                     batch_size=min(8, batch_size), device=device,
+                                     scalars=scalars)
+        probs.append(p)
+    p = np.concatenate(probs)
+    classes = list(DRIVER_CLASSES)
+    y_true = np.array([classes.index(str(m)) for m in chips["merged_label"].values[indices]])
+    y_pred = p.argmax(axis=1)
+    report = classification_report(y_true, y_pred, len(classes))
+    scores = per_class_scores(np.asarray(report["confusion_matrix"]))
+    ids = chips["event_id"].values[indices]
+    report.update(
+        model_id=model_id, bundle=str(bundle), chips=str(chips_path), split=split,
+        classes=classes, inputs={"bands": bands, "aux_bands": aux_bands},
+        precision_per_class=scores["precision"], recall_per_class=scores["recall"],
+        support_per_class=scores["support"],
+        events=[{"event_id": str(e), "true": classes[t], "predicted": classes[q],
+                 "probabilities": [round(float(v), 6) for v in row]}
+                for e, t, q, row in zip(ids, y_true, y_pred, p, strict=True)],
+    )
+    return report
+
+
+# --- report ---------------------------------------------------------------------------------
+
+
+def _num(value: float | None) -> str:
+    return "n/a" if value is None or (isinstance(value, float) and math.isnan(value)) \
+        else f"{value:.3f}"
+
+
+def _pair(report: dict | None) -> str:
+    if not report or not report.get("n"):
+        return "—"
+    return f"{_num(report['accuracy'])} / {_num(report['macro_f1'])}"
+
+
+def _table(header: Sequence[str], rows: Sequence[Sequence[str]]) -> list[str]:
+    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+    return lines + ["| " + " | ".join(str(c) for c in row) + " |" for row in rows]
+
+
+def _inputs_label(report: dict) -> str:
+    inputs = report.get("inputs", {})
+    text = ", ".join(inputs.get("bands", []))
+    if inputs.get("aux_bands"):
+        text += " + aux: " + ", ".join(inputs["aux_bands"])
+    return text
+
+
+def comparison_rows(
+    model_report: dict, baselines: Sequence[BaselineResult],
+    published: Sequence[PublishedResult],
+) -> list[list[str]]:
+    """Rows of the comparison table: this run first, then the published numbers."""
+    split = model_report["split"]
+    ours = {s: model_report if s == split else None for s in ("val", "test")}
+    rows = [["ForestNet pipeline model", _inputs_label(model_report),
+             f"this run ({model_report['model_id']})", _pair(ours["val"]), _pair(ours["test"])]]
+    for b in baselines:
+        inputs = b.feature_set.replace("+", " + ")
+        rows.append(["random forest", inputs, "this run", _pair(b.val), _pair(b.test)])
+    for p in published:
+        rows.append([p.model, p.inputs, "Irvin et al. 2020",
+                     f"{p.val_accuracy:.2f} / {p.val_macro_f1:.2f}",
+                     f"{p.test_accuracy:.2f} / {p.test_macro_f1:.2f}"])
+    return rows
+
+
+def render_markdown(
+    model_report: dict, baselines: Sequence[BaselineResult],
+    published: Sequence[PublishedResult],
+) -> str:
+    """The report as Markdown (pure: no files)."""
+    r, classes = model_report, model_report["classes"]
+    lines = [
+        f"# Evaluation of {r['model_id']} on the {r['split']} split", "",
+        f"- bundle: `{r['bundle']}`", f"- chip store: `{r['chips']}`",
+        f"- events: {r['n']}",
+        f"- written: {datetime.now(UTC).isoformat(timespec='seconds')}", "",
+        "## Headline", "",
+        *_table(["metric", "value"], [["accuracy", _num(r["accuracy"])],
+                                      ["macro F1", _num(r["macro_f1"])]]),
+        "", "## Per class", "",
+        *_table(["class", "precision", "recall", "F1", "support"], [
+            [c, _num(r["precision_per_class"][i]), _num(r["recall_per_class"][i]),
+             _num(r["f1_per_class"][i]), r["support_per_class"][i]]
+            for i, c in enumerate(classes)]),
+        "", "## Confusion matrix", "", "Rows are true classes, columns predictions.", "",
+        *_table(["true \\ predicted", *classes],
+                [[c, *row] for c, row in zip(classes, r["confusion_matrix"], strict=True)]),
+        "", f"![confusion matrix]({CONFUSION_PNG})", "",
+        "## Comparison (accuracy / macro F1)", "",
+        *_table(["model", "inputs", "source", "validation", "test"],
+                comparison_rows(r, baselines, published)),
+        "",
+        "Published numbers are on the ForestNet dataset's splits (1616 / 473 / 668 events); "
+        "ours compare with them only when this chip store is that dataset.",
+    ]
+    for b in baselines:
+        lines += ["", f"## Random forest, {b.feature_set}", "",
+                  f"Chosen on validation macro F1 ({b.n_train} training events): "
+                  f"`{json.dumps(b.params)}`.", "",
+                  *_table(["parameters", "val macro F1"],
+                          [[f"`{json.dumps(s['params'])}`", _num(s["val_macro_f1"])]
+                           for s in b.grid_scores])]
+        if b.top_features:
+            lines += ["", "Most important features: " + ", ".join(
+                f"{name} ({weight:.3f})" for name, weight in b.top_features[:5]) + "."]
+    return "\n".join(lines) + "\n"
+
+
+def confusion_figure(cm: np.ndarray, classes: Sequence[str], title: str) -> Figure:
+    """Row-normalised colours (recall per cell) with the counts written in each cell."""
+    cm = np.asarray(cm)
+    rows = cm.sum(axis=1, keepdims=True)
+    share = np.divide(cm, rows, out=np.zeros(cm.shape), where=rows > 0)
+    fig = Figure(figsize=(6.5, 5.5), layout="constrained")
+    FigureCanvasAgg(fig)  # Agg, set on the figure: no pyplot state shared across threads
+    ax = fig.add_subplot()
+    image = ax.imshow(share, cmap="Blues", vmin=0, vmax=1)
+    fig.colorbar(image, ax=ax, label="share of the true class")
+    ticks = np.arange(len(classes))
+    ax.set_xticks(ticks, labels=classes, rotation=30, ha="right")
+    ax.set_yticks(ticks, labels=classes)
+    ax.set_xlabel("predicted")
+    ax.set_ylabel("true")
+    ax.set_title(title)
+    for (i, j), count in np.ndenumerate(cm):
+        ax.text(j, i, str(count), ha="center", va="center",
+                color="white" if share[i, j] > 0.5 else "black")
+    return fig
+
+
+def write_evaluation_report(
+    out_dir: Path, model_report: dict, baselines: Sequence[BaselineResult] = (),
+    published: Sequence[PublishedResult] = PUBLISHED_RESULTS,
+) -> dict[str, Path]:
+    """Write ``report.md``, ``confusion_matrix.png`` and ``report.json``; return their paths."""
+    out_dir = Path(out_dir)
+    paths = {"markdown": out_dir / REPORT_MD, "confusion_matrix": out_dir / CONFUSION_PNG,
+             "json": out_dir / REPORT_JSON}
+    fig = confusion_figure(model_report["confusion_matrix"], model_report["classes"],
+                           f"{model_report['model_id']}, {model_report['split']} split")
+    with atomic_output(paths["confusion_matrix"]) as tmp:
+        fig.savefig(tmp, format="png", dpi=120)  # the temporary name has no .png suffix
+    full = {"model": model_report, "baselines": [b.to_dict() for b in baselines],
+            "published": [vars(p) for p in published]}
+    with atomic_output(paths["json"]) as tmp:
+        tmp.write_text(json.dumps(_finite(full), indent=1, allow_nan=False))
+    with atomic_output(paths["markdown"]) as tmp:
+        tmp.write_text(render_markdown(model_report, baselines, published))
+    return paths
+
+
+def _finite(value: object) -> object:
+    """JSON-ready copy: NaN becomes null (strict JSON has no NaN), numpy scalars plain."""
+    if isinstance(value, dict):
+        return {str(k): _finite(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [_finite(v) for v in value]
+    if isinstance(value, np.generic):
+        value = value.item()
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
+    return value

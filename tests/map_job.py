@@ -1,0 +1,67 @@
+"""A ready-to-map job on a generated world: scenes ingested, an untrained bundle, a config.
+
+Mapping tests need the inputs of `forestnet map`, not a trained model: the bundle's weights
+are random (seeded), which keeps these tests about tiling, merging, writing and resuming.
+"""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from dataclasses import replace
+from pathlib import Path
+
+import geopandas as gpd
+import yaml
+
+from pipeline.export import DRIVER_MAP_LAYER
+from tests.tiny_config import write_tiny_config
+
+#: A point on the bundled Kalimantan Tengah / Kalimantan Selatan border.
+BORDER = (114.475, -3.14)
+
+
+def forestnet(*args: str, timeout: int = 420) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", "flows.cli", *args], capture_output=True,
+                          text=True, timeout=timeout)
+
+
+def untrained_bundle(out: Path) -> Path:
+    import torch
+
+    from forestnet_model.bundle import save_bundle
+    from forestnet_model.model import ModelSpec, build_model
+
+    torch.manual_seed(0)
+    spec = ModelSpec(encoder="resnet18")
+    norm = {"mean": [0.05, 0.06, 0.04, 0.25, 0.15, 0.08], "std": [0.03] * 6}
+    return save_bundle(build_model(spec).eval(), {"model": spec, "normalisation": norm}, out)
+
+
+def make_map_job(folder: Path, mapping: dict, centre: tuple[float, float] = BORDER) -> dict:
+    """Generate a tiny world at ``centre``, ingest it, save a bundle; return paths."""
+    from pipeline.catalog import scene_row, write_index
+    from pipeline.ingest import ingest_scene
+    from pipeline.sample_world import WorldSpec, generate_world
+
+    world = folder / "world"
+    generate_world(world, replace(WorldSpec.tiny(), center_lon=centre[0], center_lat=centre[1]))
+    config = write_tiny_config(folder, world, mapping=mapping)
+    work = Path(yaml.safe_load(config.read_text())["workdir"])
+    store = work / "scenes.zarr"
+    rows = []
+    for product in sorted((world / "landsat").iterdir()):
+        result = ingest_scene(product, store)
+        rows.append(scene_row(store, result.scene_id, result.status, result.source))
+    write_index(store, rows)
+    untrained_bundle(work / "model" / "bundle")
+    return {"folder": folder, "world": world, "config": config, "work": work}
+
+
+def geopackages(result: subprocess.CompletedProcess) -> list[Path]:
+    return [Path(line.split(": ", 1)[1]) for line in result.stdout.splitlines()
+            if line.startswith("GeoPackage: ")]
+
+
+def read_map(path: Path) -> gpd.GeoDataFrame:
+    return gpd.read_file(path, layer=DRIVER_MAP_LAYER)

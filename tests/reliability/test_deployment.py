@@ -1,0 +1,215 @@
+"""Deployments against a real, self-hosted Prefect server.
+
+A `prefect server start` subprocess (its own PREFECT_HOME), `forestnet deploy --serve` in a
+second one, the tiny world trained by `forestnet demo`, then one run of the served map
+deployment through `run_deployment`: the server must record it COMPLETED and the run must
+have written its GeoPackage. Every subprocess runs in its own session and is killed with
+its children (runner flow runs, Dask workers) at teardown.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager, suppress
+from pathlib import Path
+
+import httpx
+import psutil
+import pyogrio
+import pytest
+
+from pipeline.export import DRIVER_MAP_LAYER
+from tests.tiny_config import write_tiny_config
+
+# Under load the tiny demo alone has taken 3.5 minutes on 2 shared cores.
+pytestmark = [pytest.mark.slow, pytest.mark.timeout(1200)]
+
+REPO = Path(__file__).resolve().parents[2]
+PREFECT = str(Path(sys.executable).with_name("prefect"))
+MAP_DEPLOYMENT = "map-job/monthly"
+TIMINGS: dict[str, float] = {}
+
+
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def _tail(path: Path, n: int = 3000) -> str:
+    return path.read_text(errors="replace")[-n:] if path.exists() else "(no log)"
+
+
+@contextmanager
+def _process(args: list[str], log: Path, env: dict[str, str]) -> Iterator[subprocess.Popen]:
+    """Run ``args`` in its own session; on exit kill the whole session, children too."""
+    children: list[psutil.Process] = []
+    with log.open("wb") as out:
+        proc = subprocess.Popen(args, stdout=out, stderr=subprocess.STDOUT, env=env, cwd=REPO,
+                                start_new_session=True)
+    try:
+        yield proc
+    finally:
+        # Flow-run processes may sit in sessions of their own: note them by id first.
+        with suppress(psutil.Error):
+            children = psutil.Process(proc.pid).children(recursive=True)
+        if proc.poll() is None:
+            os.killpg(proc.pid, signal.SIGTERM)  # lets the runner pause its schedules
+            with suppress(subprocess.TimeoutExpired):
+                proc.wait(timeout=20)
+        # Dask workers and flow runs may outlive the leader: end its group and its children.
+        with suppress(ProcessLookupError):
+            os.killpg(proc.pid, signal.SIGKILL)
+        for child in children:
+            with suppress(psutil.Error):
+                child.kill()
+        proc.wait(timeout=10)
+
+
+def _deployments(api: str) -> list[dict]:
+    response = httpx.post(f"{api}/deployments/filter", json={}, timeout=10)
+    response.raise_for_status()
+    return response.json()
+
+
+@pytest.fixture(scope="module")
+def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict]:
+    """A Prefect server on a free port with an isolated PREFECT_HOME (its own SQLite)."""
+    home = tmp_path_factory.mktemp("prefect-home")
+    port = _free_port()
+    api = f"http://127.0.0.1:{port}/api"
+    env = {k: v for k, v in os.environ.items() if not k.startswith("PREFECT_")}
+    env.update(PREFECT_HOME=str(home), PREFECT_API_URL=api,
+               PREFECT_SERVER_ANALYTICS_ENABLED="false",
+               PREFECT_RUNNER_POLL_FREQUENCY="1")  # the runner notices a new run within 1 s
+    log = home / "server.log"
+    started = time.perf_counter()
+    args = [PREFECT, "server", "start", "--host", "127.0.0.1", "--port", str(port), "--no-ui"]
+    with _process(args, log, env) as proc:
+        deadline = time.monotonic() + 180
+        while True:
+            assert proc.poll() is None, f"prefect server exited:\n{_tail(log)}"
+            assert time.monotonic() < deadline, f"server not healthy in 180 s:\n{_tail(log)}"
+            with suppress(httpx.HTTPError):
+                if httpx.get(f"{api}/health", timeout=2).status_code == 200:
+                    break
+            time.sleep(0.5)
+        TIMINGS["server_start_s"] = time.perf_counter() - started
+        yield {"api": api, "env": env, "home": home}
+    _report()
+
+
+@pytest.fixture(scope="module")
+def tiny_config(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    folder = tmp_path_factory.mktemp("deployed")
+    return write_tiny_config(folder, folder / "world")
+
+
+@pytest.fixture(scope="module")
+def served(server: dict, tiny_config: Path) -> Iterator[Path]:
+    """`forestnet deploy --serve` in the background; returns at once, so that its start
+    overlaps the demo (tests wait for its deployments with ``_wait_for_deployments``)."""
+    log = server["home"] / "serve.log"
+    args = [sys.executable, "-m", "flows.cli", "deploy", "--serve", "--config", str(tiny_config)]
+    with _process(args, log, server["env"]):
+        yield log
+
+
+@pytest.fixture(scope="module")
+def trained(server: dict, tiny_config: Path) -> dict:
+    """The tiny world ingested, chipped, trained and mapped once by `forestnet demo`.
+
+    It talks to the test's server, not a temporary one: one API for the whole module.
+    """
+    started = time.perf_counter()
+    done = subprocess.run([sys.executable, "-m", "flows.cli", "demo", "--config",
+                           str(tiny_config)], capture_output=True, text=True, timeout=900,
+                          env=server["env"], cwd=REPO)
+    TIMINGS["demo_s"] = time.perf_counter() - started
+    assert done.returncode == 0, done.stderr[-4000:]
+    gpkgs = [Path(line.split(": ", 1)[1]) for line in done.stdout.splitlines()
+             if line.startswith("GeoPackage: ")]
+    assert gpkgs, done.stdout
+    return {"gpkg": gpkgs[0]}
+
+
+def _wait_for_deployments(api: str, serve_log: Path, timeout: float = 180) -> dict[str, dict]:
+    deadline = time.monotonic() + timeout
+    while True:
+        found = _deployments(api)
+        if len(found) >= 3:  # the runner registers all three before it starts polling
+            return {d["name"]: d for d in found}
+        assert time.monotonic() < deadline, f"no deployments after {timeout} s:\n" \
+                                            f"{_tail(serve_log)}"
+        time.sleep(1)
+
+
+def test_served_map_deployment_runs_to_completion(
+    server: dict, served: Path, trained: dict, tiny_config: Path
+) -> None:
+    from prefect.deployments import run_deployment
+    from prefect.settings import PREFECT_API_URL, temporary_settings
+
+    api = server["api"]
+    clock = time.perf_counter()
+    deployments = _wait_for_deployments(api, served)
+    TIMINGS["deployments_wait_after_demo_s"] = time.perf_counter() - clock
+    monthly = deployments["monthly"]
+    assert monthly["entrypoint"].endswith("flows/deploy.py:map_job")
+    assert monthly["parameters"]["config"] == str(tiny_config.resolve())
+    assert [s["schedule"]["cron"] for s in monthly["schedules"]] == ["0 3 1 * *"]
+
+    gpkg = trained["gpkg"]
+    gpkg.unlink()  # the run must write it again, not find the demo's
+    started = time.time()
+    clock = time.perf_counter()
+    with temporary_settings(updates={PREFECT_API_URL: api}):
+        run = run_deployment(MAP_DEPLOYMENT, parameters={"years": "2014-2016"}, timeout=600,
+                             poll_interval=2, as_subflow=False)
+    TIMINGS["map_run_s"] = time.perf_counter() - clock
+
+    record = httpx.get(f"{api}/flow_runs/{run.id}", timeout=10).json()
+    assert record["state"]["type"] == "COMPLETED", (record["state"], _tail(served, 6000))
+    assert record["deployment_id"] == monthly["id"]
+    assert record["parameters"]["years"] == "2014-2016"
+    assert record["parameters"]["provinces"] == ["Kalimantan Tengah"]
+    assert gpkg.exists() and gpkg.stat().st_mtime >= started - 1
+    assert DRIVER_MAP_LAYER in dict(pyogrio.list_layers(gpkg))
+
+
+def test_prefect_yaml_deploys_to_a_process_work_pool(server: dict) -> None:
+    """`prefect deploy --all` accepts prefect.yaml and records the schedule and the pool.
+
+    Runs after the served test (file order): it replaces the served deployments' pool.
+    """
+    env = server["env"]
+    started = time.perf_counter()
+    pool = subprocess.run([PREFECT, "work-pool", "create", "forestnet-process", "--type",
+                           "process"], capture_output=True, text=True, env=env, cwd=REPO,
+                          timeout=120)
+    assert pool.returncode == 0, pool.stdout[-2000:] + pool.stderr[-2000:]
+    done = subprocess.run([PREFECT, "--no-prompt", "deploy", "--all"], capture_output=True,
+                          text=True, env=env, cwd=REPO, timeout=180)
+    TIMINGS["prefect_deploy_s"] = time.perf_counter() - started
+    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
+    pooled = [d for d in _deployments(server["api"])
+              if d.get("work_pool_name") == "forestnet-process"]
+    assert sorted(d["entrypoint"] for d in pooled) == [
+        "flows/deploy.py:ingest_job", "flows/deploy.py:map_job", "flows/deploy.py:train_job"]
+    (monthly,) = [d for d in pooled if d["name"] == "monthly"]
+    assert monthly["schedules"][0]["schedule"]["cron"] == "0 3 1 * *"
+    assert monthly["schedules"][0]["schedule"]["timezone"] == "Asia/Jakarta"
+    workdir = monthly["pull_steps"][0]["prefect.deployments.steps.set_working_directory"]
+    assert Path(workdir["directory"]) == REPO
+
+
+def _report() -> None:
+    """Timings on stdout (pytest -s, or -rP) for the README and reviews."""
+    print("\ndeployment test timings: " + ", ".join(f"{k} {v:.1f}"
+                                                   for k, v in TIMINGS.items()))

@@ -1,0 +1,116 @@
+"""End to end: `forestnet map` over two provinces of a sample world on their shared border.
+
+Real CLI, Prefect (ephemeral API), a two-worker Dask LocalCluster, a real scene store, and
+GeoPackages read back through GDAL. The model is an untrained bundle: this tests mapping,
+not accuracy.
+"""
+
+from __future__ import annotations
+
+import sqlite3
+
+import geopandas as gpd
+import numpy as np
+import pandas as pd
+import pyogrio
+import pytest
+import rasterio
+import shapely
+
+from pipeline.export import AREA_TABLE, DRIVER_MAP_FIELDS, DRIVER_MAP_LAYER
+from pipeline.loss_pieces import year_mask
+from pipeline.provinces import select_provinces
+from tests.map_job import BORDER, forestnet, geopackages, make_map_job, read_map
+
+pytestmark = pytest.mark.slow
+
+PROVINCES = ["Kalimantan Tengah", "Kalimantan Selatan"]
+
+
+@pytest.fixture(scope="module")
+def border_job(tmp_path_factory: pytest.TempPathFactory) -> dict:
+    job = make_map_job(tmp_path_factory.mktemp("border"), {
+        "provinces": PROVINCES, "years": [2013, 2016], "tiles_per_task": 2,
+        "min_event_pixels": 1})
+    first = forestnet("map", "--config", str(job["config"]))
+    assert first.returncode == 0, first.stderr[-4000:]
+    maps = {p.name: read_map(p) for p in geopackages(first)}
+    return {**job, "first": first, "maps": maps}
+
+
+def test_one_geopackage_per_province_with_the_contract(border_job: dict) -> None:
+    paths = geopackages(border_job["first"])
+    assert [p.name for p in paths] == ["kalimantan-selatan.gpkg", "kalimantan-tengah.gpkg"]
+    for path in paths:
+        layers = dict(pyogrio.list_layers(path))
+        assert layers[DRIVER_MAP_LAYER] == "MultiPolygon" and AREA_TABLE in layers
+        info = pyogrio.read_info(path, layer=DRIVER_MAP_LAYER)
+        assert list(info["fields"]) == list(DRIVER_MAP_FIELDS)
+        assert info["crs"] == "EPSG:4326" and info["features"] > 0
+        with sqlite3.connect(path) as db:
+            styles = db.execute("SELECT f_table_name, useAsDefault FROM layer_styles").fetchall()
+            rtree = db.execute("SELECT name FROM sqlite_master WHERE name LIKE 'rtree_%'"
+                               ).fetchall()
+        assert (DRIVER_MAP_LAYER, 1) in styles
+        assert any(DRIVER_MAP_LAYER in name for (name,) in rtree)
+
+
+def test_events_are_unique_and_inside_their_province(border_job: dict) -> None:
+    maps = list(border_job["maps"].values())
+    both = pd.concat(maps, ignore_index=True)
+    assert both["event_id"].is_unique
+    assert both["run_id"].nunique() == 1
+    outlines = select_provinces(PROVINCES).set_index("province").geometry
+    for frame in maps:
+        (province,) = set(frame["province"])
+        # Representative points lie in their province (coarse outlines: allow the snap).
+        points = frame.geometry.representative_point()
+        assert (points.distance(outlines[province]) < 0.1).all()
+
+
+def test_mapped_area_matches_the_lossyear_raster(border_job: dict) -> None:
+    lossyear = border_job["world"] / "gfc" / "lossyear.tif"
+    with rasterio.open(lossyear) as src:
+        data, transform = src.read(1), src.transform
+        nodata = src.nodata
+    rows, cols = np.nonzero(year_mask(data, range(2013, 2017), nodata))
+    west = transform.c + cols * transform.a
+    north = transform.f + rows * transform.e
+    pixels = gpd.GeoSeries(shapely.box(west, north + transform.e, west + transform.a, north),
+                           crs="EPSG:4326")
+    inside = pixels.centroid.within(select_provinces(PROVINCES).union_all())
+    expected_ha = pixels[inside].to_crs("EPSG:6933").area.sum() / 1e4
+    mapped = pd.concat(border_job["maps"].values())
+    assert expected_ha > 10
+    assert mapped["area_ha"].sum() == pytest.approx(expected_ha, rel=0.02)
+
+
+def test_rerun_skips_every_tile_and_writes_the_same_maps(border_job: dict) -> None:
+    again = forestnet("map", "--config", str(border_job["config"]))
+    assert again.returncode == 0, again.stderr[-4000:]
+    assert "0 predicted" in again.stdout, again.stdout
+    assert geopackages(again) == geopackages(border_job["first"])
+    for path in geopackages(again):
+        pd.testing.assert_frame_equal(read_map(path), border_job["maps"][path.name])
+
+
+def test_unknown_province_is_one_line_naming_it(border_job: dict) -> None:
+    bad = forestnet("map", "--config", str(border_job["config"]), "--province", "Kalimantan X")
+    assert bad.returncode == 2
+    assert "Kalimantan X" in bad.stderr and "Traceback" not in bad.stderr
+
+
+def test_an_aoi_reuses_the_province_tiles_and_clips_to_the_area(border_job: dict) -> None:
+    west, south, east, north = BORDER[0] - 0.02, BORDER[1] - 0.02, BORDER[0] + 0.02, \
+        BORDER[1] + 0.02
+    aoi = border_job["folder"] / "my-area.gpkg"
+    gpd.GeoDataFrame(geometry=[shapely.box(west, south, east, north)], crs="EPSG:4326").to_file(aoi)
+    result = forestnet("map", "--config", str(border_job["config"]), "--aoi", str(aoi))
+    assert result.returncode == 0, result.stderr[-4000:]
+    assert "0 predicted" in result.stdout  # every tile was predicted by the province run
+    (path,) = geopackages(result)
+    assert path.name == "my-area.gpkg"
+    mapped = read_map(path)
+    assert len(mapped) > 0
+    assert mapped.geometry.within(shapely.box(west, south, east, north).buffer(1e-9)).all()
+    assert set(mapped["province"]) <= set(PROVINCES)
