@@ -15,6 +15,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from forestnet_model.baseline import fit_random_forest
 from forestnet_model.bundle import load_bundle
 from forestnet_model.predict import predict_events
 from forestnet_model.specs import ModelSpec, TrainSpec
@@ -36,6 +37,10 @@ TRAIN = TrainSpec(epochs=10, batch_size=16, crop=64, samples_per_epoch=320, lr=1
                   patience=10, seed=0, num_threads=1, device="cpu", progress="off")
 
 
+#: A small random-forest grid: the comparison, not the search, is what this test is about.
+SMALL_GRID = {"n_estimators": [200], "max_depth": [None, 10], "max_features": ["sqrt"]}
+
+
 @pytest.fixture(scope="module")
 def demo_chips(tmp_path_factory: pytest.TempPathFactory) -> Path:
     folder = tmp_path_factory.mktemp("accuracy")
@@ -55,6 +60,13 @@ def test_test_split_accuracy_on_the_demo_world(demo_chips: Path, tmp_path: Path)
     assert test["n"] == 12
     assert test["accuracy"] >= 0.85, test["confusion_matrix"]
     assert test["macro_f1"] >= 0.8
+
+    # Beside the paper's random-forest baseline on region statistics of the same chips.
+    forest = fit_random_forest(demo_chips, "visible", seed=0, grid=SMALL_GRID)
+    print(json.dumps({"rf_visible_test_accuracy": forest.test["accuracy"],
+                      "rf_visible_test_macro_f1": forest.test["macro_f1"]}))
+    assert test["accuracy"] >= forest.test["accuracy"]
+    assert test["accuracy"] > 0.25 + 0.5  # a clear margin over chance (4 classes)
 
     # The bundle alone (predict_events, as mapping and evaluation use it) gives the same.
     chips = open_chips(demo_chips)
