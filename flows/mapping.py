@@ -33,7 +33,7 @@ from shapely.geometry.base import BaseGeometry
 
 from flows.cluster import gpu_resources
 from flows.config import ConfigError, PipelineConfig, require_file
-from flows.provenance import run_record, write_run_record
+from flows.provenance import run_record, scene_ids, write_run_record
 from flows.training_set import aux_sources, chip_spec
 from flows.waves import run_in_waves
 from forestnet_model.bundle import BundleMeta, package_versions, read_bundle_meta
@@ -92,7 +92,9 @@ def parts_dir_for(config: PipelineConfig, meta: BundleMeta) -> Path:
     # Aux files shape the parts only when the model reads aux bands.
     aux_keys = AUX_INPUT_KEYS if meta.model.aux_bands else ()
     inputs = {"lossyear": file_version(config.inputs.lossyear),
-              "scene_index": file_version(config.scene_store / "index.parquet"),
+              # The scenes themselves, not the index file: ingest rewrites it on every run.
+              "scenes": hashlib.sha256(",".join(scene_ids(config.scene_store)).encode())
+              .hexdigest(),
               **{k: file_version(getattr(config.inputs, k)) for k in aux_keys}}
     settings = {"chips": config.chips.model_dump(mode="json"), "aux": list(meta.model.aux_bands)}
     key = parts_key(config.mapping.years, meta.model_id, inputs, settings)
