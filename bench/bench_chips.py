@@ -33,12 +33,12 @@ from rasterio.windows import from_bounds
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from bench.peak_memory import PeakMemory  # noqa: E402
-from pipeline.catalog import query_scenes, read_index, scene_row, write_index  # noqa: E402
+from pipeline.catalog import query_scenes, read_index  # noqa: E402
 from pipeline.chips import ChipSpec, build_event_chip, chip_geobox  # noqa: E402
 from pipeline.events import events_from_forestnet_csvs  # noqa: E402
-from pipeline.ingest import ingest_scene  # noqa: E402
 from pipeline.sample_world import WorldSpec, generate_world  # noqa: E402
 from pipeline.scene_windows import CACHE  # noqa: E402
+from tests.world_chips import ingest_world  # noqa: E402
 
 #: The source files a chip reads: the 30 m bands it keeps, the pan band and the QA band.
 BAND_FILES = ("B4", "B3", "B2", "B5", "B6", "B7", "B8", "QA_PIXEL")
@@ -49,13 +49,7 @@ def prepare(folder: Path, preset: str) -> tuple[Path, Path, object]:
     """Generate the world and ingest its scenes (not timed)."""
     world = folder / "world"
     generate_world(world, WorldSpec.tiny() if preset == "tiny" else WorldSpec.demo())
-    store = folder / "scenes.zarr"
-    if not (store / "index.parquet").exists():
-        rows = []
-        for product in sorted((world / "landsat").iterdir()):
-            result = ingest_scene(product, store)
-            rows.append(scene_row(store, result.scene_id, result.status, result.source))
-        write_index(store, rows)
+    store = ingest_world(world, folder / "scenes.zarr")
     csvs = {s: world / "events" / f"{s}.csv" for s in ("train", "val", "test")}
     events, problems = events_from_forestnet_csvs(csvs, world / "gfc" / "lossyear.tif")
     assert not problems, problems

@@ -48,6 +48,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from bench.peak_memory import PeakMemory  # noqa: E402
 from pipeline.sample_world import WorldSpec, generate_world  # noqa: E402
+from tests.world_chips import ingest_world  # noqa: E402
 
 GOAL_RATIO = 0.7
 GOAL_SPREAD = 0.15
@@ -79,16 +80,7 @@ def prepare_job(folder: Path, preset: str) -> Job:
         mapping={"years": list(YEARS), "tiles_per_task": 8, "max_in_flight": 8,
                  "infer_batch_size": 4, "out": str(folder / "maps")})
     config = load_config(path)
-    store = config.scene_store
-    if not (store / "index.parquet").exists():
-        from pipeline.catalog import scene_row, write_index
-        from pipeline.ingest import ingest_scene
-
-        rows = []
-        for product in sorted((world / "landsat").iterdir()):
-            result = ingest_scene(product, store)
-            rows.append(scene_row(store, result.scene_id, result.status, result.source))
-        write_index(store, rows)
+    ingest_world(world, config.scene_store)
     if not (config.bundle_path / "bundle.json").exists():
         from forestnet_model.bundle import save_bundle
         from forestnet_model.model import build_model

@@ -141,7 +141,7 @@ def plan_tiles(config: PipelineConfig, run_dir: str, client_address: str) -> str
 
 
 @task(name="predict-tiles")
-def predict_tiles(config: PipelineConfig, tiles_path: str, parts_dir: str,
+def predict_tiles(config: PipelineConfig, tiles_path: str, parts_dir: str, meta: BundleMeta,
                   client_address: str) -> dict:
     """Batches of tiles in waves; each finished tile leaves its part. Returns the tally."""
     logger = get_run_logger()
@@ -151,7 +151,6 @@ def predict_tiles(config: PipelineConfig, tiles_path: str, parts_dir: str,
     tally: dict = {"tiles": len(tiles), "skipped": len(tiles) - len(todo), "done": 0,
                    "failed": {}, "notes": {}}
     first, last = config.mapping.years
-    meta = read_bundle_meta(config.bundle_path)
     lossyear = require_file(config.inputs.lossyear, "lossyear")
     spec, sources = chip_spec(config), aux_sources(config)
     client = Client(client_address, set_as_default=False)
@@ -311,7 +310,7 @@ def _map(config: PipelineConfig, client_address: str, out_dir: Path) -> dict:
     run_dir.mkdir(parents=True, exist_ok=True)
     parts_dir = parts_dir_for(config, meta)
     tiles_path = plan_tiles(config, str(run_dir), client_address)
-    tally = predict_tiles(config, tiles_path, str(parts_dir), client_address)
+    tally = predict_tiles(config, tiles_path, str(parts_dir), meta, client_address)
     if tally["failed"]:
         # A map missing tiles must not replace a complete one: keep the previous maps,
         # report the failures; a rerun retries only the failed tiles.

@@ -44,14 +44,16 @@ def write_run_record(record: dict[str, Any], folder: Path) -> Path:
 
 
 def scene_ids(store: Path) -> list[str]:
-    """Scenes the store's index holds as usable (not failed); [] without an index."""
+    """Scenes the store's index holds as ingested; [] without an index."""
     index = Path(store) / "index.parquet"
     if not index.exists():
         return []
     import pandas as pd
 
+    from pipeline.catalog import OK_STATUSES
+
     frame = pd.read_parquet(index, columns=["scene_id", "status"])
-    return sorted(frame.loc[frame["status"] != "failed", "scene_id"].astype(str))
+    return sorted(frame.loc[frame["status"].isin(OK_STATUSES), "scene_id"].astype(str))
 
 
 def bundle_id(bundle: Path) -> str:

@@ -21,16 +21,9 @@ def tiny_scene_store(tiny_world: Path, tmp_path_factory: pytest.TempPathFactory)
 
     Read-only for tests: a test that changes a store builds its own.
     """
-    from pipeline.catalog import scene_row, write_index
-    from pipeline.ingest import ingest_scene
+    from tests.world_chips import ingest_world
 
-    store = tmp_path_factory.mktemp("scenes") / "scenes.zarr"
-    rows = []
-    for folder in sorted((tiny_world.parent / "landsat").iterdir()):
-        result = ingest_scene(folder, store)
-        rows.append(scene_row(store, result.scene_id, result.status, result.source))
-    write_index(store, rows)
-    return store
+    return ingest_world(tiny_world.parent, tmp_path_factory.mktemp("scenes") / "scenes.zarr")
 
 
 @pytest.fixture(scope="session")

@@ -40,20 +40,14 @@ def untrained_bundle(out: Path) -> Path:
 
 def make_map_job(folder: Path, mapping: dict, centre: tuple[float, float] = BORDER) -> dict:
     """Generate a tiny world at ``centre``, ingest it, save a bundle; return paths."""
-    from pipeline.catalog import scene_row, write_index
-    from pipeline.ingest import ingest_scene
     from pipeline.sample_world import WorldSpec, generate_world
+    from tests.world_chips import ingest_world
 
     world = folder / "world"
     generate_world(world, replace(WorldSpec.tiny(), center_lon=centre[0], center_lat=centre[1]))
     config = write_tiny_config(folder, world, mapping=mapping)
     work = Path(yaml.safe_load(config.read_text())["workdir"])
-    store = work / "scenes.zarr"
-    rows = []
-    for product in sorted((world / "landsat").iterdir()):
-        result = ingest_scene(product, store)
-        rows.append(scene_row(store, result.scene_id, result.status, result.source))
-    write_index(store, rows)
+    ingest_world(world, work / "scenes.zarr")
     untrained_bundle(work / "model" / "bundle")
     return {"folder": folder, "world": world, "config": config, "work": work}
 
