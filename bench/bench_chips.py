@@ -6,13 +6,20 @@ Both sides run in this process, on the same sample world, one after the other:
 - chips: ``build_event_chip`` for every labelled event (scene-store reads, warp to the
   15 m UTM chip grid, QA mask, pan-sharpening, the median composite and the SDA views);
 - baseline: for the same events and the same candidate scenes, ``rasterio`` reads of the
-  window under the chip from each source GeoTIFF the chip uses (B2-B7, B8 pan, QA_PIXEL),
-  with the files kept open (the cheapest plain read; the chip builder also keeps its
-  scene groups open). A variant that opens each file per read is reported alongside.
-Prints one JSON document: events/s of each, their ratio (goal >= 0.5) and the peak
-resident memory of this process and its children. Both sides run on one thread. The chip
-builder keeps decoded scene-store chunks in a bounded per-process cache (as GDAL keeps
-decoded GeoTIFF blocks for the baseline); its size at the end is reported.
+  window under the chip from each source GeoTIFF the chip uses (B2-B7, B8 pan, QA_PIXEL).
+
+Three pairings, each best of ``--repeats`` passes over every event:
+- ``cold``: each pass starts with cold decoded-pixel caches on both sides: the baseline
+  opens every file afresh at the start of the pass (GDAL's block cache belongs to the
+  open dataset) and keeps it open for the pass; the chip builder's chunk cache is
+  emptied. Both still reuse what the pass itself decoded (neighbouring events share
+  scenes). This is the province-scale case: a run over thousands of scenes reads each
+  window a few times, never from a warm cache of the whole world. The headline ratio.
+- ``warm``: files kept open across passes and the chunk cache kept: after the first
+  pass both sides copy already decoded pixels (the whole demo world fits in the caches).
+- ``reopen``: the baseline opens each file for each read (the simplest plain read).
+Prints one JSON document: events/s of each, the ratios (goal >= 0.5) and the peak
+resident memory of this process and its children. Both sides run on one thread.
 """
 
 from __future__ import annotations
@@ -111,6 +118,22 @@ def chips_pass(events, store: Path, index, spec: ChipSpec) -> int:
     return ok
 
 
+def cold_baseline_pass(plans: list) -> int:
+    """``baseline_pass`` with every file opened afresh for this pass (cold block cache)."""
+    handles: dict = {}
+    try:
+        return baseline_pass(plans, handles)
+    finally:
+        for src in handles.values():
+            src.close()
+
+
+def cold_chips_pass(events, store: Path, index, spec: ChipSpec) -> int:
+    """``chips_pass`` starting from an empty decoded-chunk cache."""
+    CACHE.clear()
+    return chips_pass(events, store, index, spec)
+
+
 def best_of(repeats: int, fn, *args) -> tuple[float, object]:
     best, result = float("inf"), None
     for _ in range(repeats):
@@ -132,32 +155,41 @@ def main() -> None:
     index = read_index(store)
     spec = ChipSpec()
     plans = plan_reads(world, events, index, spec)
-    handles: dict = {}
     n = len(events)
+    handles: dict = {}
     with PeakMemory() as mem:
         # Warm-up: the first pass opens files and fills the OS page cache for both sides.
         baseline_pass(plans[:1], handles)
         chips_pass(events.iloc[:1], store, index, spec)
-        chips_s, ok = best_of(args.repeats, chips_pass, events, store, index, spec)
+        cold_chips_s, ok = best_of(args.repeats, cold_chips_pass, events, store, index, spec)
+        cold_base_s, _ = best_of(args.repeats, cold_baseline_pass, plans)
+        chips_s, _ = best_of(args.repeats, chips_pass, events, store, index, spec)
         base_s, nbytes = best_of(args.repeats, baseline_pass, plans, handles)
         reopen_s, _ = best_of(args.repeats, baseline_pass, plans, None)
     for src in handles.values():
         src.close()
-    chips_rate, base_rate = n / chips_s, n / base_s
+
+    def rate(seconds: float) -> float:
+        return round(n / seconds, 2)
+
     report = {
         "preset": args.preset,
         "events": n,
         "events_ok": int(ok),
         "scene_reads_per_event": round(float(np.mean([len(p) for p in plans])), 1),
         "cpus": psutil.cpu_count(),
-        "chips_events_per_s": round(chips_rate, 2),
-        "baseline_windowed_read_events_per_s": round(base_rate, 2),
+        "load_avg_1min": round(psutil.getloadavg()[0], 2),
         "baseline_mb_read_per_pass": round(nbytes / 2**20, 1),
-        "ratio_chips_over_baseline": round(chips_rate / base_rate, 3),
-        "baseline_reopening_files_events_per_s": round(n / reopen_s, 2),
-        "ratio_chips_over_reopening_baseline": round(chips_rate / (n / reopen_s), 3),
+        "cold": {"chips_events_per_s": rate(cold_chips_s),
+                 "baseline_events_per_s": rate(cold_base_s),
+                 "ratio": round(cold_base_s / cold_chips_s, 3)},
+        "warm": {"chips_events_per_s": rate(chips_s), "baseline_events_per_s": rate(base_s),
+                 "ratio": round(base_s / chips_s, 3)},
+        "reopen": {"chips_events_per_s": rate(chips_s),
+                   "baseline_events_per_s": rate(reopen_s),
+                   "ratio": round(reopen_s / chips_s, 3)},
         "goal": GOAL,
-        "meets_goal": chips_rate / base_rate >= GOAL,
+        "meets_goal_cold": cold_base_s / cold_chips_s >= GOAL,
         "peak_rss_mb": round(mem.peak / 2**20),
         "scene_chunk_cache_mb": round(CACHE.nbytes / 2**20, 1),
     }

@@ -31,6 +31,7 @@ from pipeline.scene_reader import (
     read_strips,
     store_chunks,
 )
+from pipeline.zarr_chunks import strip_writer
 
 #: Bumped when the group layout changes, so groups of an older layout are rewritten.
 STORE_FORMAT = 2
@@ -135,8 +136,8 @@ def write_scene(layout: SceneLayout, store: Path, scene_id: str, origin: str) ->
     ensure_root(store)
     with atomic_output(Path(store) / scene_id) as tmp:
         group = zarr.open_group(str(tmp), mode="w", zarr_format=3, attributes=layout.attrs)
-        create_arrays(group, layout)
-        n_valid, n_clear = write_pixels(group, layout)
+        arrays = create_arrays(group, layout)
+        n_valid, n_clear = write_pixels(arrays, layout)
         fraction = float(n_clear / n_valid) if n_valid else 0.0
         group.attrs.update({
             "clear_fraction": fraction,
@@ -147,8 +148,9 @@ def write_scene(layout: SceneLayout, store: Path, scene_id: str, origin: str) ->
     return fraction
 
 
-def create_arrays(group: zarr.Group, layout: SceneLayout) -> None:
-    """The group's arrays and coordinates, laid out as ``xr.open_zarr`` decodes them.
+def create_arrays(group: zarr.Group, layout: SceneLayout) -> dict[str, zarr.Array]:
+    """The group's arrays and coordinates, laid out as ``xr.open_zarr`` decodes them;
+    returns the (still empty) pixel arrays by name.
 
     Pixel arrays are uint16 DN with CF attributes; ``y``/``x`` (and ``y_pan``/``x_pan``)
     hold pixel-centre coordinates, ``spatial_ref`` the CRS and transform (CF grid mapping).
@@ -173,14 +175,17 @@ def create_arrays(group: zarr.Group, layout: SceneLayout) -> None:
         _write_coord(group, "y_pan", pan["y"].values, {})
         _write_coord(group, "x_pan", pan["x"].values, {})
         specs["pan"] = ((cy * 2, cx * 2), ("y_pan", "x_pan"))
+    # Kept, not looked up again: each group lookup re-reads the array's metadata.
+    arrays = {}
     for name, (chunks, dims) in specs.items():
-        group.create_array(
+        arrays[name] = group.create_array(
             name, shape=layout.shape(name), dtype="uint16", chunks=chunks, fill_value=0,
             compressors=_compressors(), dimension_names=dims,
             attributes={**layout.array_attrs.get(name, {}), **pixel_attrs},
             # Every chunk is written, so none needs checking for "all fill" first.
             config={"write_empty_chunks": True},
         )
+    return arrays
 
 
 def _write_coord(group: zarr.Group, name: str, values: np.ndarray, attrs: dict) -> None:
@@ -189,8 +194,8 @@ def _write_coord(group: zarr.Group, name: str, values: np.ndarray, attrs: dict) 
     array[...] = values
 
 
-def write_pixels(group: zarr.Group, layout: SceneLayout) -> tuple[int, int]:
-    """Copy every band file into the group; return the (valid, clear) QA pixel counts.
+def write_pixels(arrays: dict[str, zarr.Array], layout: SceneLayout) -> tuple[int, int]:
+    """Copy every band file into its array; return the (valid, clear) QA pixel counts.
 
     One job per band file, on ``scene_threads()`` threads: GDAL's decoding and zarr's
     compression release the GIL, so one thread reads a strip while another's is encoded.
@@ -203,7 +208,7 @@ def write_pixels(group: zarr.Group, layout: SceneLayout) -> tuple[int, int]:
     def run(job: tuple[str, int, str | None]) -> tuple[int, int]:
         name, band, path = job
         step = rows * 2 if name == "pan" else rows
-        return _copy_band(group[name], band if name == "multispectral" else None, path,
+        return _copy_band(arrays[name], band if name == "multispectral" else None, path,
                           step, count_qa=name == "qa_pixel")
 
     threads = min(scene_threads(), len(jobs))
@@ -218,15 +223,16 @@ def write_pixels(group: zarr.Group, layout: SceneLayout) -> tuple[int, int]:
 def _copy_band(
     array: zarr.Array, band: int | None, path: str | None, rows: int, count_qa: bool
 ) -> tuple[int, int]:
-    """Write one band file into ``array`` (at ``band`` when 3-D); QA counts if asked."""
+    """Write one band file into ``array`` (at ``band`` when 3-D); QA counts if asked.
+
+    Each strip is one row of chunks, encoded and written directly (``strip_writer``).
+    """
     n_valid = n_clear = 0
     with rasterio.Env(**READ_OPTIONS):  # GDAL settings are per thread
         strips = read_strips(path, rows) if path else _all_clear(array.shape, rows)
+        write = strip_writer(array, band)
         for top, data in strips:
-            if band is None:
-                array[top:top + data.shape[0]] = data
-            else:
-                array[band, top:top + data.shape[0]] = data
+            write(top, data)
             if count_qa:
                 valid = ~qa_flag(data, "fill")
                 n_valid += int(np.count_nonzero(valid))

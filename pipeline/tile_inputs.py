@@ -78,7 +78,7 @@ def prepare_tile(
     for group in year_groups(pieces["loss_year"].tolist(), spec.years_window):
         rows = np.flatnonzero(pieces["loss_year"].isin(group).to_numpy())
         views, problem = scene_views(geobox, *years_span(group[0], group[-1], spec.years_window),
-                                     scene_store, index)
+                                     scene_store, index, spec)
         if not views:
             out.notes.append(f"loss years {group}: {problem}")
             continue

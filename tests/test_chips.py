@@ -45,8 +45,8 @@ from pipeline.chips import (
     SceneView,
     build_event_chip,
     chip_geobox,
-    composite,
 )
+from pipeline.composite import composite
 from pipeline.events import write_events
 from pipeline.grid import centred_geobox
 from pipeline.training_set import build_chip_batch, plan_batches

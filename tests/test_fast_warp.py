@@ -12,8 +12,8 @@ from odc.geo.geobox import GeoBox
 from rasterio.enums import Resampling
 from rasterio.warp import reproject
 
-from pipeline.chips import nanmedian_views
-from pipeline.fast_warp import fast_warp
+from pipeline.composite import nanmedian_views
+from pipeline.fast_warp import fast_nearest, fast_warp
 
 UTM = CRS("EPSG:32749")
 SOURCE = GeoBox((60, 70), Affine(30, 0, 779670, 0, -30, 9788280), UTM)
@@ -84,3 +84,17 @@ def test_one_zones_north_and_south_forms_take_the_fast_path(target_epsg: str) ->
     assert got is not None
     np.testing.assert_allclose(got, _gdal(src, SOURCE, target, Resampling.bilinear),
                                atol=1e-5, equal_nan=True)
+
+
+@pytest.mark.parametrize("resolution", [15.0, 30.0])
+def test_fast_nearest_keeps_qa_integers_and_matches_gdal(resolution: float) -> None:
+    rng = np.random.default_rng(7)
+    qa = rng.integers(0, 2**16, (1, *SOURCE.shape), dtype=np.uint16)
+    for _ in range(4):  # overhanging every edge: outside is the fill value
+        x0 = SOURCE.affine.c + rng.uniform(-400, 1500)
+        y0 = SOURCE.affine.f - rng.uniform(-400, 1300)
+        target = GeoBox((90, 80), Affine(resolution, 0, x0, 0, -resolution, y0), UTM)
+        expected = _gdal(qa.astype(np.float32), SOURCE, target, Resampling.nearest)
+        got = fast_nearest(qa, SOURCE, target, fill=1)
+        assert got is not None and got.dtype == np.uint16
+        np.testing.assert_array_equal(got, np.where(np.isnan(expected), 1, expected))
