@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import errno
 import logging
 import os
 import sys
@@ -88,16 +89,34 @@ def _run(config: PipelineConfig, flow: Callable[[PipelineConfig, str], dict], ve
         return flow(config, client.scheduler.address)
 
 
+#: A full disk, a quota or a read-only file system: the run stops, its finished work stays.
+_DISK_ERRNOS = (errno.ENOSPC, errno.EDQUOT, errno.EROFS)
+
+
 def _guard(body: Callable[[], None]) -> None:
-    """Known input problems become one line on stderr and exit code 2, no traceback."""
+    """Known input problems become one line on stderr and exit code 2, no traceback; a
+    full disk mid-run becomes one line and exit code 1 (the run could not finish)."""
     try:
         body()
     except _user_errors() as exc:
-        # One line, verbatim: messages may quote multi-line library errors, and paths or
-        # keys in brackets ("landsat[0]", "scenes[old]/") must not be read as markup.
-        text = " ".join(line.strip() for line in str(exc).splitlines() if line.strip())
-        console.print(f"[red]error:[/red] {escape(text)}", highlight=False, soft_wrap=True)
+        _error_line(str(exc))
         raise typer.Exit(2) from None
+    except OSError as exc:
+        if exc.errno not in _DISK_ERRNOS:
+            raise
+        # Every output is written to a temporary name and renamed, so nothing half
+        # written is left in place; finished scenes, batches and tiles are reused.
+        where = f"{exc.filename}: " if exc.filename else ""
+        _error_line(f"{where}{exc.strerror or os.strerror(exc.errno)}; finished work is kept, "
+                    "free some space and rerun to resume")
+        raise typer.Exit(1) from None
+
+
+def _error_line(message: str) -> None:
+    # One line, verbatim: messages may quote multi-line library errors, and paths or
+    # keys in brackets ("landsat[0]", "scenes[old]/") must not be read as markup.
+    text = " ".join(line.strip() for line in message.splitlines() if line.strip())
+    console.print(f"[red]error:[/red] {escape(text)}", highlight=False, soft_wrap=True)
 
 
 @app.callback()

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from datetime import UTC, datetime
 from pathlib import Path
 
 from distributed import Client
@@ -9,6 +10,7 @@ from prefect import flow, get_run_logger, task
 
 from flows.cluster import gather_with_progress
 from flows.config import PipelineConfig
+from flows.provenance import run_record, write_run_record
 from flows.training_set import chip_spec
 from pipeline.chip_store import finalize_chip_store, init_chip_store
 from pipeline.chips import ChipSpec
@@ -83,7 +85,11 @@ def import_forestnet_flow(config: PipelineConfig, client_address: str, release: 
     if (out / "zarr.json").exists():
         get_run_logger().info("%s exists; nothing to do", out)
         return {"chips": str(out), "skipped": True}
+    started = datetime.now(UTC)
     events_path, problems = plan(config, release, out, client_address)
     result = import_chips(config, release, events_path, out, problems, client_address,
                           batch_size)
+    counts = {k: result[k] for k in ("imported", "failed", "left_out", "reused_batches")}
+    write_run_record(run_record(config, "import-forestnet", started, counts=counts,
+                                from_scenes=False, release=str(release)), out)
     return {**result, "skipped": False}

@@ -8,6 +8,7 @@ process, every few seconds as scenes finish, so a killed run keeps what it finis
 from __future__ import annotations
 
 import time
+from datetime import UTC, datetime
 from pathlib import Path
 
 from distributed import Client
@@ -16,6 +17,7 @@ from prefect.cache_policies import NO_CACHE
 
 from flows.cluster import gather_with_progress
 from flows.config import ConfigError, PipelineConfig
+from flows.provenance import run_record, write_run_record
 from pipeline.atomic import clean_stale_temporaries
 from pipeline.catalog import INDEX_NAME, read_index, write_index
 from pipeline.ingest import identify, ingest_row, plan_ingest
@@ -77,6 +79,7 @@ def _summary(row: dict) -> dict:
 def ingest_flow(config: PipelineConfig, client_address: str) -> dict:
     """Ingest every product under ``inputs.landsat``; failed scenes get an error row."""
     logger = get_run_logger()
+    started = datetime.now(UTC)
     store = config.scene_store
     sources = find_products(list(config.inputs.landsat))
     if not sources:
@@ -100,5 +103,8 @@ def ingest_flow(config: PipelineConfig, client_address: str) -> dict:
     failures = [r for r in results if r["status"] == "failed"]
     for r in failures:
         logger.error("scene %s from %s failed: %s", r["scene_id"], r["source"], r["error"])
+    # A plain file in the store's root: Zarr only reads folders holding a zarr.json.
+    write_run_record(run_record(config, "ingest", started, counts=counts, failures=failures),
+                     store)
     return {"store": str(store), "index": str(store / INDEX_NAME), **counts,
             "failures": failures}

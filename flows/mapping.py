@@ -31,6 +31,7 @@ from prefect.artifacts import create_markdown_artifact
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TimeElapsedColumn
 from shapely.geometry.base import BaseGeometry
 
+from flows.artifacts import publish_quick_looks
 from flows.cluster import gpu_resources
 from flows.config import ConfigError, PipelineConfig, require_file
 from flows.provenance import run_record, scene_ids, write_run_record
@@ -329,6 +330,7 @@ def _map(config: PipelineConfig, client_address: str, out_dir: Path) -> dict:
                                 run_id=run_id, summary=summary), out_dir)
     create_markdown_artifact(render_summary_markdown(summary), key="map-run-summary",
                              description=f"forestnet map run {run_id}")
+    publish_quick_looks([Path(p) for p in written["extras"] if p.endswith(".png")], run_id)
     logger.info("map: %d tiles (%d skipped, %d failed), %d events in %.1f s", tally["tiles"],
                 tally["skipped"], len(tally["failed"]), summary["events"]["total"], seconds)
     return {"run_id": run_id, "geopackages": written["geopackages"], "tiles": tally,

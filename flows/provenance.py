@@ -9,13 +9,17 @@ from typing import Any
 
 from flows.config import PipelineConfig
 from pipeline.atomic import atomic_output
+from pipeline.json_ready import json_ready
 
 RUN_RECORD = "run.json"
 
 
 def run_record(config: PipelineConfig, verb: str, started: datetime, counts: dict[str, Any],
-               **extra: Any) -> dict[str, Any]:
-    """Provenance of one run of ``verb``; ``extra`` adds verb-specific fields."""
+               from_scenes: bool = True, **extra: Any) -> dict[str, Any]:
+    """Provenance of one run of ``verb``; ``extra`` adds verb-specific fields.
+
+    ``from_scenes`` False for outputs not made from the scene store (a release import).
+    """
     from forestnet_model.bundle import git_sha, package_versions
 
     return {
@@ -26,7 +30,7 @@ def run_record(config: PipelineConfig, verb: str, started: datetime, counts: dic
         "package_versions": package_versions(),
         "seeds": {"sample_world": config.sample_world.seed, "split": config.events.split.seed,
                   "train": config.train.seed},
-        "input_scene_ids": scene_ids(config.scene_store),
+        "input_scene_ids": scene_ids(config.scene_store) if from_scenes else [],
         "bundle": bundle_id(config.bundle_path),
         "counts": counts,
         "config": json.loads(config.model_dump_json()),
@@ -39,7 +43,9 @@ def write_run_record(record: dict[str, Any], folder: Path) -> Path:
     path = Path(folder) / RUN_RECORD
     path.parent.mkdir(parents=True, exist_ok=True)
     with atomic_output(path) as tmp:
-        Path(tmp).write_text(json.dumps(record, indent=2, sort_keys=True, default=str))
+        # Strict JSON (NaN metrics as null), so every JSON reader takes it.
+        Path(tmp).write_text(json.dumps(json_ready(record), indent=2, sort_keys=True,
+                                        default=str, allow_nan=False))
     return path
 
 

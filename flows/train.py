@@ -2,11 +2,15 @@
 
 from __future__ import annotations
 
+from datetime import UTC, datetime
+
 from distributed import Client
 from prefect import flow, get_run_logger, task
 
+from flows.artifacts import publish_training
 from flows.config import PipelineConfig
-from forestnet_model.bundle import read_bundle_meta
+from flows.provenance import run_record, write_run_record
+from forestnet_model.bundle import BundleMeta, read_bundle_meta
 
 
 def matching_resources(client: Client, wanted: dict[str, float]) -> dict[str, float] | None:
@@ -55,15 +59,32 @@ def train_on_cluster(config: PipelineConfig, client_address: str) -> str:
 
 @flow(name="train", log_prints=True)
 def train_flow(config: PipelineConfig, client_address: str) -> dict:
+    """Train (unless the bundle exists), then record and publish what the model scores."""
     logger = get_run_logger()
-    if (config.bundle_path / "bundle.json").exists():
+    started = datetime.now(UTC)
+    trained = not (config.bundle_path / "bundle.json").exists()
+    if trained:
+        bundle = train_on_cluster(config, client_address)
+    else:
         logger.info("%s exists; delete it to retrain", config.bundle_path)
         bundle = str(config.bundle_path)
-    else:
-        bundle = train_on_cluster(config, client_address)
     meta = read_bundle_meta(config.bundle_path)
     val, test = meta.metrics.get("val", {}), meta.metrics.get("test", {})
     logger.info("model %s: val acc %.3f macro F1 %.3f; test acc %.3f macro F1 %.3f",
                 meta.model_id, val.get("accuracy", float("nan")), val.get("macro_f1", float("nan")),
                 test.get("accuracy", float("nan")), test.get("macro_f1", float("nan")))
+    if trained:
+        # A skipped run leaves the run.json of the run that trained this bundle.
+        write_run_record(run_record(config, "train", started, counts=training_counts(meta),
+                                    metrics=meta.metrics), config.bundle_path)
+    publish_training(meta, config.bundle_path)
     return {"bundle": bundle, "model_id": meta.model_id, "metrics": meta.metrics}
+
+
+def training_counts(meta: BundleMeta) -> dict:
+    """Events per split and epochs, as far as the bundle records them (None otherwise)."""
+    metrics = meta.metrics
+    return {"train_events": metrics.get("train_events"),
+            "val_events": (metrics.get("val") or {}).get("n"),
+            "test_events": (metrics.get("test") or {}).get("n"),
+            "epochs_run": metrics.get("epochs_run"), "epochs": meta.training.get("epochs")}

@@ -3,15 +3,18 @@ with splits -> ``chips.zarr`` (chips + the configured aux bands and features).""
 
 from __future__ import annotations
 
+from datetime import UTC, datetime
 from pathlib import Path
 
 import geopandas as gpd
 import rasterio
+import zarr
 from distributed import Client
 from prefect import flow, get_run_logger, task
 
 from flows.cluster import gather_with_progress
 from flows.config import PipelineConfig, require_file
+from flows.provenance import run_record, write_run_record
 from pipeline.auxiliary import AuxSources, describe_aux
 from pipeline.chip_store import finalize_chip_store, init_chip_store
 from pipeline.chips import ChipSpec
@@ -105,8 +108,12 @@ def labelled_events(config: PipelineConfig) -> str:
 
 
 @task(name="build-chips")
-def build_chips(config: PipelineConfig, events_path: str, client_address: str) -> str:
-    """Coarse task: one Dask task per batch of events, region-writing chips.zarr."""
+def build_chips(config: PipelineConfig, events_path: str, client_address: str) -> dict:
+    """Coarse task: one Dask task per batch of events, region-writing chips.zarr.
+
+    Returns the store's path and its counts (events per split, batches, reused batches,
+    events without imagery).
+    """
     logger = get_run_logger()
     events = read_events(Path(events_path))
     spec, sources = chip_spec(config), aux_sources(config)
@@ -136,22 +143,42 @@ def build_chips(config: PipelineConfig, events_path: str, client_address: str) -
         results = gather_with_progress(client, futures, "chip batches")
     finally:
         client.close()
-    skipped = sum(r["skipped"] for r in results)
-    failed = sum(r.get("failed", 0) for r in results)
+    chips = finalize_chip_store(config.chips_path, batches)
+    # From the finished store, not the batch results: reused batches report no failures.
+    blind = len(zarr.open_group(str(chips), mode="r").attrs.get("skipped_events", {}))
+    counts = {
+        "events": split_counts(events),
+        "chip_batches": len(batches),
+        "batches_reused": sum(r["skipped"] for r in results),
+        "events_without_imagery": blind,
+    }
     logger.info(
         "%d chip batches (%d reused from an earlier run); %d events without imagery",
-        len(batches),
-        skipped,
-        failed,
+        counts["chip_batches"],
+        counts["batches_reused"],
+        counts["events_without_imagery"],
     )
-    return str(finalize_chip_store(config.chips_path, batches))
+    return {"chips": str(chips), "counts": counts}
+
+
+def split_counts(events: gpd.GeoDataFrame) -> dict[str, int]:
+    """Events per split (``{"train": n, ...}``), in sorted split order."""
+    if not len(events):
+        return {}
+    return {str(k): int(v) for k, v in sorted(events["split"].value_counts().items())}
 
 
 @flow(name="build-training-set", log_prints=True)
 def training_set_flow(config: PipelineConfig, client_address: str) -> dict:
+    """Events with splits, then chips.zarr with its ``run.json``; skipped when the store exists."""
     if (config.chips_path / "zarr.json").exists():
+        # The earlier run's run.json stays: it describes the store that is there.
         get_run_logger().info("%s exists; nothing to do", config.chips_path)
         return {"chips": str(config.chips_path), "skipped": True}
+    started = datetime.now(UTC)
     events_path = labelled_events(config)
-    chips = build_chips(config, events_path, client_address)
-    return {"events": events_path, "chips": chips, "skipped": False}
+    built = build_chips(config, events_path, client_address)
+    write_run_record(run_record(config, "build-training-set", started, counts=built["counts"],
+                                events=events_path), config.chips_path)
+    return {"events": events_path, "chips": built["chips"], "counts": built["counts"],
+            "skipped": False}

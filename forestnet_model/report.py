@@ -7,6 +7,7 @@ turns that, the random-forest baselines and the published ForestNet numbers into
 
 from __future__ import annotations
 
+import io
 import json
 import math
 from collections.abc import Sequence
@@ -27,6 +28,8 @@ from forestnet_model.predict import predict_events
 from pipeline.atomic import atomic_output
 from pipeline.chip_store import open_chips
 from pipeline.drivers import DRIVER_CLASSES
+from pipeline.json_ready import json_ready
+from pipeline.markdown_image import png_markdown
 
 
 @dataclass(frozen=True)
@@ -186,8 +189,7 @@ def render_markdown(
              _num(r["f1_per_class"][i]), r["support_per_class"][i]]
             for i, c in enumerate(classes)]),
         "", "## Confusion matrix", "", "Rows are true classes, columns predictions.", "",
-        *_table(["true \\ predicted", *classes],
-                [[c, *row] for c, row in zip(classes, r["confusion_matrix"], strict=True)]),
+        *confusion_table(r["confusion_matrix"], classes),
         "", f"![confusion matrix]({CONFUSION_PNG})", "",
         "## Comparison (accuracy / macro F1)", "",
         *_table(["model", "inputs", "source", "validation", "test"],
@@ -231,6 +233,56 @@ def confusion_figure(cm: np.ndarray, classes: Sequence[str], title: str) -> Figu
     return fig
 
 
+def confusion_png(cm: np.ndarray, classes: Sequence[str], title: str) -> bytes:
+    """:func:`confusion_figure` as PNG bytes (for files and inlined artifacts alike)."""
+    buffer = io.BytesIO()
+    confusion_figure(cm, classes, title).savefig(buffer, format="png", dpi=120)
+    return buffer.getvalue()
+
+
+def confusion_table(cm: Sequence[Sequence[int]], classes: Sequence[str]) -> list[str]:
+    """Markdown table lines of a confusion matrix: rows true classes, columns predictions."""
+    return _table(["true \\ predicted", *classes],
+                  [[c, *row] for c, row in zip(classes, np.asarray(cm).tolist(), strict=True)])
+
+
+def metric_splits(metrics: dict) -> list[str]:
+    """The splits scored in a bundle's ``metrics`` (entries that are classification reports)."""
+    return [k for k, v in metrics.items() if isinstance(v, dict) and "accuracy" in v]
+
+
+def render_metrics_markdown(metrics: dict, classes: Sequence[str], title: str) -> str:
+    """A bundle's ``metrics`` as markdown: one row per split (events, accuracy, macro F1,
+    F1 of each class when recorded), then the training facts beside them."""
+    rows = []
+    for split in metric_splits(metrics):
+        r = metrics[split]
+        f1 = list(r.get("f1_per_class") or [None] * len(classes))
+        rows.append([split, r.get("n", "n/a"), _num(r["accuracy"]), _num(r.get("macro_f1")),
+                     *(_num(v) for v in f1)])
+    lines = [f"### {title}", "",
+             *_table(["split", "events", "accuracy", "macro F1", *(f"F1 {c}" for c in classes)],
+                     rows)]
+    facts = [(label, metrics[key]) for key, label in (
+        ("best_val_macro_f1", "best validation macro F1"), ("epochs_run", "epochs run"),
+        ("train_events", "training events")) if metrics.get(key) is not None]
+    if facts:
+        lines += ["", *(f"- {label}: {_fact(value)}" for label, value in facts)]
+    return "\n".join(lines) + "\n"
+
+
+def render_confusion_markdown(cm: Sequence[Sequence[int]], classes: Sequence[str], png: bytes,
+                              title: str) -> str:
+    """The confusion matrix as an inlined PNG and as a table, for a Prefect artifact."""
+    return "\n".join([f"### {title}", "", png_markdown(png, "confusion matrix"), "",
+                      "Rows are true classes, columns predictions.", "",
+                      *confusion_table(cm, classes)]) + "\n"
+
+
+def _fact(value: object) -> str:
+    return _num(value) if isinstance(value, float) else str(value)
+
+
 def write_evaluation_report(
     out_dir: Path, model_report: dict, baselines: Sequence[BaselineResult] = (),
     published: Sequence[PublishedResult] = PUBLISHED_RESULTS,
@@ -239,27 +291,14 @@ def write_evaluation_report(
     out_dir = Path(out_dir)
     paths = {"markdown": out_dir / REPORT_MD, "confusion_matrix": out_dir / CONFUSION_PNG,
              "json": out_dir / REPORT_JSON}
-    fig = confusion_figure(model_report["confusion_matrix"], model_report["classes"],
-                           f"{model_report['model_id']}, {model_report['split']} split")
+    png = confusion_png(model_report["confusion_matrix"], model_report["classes"],
+                        f"{model_report['model_id']}, {model_report['split']} split")
     with atomic_output(paths["confusion_matrix"]) as tmp:
-        fig.savefig(tmp, format="png", dpi=120)  # the temporary name has no .png suffix
+        tmp.write_bytes(png)
     full = {"model": model_report, "baselines": [b.to_dict() for b in baselines],
             "published": [vars(p) for p in published]}
     with atomic_output(paths["json"]) as tmp:
-        tmp.write_text(json.dumps(_finite(full), indent=1, allow_nan=False))
+        tmp.write_text(json.dumps(json_ready(full), indent=1, allow_nan=False))
     with atomic_output(paths["markdown"]) as tmp:
         tmp.write_text(render_markdown(model_report, baselines, published))
     return paths
-
-
-def _finite(value: object) -> object:
-    """JSON-ready copy: NaN becomes null (strict JSON has no NaN), numpy scalars plain."""
-    if isinstance(value, dict):
-        return {str(k): _finite(v) for k, v in value.items()}
-    if isinstance(value, list | tuple):
-        return [_finite(v) for v in value]
-    if isinstance(value, np.generic):
-        value = value.item()
-    if isinstance(value, float) and not math.isfinite(value):
-        return None
-    return value

@@ -48,3 +48,18 @@ def one_torch_thread():
     torch.set_num_threads(1)
     yield
     torch.set_num_threads(threads)
+
+
+@pytest.fixture(scope="session")
+def prefect_harness():
+    """Flows in this session run against a temporary Prefect database (one server start).
+
+    Prefect's own 30 s start-up limit is too short on a busy 2-core machine, and the
+    server's telemetry (off, as in the CLI) only logs failures on an offline machine.
+    """
+    from prefect.settings import PREFECT_SERVER_ANALYTICS_ENABLED, temporary_settings
+    from prefect.testing.utilities import prefect_test_harness
+
+    with (temporary_settings({PREFECT_SERVER_ANALYTICS_ENABLED: False}),
+          prefect_test_harness(server_startup_timeout=120)):
+        yield

@@ -102,3 +102,37 @@ def test_map_area_options_are_exclusive_and_checked(tmp_path: Path, tiny_world: 
     aoi = _one_line_error(runner.invoke(
         app, ["map", "--config", str(config), "--aoi", str(tmp_path / "nowhere.gpkg")]))
     assert "nowhere.gpkg" in aoi
+
+
+def test_disk_full_mid_run_is_one_line_and_exit_1(capsys) -> None:
+    """ENOSPC from deep inside a run (a writer on a worker) reaches the user as one line
+    naming the file, not a traceback; exit 1, as the run did not finish."""
+    import errno
+    import os
+
+    import typer
+
+    from flows.cli import _guard
+
+    def body() -> None:
+        raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC), "/data/maps/riau.gpkg")
+
+    with pytest.raises(typer.Exit) as info:
+        _guard(body)
+    assert info.value.exit_code == 1
+    err = capsys.readouterr()
+    line = (err.out + err.err).strip()
+    assert "\n" not in line
+    assert "/data/maps/riau.gpkg: No space left on device" in line and "rerun" in line
+
+
+def test_other_os_errors_are_not_hidden() -> None:
+    import errno
+
+    from flows.cli import _guard
+
+    def body() -> None:
+        raise OSError(errno.EIO, "Input/output error", "/data/x")
+
+    with pytest.raises(OSError, match="Input/output error"):
+        _guard(body)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import pickle
 import shutil
 import struct
@@ -237,6 +238,10 @@ def test_cli_imports_a_zip_that_training_reads(release: Path, tmp_path: Path) ->
     assert result.exit_code == 0, result.output
     assert f"chip store: {out}" in result.stdout
     assert "4 imported, 0 without images, 0 left out" in result.stdout
+    record = json.loads((out / "run.json").read_text())
+    assert record["verb"] == "import-forestnet" and record["release"] == str(archive)
+    assert record["counts"] == {"imported": 4, "failed": 0, "left_out": 0, "reused_batches": 0}
+    assert record["input_scene_ids"] == [] and record["started"] < record["ended"]
     ds = open_chips(out)
     assert ds.sizes["view"] == 3  # the config's max_single_views (2) + the composite
     stats = {"mean": [0.0] * 4, "std": [1.0] * 4}

@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import base64
+import io
 import json
+import re
 from pathlib import Path
 
 import numpy as np
@@ -23,7 +26,10 @@ from forestnet_model.predict import predict_events
 from forestnet_model.region_features import FeatureTable
 from forestnet_model.report import (
     PUBLISHED_RESULTS,
+    confusion_png,
     evaluate_bundle,
+    render_confusion_markdown,
+    render_metrics_markdown,
     write_evaluation_report,
 )
 from pipeline.chip_store import open_chips
@@ -209,6 +215,50 @@ def test_report_without_baselines_and_rewritten_in_place(tmp_path):
     assert "forestnet-ffff" in md and "| random forest | visible | this run" not in md
     assert "## Random forest" not in md
     assert not [p for p in tmp_path.iterdir() if ".tmp-" in p.name]
+
+
+# --- artifact markdown ------------------------------------------------------------------
+
+#: A bundle's ``metrics`` as training writes them (``classification_report`` per split).
+METRICS = {
+    "val": {"n": 5, "accuracy": 0.6, "macro_f1": 0.55, "f1_per_class": [0.8, 0.5, None, 0.35],
+            "confusion_matrix": [[2, 0, 0, 0], [1, 1, 0, 0], [0, 0, 0, 0], [0, 1, 0, 0]]},
+    "test": {"n": 4, "accuracy": 0.75, "macro_f1": 0.625, "f1_per_class": [1.0, 0.5, None, 0.375],
+             "confusion_matrix": [[1, 0, 0, 0], [0, 1, 0, 1], [0, 0, 0, 0], [0, 0, 0, 1]]},
+    "best_val_macro_f1": 0.55, "epochs_run": 3, "train_events": 12,
+}
+
+
+def test_metrics_markdown_has_each_splits_row_with_its_numbers():
+    md = render_metrics_markdown(METRICS, DRIVER_CLASSES, "Metrics of forestnet-ab")
+    lines = md.splitlines()
+    assert lines[0] == "### Metrics of forestnet-ab"
+    header = next(line for line in lines if line.startswith("| split"))
+    assert header == ("| split | events | accuracy | macro F1 | F1 Plantation | F1 Smallholder "
+                      "agriculture | F1 Grassland shrubland | F1 Other |")
+    assert "| val | 5 | 0.600 | 0.550 | 0.800 | 0.500 | n/a | 0.350 |" in lines
+    assert "| test | 4 | 0.750 | 0.625 | 1.000 | 0.500 | n/a | 0.375 |" in lines
+    assert sum(line.startswith(("| val", "| test")) for line in lines) == 2  # no scalar rows
+    assert "- best validation macro F1: 0.550" in lines
+    assert "- epochs run: 3" in lines and "- training events: 12" in lines
+
+
+def test_metrics_markdown_without_per_class_f1_or_facts():
+    metrics = {"test": {"n": 0, "accuracy": float("nan"), "macro_f1": float("nan")}}
+    md = render_metrics_markdown(metrics, DRIVER_CLASSES, "t")
+    assert "| test | 0 | n/a | n/a | n/a | n/a | n/a | n/a |" in md.splitlines()
+    assert "- " not in md
+
+
+def test_confusion_markdown_inlines_the_png_and_tabulates_the_matrix():
+    cm = METRICS["test"]["confusion_matrix"]
+    png = confusion_png(cm, DRIVER_CLASSES, "forestnet-ab, test split")
+    md = render_confusion_markdown(cm, DRIVER_CLASSES, png, "Confusion matrix")
+    (uri,) = re.findall(r"!\[confusion matrix\]\(data:image/png;base64,([A-Za-z0-9+/=]+)\)", md)
+    assert base64.b64decode(uri) == png
+    with Image.open(io.BytesIO(png)) as image:
+        assert image.format == "PNG" and image.width > 300
+    assert "| Smallholder agriculture | 0 | 1 | 0 | 1 |" in md.splitlines()
 
 
 # --- the CLI ----------------------------------------------------------------------------

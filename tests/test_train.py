@@ -206,6 +206,7 @@ def test_training_writes_bundle_metrics_and_checkpoint(trained, chips_path):
     assert meta.normalisation == expected
     assert set(meta.metrics) >= {"val", "test"}
     assert meta.metrics["val"]["n"] == 2 and meta.metrics["test"]["n"] == 2
+    assert meta.metrics["train_events"] == len(split_indices(chips, "train"))
     assert meta.data_hash == chips.attrs["events_fingerprint"]
     with torch.no_grad():
         assert model(torch.zeros(1, 6, 64, 64)).shape == (1, 4, 64, 64)
