@@ -17,6 +17,7 @@ from contextlib import contextmanager
 from pathlib import Path
 
 import numpy as np
+import rasterio
 import xarray as xr
 
 DATA = Path(__file__).parent / "data" / "landsat"
@@ -68,6 +69,39 @@ def new_product_id(pid: str, processed: str) -> str:
     parts = pid.split("_")
     parts[4] = processed
     return "_".join(parts)
+
+
+#: MTL size keys, scaled when ``derived_product`` tiles a scene.
+SIZE_KEYS = ("REFLECTIVE_LINES", "REFLECTIVE_SAMPLES", "PANCHROMATIC_LINES",
+             "PANCHROMATIC_SAMPLES", "THERMAL_LINES", "THERMAL_SAMPLES")
+
+
+def derived_product(src: Path, out: Path, tile: int = 1, copy: int = 0) -> Path:
+    """A product folder made from ``src``: rasters tiled ``tile`` x ``tile``, and for
+    ``copy`` > 0 another product id (processing date + copy days), so copies are not
+    duplicates of each other. Used by ``bench/bench_ingest.py`` and the run-loss tests."""
+    old_id = src.name
+    parts = old_id.split("_")
+    parts[4] = f"{int(parts[4]) + copy:08d}"
+    new_id = "_".join(parts)
+    dst = out / new_id
+    dst.mkdir(parents=True)
+    for path in src.iterdir():
+        target = dst / path.name.replace(old_id, new_id)
+        if path.name.endswith("_MTL.txt"):
+            text = path.read_text().replace(old_id, new_id)
+            for key in SIZE_KEYS:
+                text = re.sub(rf"({key} = )(\d+)", lambda m: f"{m[1]}{int(m[2]) * tile}", text)
+            target.write_text(text)
+        elif path.suffix == ".TIF" and tile > 1:
+            with rasterio.open(path) as r:
+                data, profile = r.read(1), r.profile
+            profile.update(height=data.shape[0] * tile, width=data.shape[1] * tile)
+            with rasterio.open(target, "w", **profile) as w:
+                w.write(np.tile(data, (tile, tile)), 1)
+        else:
+            shutil.copyfile(path, target)
+    return dst
 
 
 def make_tar(product: Path, out: Path) -> Path:
