@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import contextlib
 import os
-import time
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
@@ -22,7 +21,7 @@ import zarr
 from odc.geo.xr import xr_coords
 from zarr.errors import ContainsGroupError
 
-from pipeline.atomic import _remove, atomic_output
+from pipeline.atomic import atomic_output, clean_stale_temporaries
 from pipeline.landsat import qa_flag, usable_mask
 from pipeline.scene_reader import (
     QA_ALL_CLEAR,
@@ -90,39 +89,10 @@ def is_whole(state: GroupState, expected: dict[str, tuple[int, ...]]) -> bool:
 def clear_killed_temporaries(store: Path, scene_id: str, min_age_s: float = 6 * 3600) -> int:
     """Remove this scene's temporary groups left by killed runs; return how many went.
 
-    A temporary's name carries its writer's pid: one whose writer is gone on this host is
-    removed at once; others only once untouched for ``min_age_s`` (a writer elsewhere).
+    A temporary's name carries its writer's pid and host: one whose writer is gone on
+    this host is removed at once; others only once untouched for ``min_age_s``.
     """
-    store = Path(store)
-    if not store.is_dir():
-        return 0
-    removed = 0
-    for path in store.glob(f".{scene_id}.tmp-*"):
-        pid = _writer_pid(path.name)
-        if pid == os.getpid():
-            continue
-        stale = time.time() - path.lstat().st_mtime > min_age_s
-        if stale or (pid is not None and not _alive(pid)):
-            _remove(path)
-            removed += 1
-    return removed
-
-
-def _writer_pid(name: str) -> int | None:
-    try:
-        return int(name.rsplit(".tmp-", 1)[1].split("-", 1)[0])
-    except (IndexError, ValueError):
-        return None
-
-
-def _alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True  # someone else's live process
-    return True
+    return clean_stale_temporaries(Path(store), min_age_s, pattern=f".{scene_id}.tmp-*")
 
 
 def write_scene(layout: SceneLayout, store: Path, scene_id: str, origin: str) -> float:

@@ -148,3 +148,27 @@ def test_clean_stale_temporaries(tmp_path: Path) -> None:
 
 def test_clean_stale_temporaries_missing_folder(tmp_path: Path) -> None:
     assert clean_stale_temporaries(tmp_path / "absent") == 0
+
+
+def test_temporaries_of_a_dead_writer_go_at_once(tmp_path: Path) -> None:
+    """Killed writers' leftovers (here: a dead pid on this host) go without waiting for
+    them to age; a live writer's, and one from another host, stay until they are old."""
+    import subprocess
+    import sys
+
+    from pipeline.atomic import _host_tag
+
+    dead = subprocess.Popen([sys.executable, "-c", "pass"])
+    dead.wait()
+    host = _host_tag()
+    names = {
+        "dead": f".index.parquet.tmp-{dead.pid}-{host}-aaaa0000",
+        "dead-old-format": f".index.parquet.tmp-{dead.pid}-bbbb0000",
+        "dead-other-host": f".index.parquet.tmp-{dead.pid}-elsewhere-cccc0000",
+        "mine": temp_sibling(tmp_path / "index.parquet").name,
+    }
+    for name in names.values():
+        (tmp_path / name).write_text("half")
+    assert clean_stale_temporaries(tmp_path) == 2
+    assert sorted(p.name for p in tmp_path.iterdir()) == sorted(
+        [names["dead-other-host"], names["mine"]])
