@@ -2,7 +2,13 @@
 
 Chip building and mapping both take the median of a few views (the 5 least cloudy, or
 every view passing the cloud filter) at every pixel and band. ``np.nanmedian`` dominated
-chip building; these are branch-free min/max networks over whole arrays instead.
+chip building; one numba kernel does it in a single pass instead. Per image row it
+sorts the views' values with an odd-even transposition network of min/max across the
+whole row, then picks each pixel's middle value(s) by its count of usable views. Every
+step is branch-free, so it vectorises: a per-pixel insertion sort was 5-10x slower, its
+branches mispredicting on every pixel. Measured on 5 views of a 6-band 332 x 332 chip:
+2.5 ms whatever the cloud cover, against 12 ms for the numpy min/max networks over
+whole arrays that it replaced.
 """
 
 from __future__ import annotations
@@ -10,6 +16,8 @@ from __future__ import annotations
 from typing import TYPE_CHECKING
 
 import numpy as np
+
+from pipeline.jit import cached_njit
 
 if TYPE_CHECKING:  # chips imports this module: only the type comes from there
     from pipeline.chips import SceneView
@@ -22,84 +30,75 @@ def composite(views: list[SceneView], pool: int) -> np.ndarray:
     then to 0 outside every scene, so the model always sees finite values.
     """
     stack = np.stack([v.image for v in views]).astype(np.float32, copy=False)  # (v, b, y, x)
-    usable = np.stack([v.usable for v in views])  # (view, y, x)
-    # Hidden values become _LAST, which sorts after every reflectance: adding 0 or _LAST
-    # per pixel (broadcast over bands) is much cheaper than a masked copy; fmin then maps
-    # NaN (outside the scene) to _LAST too.
-    hide = (~usable).astype(np.float32) * _LAST
-    values = stack + hide[:, None]
-    np.fmin(values, _LAST, out=values)
-    out = _median_sorted(values, usable.sum(axis=0, dtype=np.int8))
-    missing = np.isnan(out)
-    if missing.any():
-        out[missing] = nanmedian_views(stack[:, missing])
-        out[np.isnan(out)] = 0.0
-    return out
-
-
-def _median_sorted(values: np.ndarray, k: np.ndarray) -> np.ndarray:
-    """Median of the first ``k`` of ``values (view, band, y, x)`` once sorted along views.
-
-    ``k`` is ``(y, x)``, shared by the bands; values not counted must be ``_LAST``.
-    Sorts with a small comparator network (elementwise min/max), then picks the middle
-    value(s) arithmetically: row j weighs 1/2 for each of the two middle positions it
-    holds (``_LAST * 0`` is 0), so there are no per-pixel branches or masked copies.
-    NaN where ``k`` is 0 (or a counted value was ``_LAST``).
-    """
-    n = values.shape[0]
-    rows = list(values)
-    if n in _NETWORKS:
-        for i, j in _NETWORKS[n]:
-            low = np.minimum(rows[i], rows[j])
-            np.maximum(rows[i], rows[j], out=rows[j])
-            rows[i] = low
-    else:
-        rows = list(np.sort(values, axis=0))
-    lo_at, hi_at = (k - 1) // 2, k // 2  # the middle one or two of the k counted values
-    out = np.zeros_like(rows[0])
-    for j in range(n // 2 + 1):  # the middle of k <= n values is never past row n // 2
-        weight = ((lo_at == j).astype(np.float32) + (hi_at == j)) * np.float32(0.5)
-        out += rows[j] * weight
-    out[out >= _LAST / 2] = np.nan
-    return out
-
-
-#: Optimal sorting networks (comparator pairs) for up to 5 views: fewer passes than an
-#: odd-even transposition sort, and each pass is two full-array min/max operations.
-_NETWORKS: dict[int, list[tuple[int, int]]] = {
-    1: [], 2: [(0, 1)], 3: [(0, 1), (1, 2), (0, 1)],
-    4: [(0, 1), (2, 3), (0, 2), (1, 3), (1, 2)],
-    5: [(0, 1), (3, 4), (2, 4), (2, 3), (0, 3), (0, 2), (1, 4), (1, 3), (1, 2)],
-}
-_LAST = np.float32(3.0e38)  # stands in for NaN so that it sorts last (and 0 * it is 0)
+    usable = np.stack([v.usable for v in views]).astype(bool, copy=False)  # (view, y, x)
+    return _median(stack, usable, np.float32(0.0))
 
 
 def nanmedian_views(stack: np.ndarray) -> np.ndarray:
     """``np.nanmedian(stack, axis=0)`` for a stack of a few views, without its overhead.
 
-    NaN is replaced by a huge value so it sorts last; the k finite values of a pixel are
-    then its first k, and the median is the mean of the middle two (NaN where k = 0). Up
-    to 8 views an odd-even transposition network of elementwise min/max sorts them, else
-    ``np.sort``; the middle values are picked arithmetically (no per-pixel branches). This
-    made the composite ~10x faster than ``np.nanmedian``, which dominated chip building.
+    Computed in float32 and returned in the stack's dtype; NaN where no view has a value.
     """
-    n = stack.shape[0]
-    values = np.fmin(stack.astype(np.float32, copy=False), _LAST)  # fmin maps NaN to _LAST
-    k = (values < _LAST).sum(axis=0)
-    if n <= 8:
-        rows = list(values)
-        for p in range(n):
-            for i in range(p % 2, n - 1, 2):
-                rows[i], rows[i + 1] = np.minimum(rows[i], rows[i + 1]), np.maximum(
-                    rows[i], rows[i + 1])
-    else:
-        rows = list(np.sort(values, axis=0))
-    lo_at, hi_at = (k - 1) // 2, k // 2
-    lo = np.zeros_like(rows[0])
-    hi = np.zeros_like(rows[0])
-    for j in range(n):
-        lo += rows[j] * (lo_at == j)
-        hi += rows[j] * (hi_at == j)
-    out = (lo + hi) / 2
-    out[k == 0] = np.nan
-    return out.astype(stack.dtype, copy=False)
+    n, shape = stack.shape[0], stack.shape[1:]
+    if n == 0 or 0 in shape:
+        return np.full(shape, np.nan, dtype=stack.dtype)
+    width = shape[-1] if shape else 1
+    values = np.ascontiguousarray(stack, dtype=np.float32).reshape(n, 1, -1, width)
+    # Every view counts; the kernel still leaves NaN values out.
+    usable = np.ones((n, *values.shape[2:]), dtype=bool)
+    out = _median(values, usable, np.float32(np.nan))
+    return out.reshape(shape).astype(stack.dtype, copy=False)
+
+
+def _median(stack: np.ndarray, usable: np.ndarray, fill: np.float32) -> np.ndarray:
+    """``_median_kernel`` on C-ordered float32/bool arrays: one compiled specialisation."""
+    stack = np.ascontiguousarray(stack, dtype=np.float32)
+    usable = np.ascontiguousarray(usable, dtype=bool)
+    out = np.empty(stack.shape[1:], dtype=np.float32)
+    _median_kernel(stack, usable, fill, out)
+    return out
+
+
+@cached_njit
+def _median_kernel(stack: np.ndarray, usable: np.ndarray, fill: np.float32,
+                   out: np.ndarray) -> None:
+    """``out[b, y, x]``: median over views of ``stack (view, band, y, x)`` where
+    ``usable (view, y, x)`` and the value is not NaN (the mean of the middle two for an
+    even count); where no view counts, the median of the non-NaN values of all views;
+    where there are none, ``fill``."""
+    n, n_bands, height, width = stack.shape
+    rows = np.empty((n, width), dtype=np.float32)  # one image row of every view, sorted
+    n_usable = np.empty(width, dtype=np.int32)
+    n_finite = np.empty(width, dtype=np.int32)
+    absent = np.float32(np.inf)  # sorts after every value, so counted values come first
+    # Every loop over x is branch-free (bitwise &, |, selects), so it vectorises; the
+    # all-cloudy fallback is a select too: a per-pixel branch and sort for it made the
+    # kernel 2.5x slower at 13% all-cloudy pixels, and 6x at 60%.
+    for b in range(n_bands):
+        for y in range(height):
+            n_usable[:] = 0
+            n_finite[:] = 0
+            for v in range(n):
+                for x in range(width):
+                    value = stack[v, b, y, x]
+                    finite = value == value
+                    n_usable[x] += np.int32(usable[v, y, x] & finite)
+                    n_finite[x] += np.int32(finite)
+            for v in range(n):
+                row = rows[v]
+                for x in range(width):
+                    value = stack[v, b, y, x]
+                    counted = (value == value) & (usable[v, y, x] | (n_usable[x] == 0))
+                    row[x] = value if counted else absent
+            for sweep in range(n):  # odd-even transposition: n sweeps sort n values
+                for i in range(sweep % 2, n - 1, 2):
+                    low, high = rows[i], rows[i + 1]
+                    for x in range(width):
+                        a, c = low[x], high[x]
+                        low[x] = min(a, c)
+                        high[x] = max(a, c)
+            for x in range(width):
+                k = n_usable[x] if n_usable[x] > 0 else n_finite[x]
+                at = max(k, 1)  # a valid row even where nothing counts (the value is unused)
+                middle = (rows[(at - 1) // 2, x] + rows[at // 2, x]) * np.float32(0.5)
+                out[b, y, x] = middle if k > 0 else fill

@@ -92,8 +92,8 @@ def array_to_grid(
 ) -> np.ndarray:
     """Reproject ``src (..., y, x)`` on ``src_box`` onto ``target``: float32, NaN outside.
 
-    NaN in the source is nodata. Same-CRS, north-up grids go through numpy
-    (``fast_warp``, GDAL's numbers); anything else through GDAL.
+    NaN in the source is nodata. Same-CRS, north-up grids go through ``fast_warp``
+    (a numba kernel, GDAL's numbers); anything else through GDAL.
     """
     src = np.asarray(src, dtype=np.float32)
     fast = fast_warp(src, src_box, target, resampling)

@@ -1,4 +1,4 @@
-"""The numpy fast paths of chip building agree with GDAL and with np.nanmedian."""
+"""The fast paths of chip building (numba kernels) agree with GDAL and with np.nanmedian."""
 
 from __future__ import annotations
 
@@ -13,7 +13,7 @@ from rasterio.enums import Resampling
 from rasterio.warp import reproject
 
 from pipeline.composite import nanmedian_views
-from pipeline.fast_warp import fast_nearest, fast_warp
+from pipeline.fast_warp import _axes, _bilinear, fast_nearest, fast_warp
 
 UTM = CRS("EPSG:32749")
 SOURCE = GeoBox((60, 70), Affine(30, 0, 779670, 0, -30, 9788280), UTM)
@@ -47,6 +47,44 @@ def test_fast_warp_gives_gdals_numbers(resampling, resolution: float, holes: boo
         assert got is not None and got.dtype == np.float32
         np.testing.assert_array_equal(np.isnan(got), np.isnan(expected))
         np.testing.assert_allclose(got, expected, atol=1e-6, equal_nan=True)
+
+
+@pytest.mark.parametrize("lead", [(), (1,), (6,), (2, 3)])
+@pytest.mark.parametrize("resolution", [15.0, 30.0, 10.0])
+@pytest.mark.parametrize("hole", [False, True])
+def test_every_kernel_path_gives_gdals_numbers(lead, resolution: float, hole: bool) -> None:
+    """Chips well inside the window (no renormalising), chips overhanging it (weights
+    renormalised, NaN outside), and windows with a NaN anywhere (valid weights only),
+    for any leading shape."""
+    rng = np.random.default_rng(len(lead) + int(resolution))
+    src = rng.uniform(0, 0.5, (*lead, *SOURCE.shape)).astype(np.float32)
+    if hole:  # far from the chips inside: same numbers, through the NaN-aware branch
+        src[..., -2:, -3:] = np.nan
+    offsets = [(130.0, 170.0), (37.5, 52.0), (-200.0, 300.0), (1500.0, 900.0)]
+    for (dx, dy), interior in zip(offsets, [True, True, False, False], strict=True):
+        target = GeoBox((50, 60), Affine(resolution, 0, SOURCE.affine.c + dx, 0,
+                                         -resolution, SOURCE.affine.f - dy), UTM)
+        ay, ax = _axes(SOURCE, target)
+        assert (ay.interior and ax.interior) == interior
+        got = fast_warp(src, SOURCE, target, Resampling.bilinear)
+        expected = _gdal(src.reshape(-1, *SOURCE.shape), SOURCE, target, Resampling.bilinear)
+        assert got.dtype == np.float32 and got.shape == (*lead, *target.shape)
+        got = got.reshape(expected.shape)
+        np.testing.assert_array_equal(np.isnan(got), np.isnan(expected))
+        np.testing.assert_allclose(got, expected, atol=1e-6, equal_nan=True)
+
+
+def test_infinite_source_values_are_nodata_like_nan() -> None:
+    src = np.ones((2, *SOURCE.shape), np.float32)
+    src[1, 30, 30] = np.inf
+    target = GeoBox((50, 60), Affine(15, 0, SOURCE.affine.c + 130, 0, -15,
+                                     SOURCE.affine.f - 170), UTM)
+    ay, ax = _axes(SOURCE, target)
+    got = _bilinear(src, ay, ax)
+    nan_src = np.where(np.isinf(src), np.nan, src)
+    np.testing.assert_array_equal(got, _bilinear(nan_src, ay, ax))
+    assert np.isnan(got[1]).any() and not np.isnan(got[0]).any()
+    assert np.nanmax(np.abs(got - 1)) < 1e-6
 
 
 def test_other_cases_are_left_to_gdal() -> None:

@@ -315,6 +315,25 @@ def test_pansharpen_brovey_identity_when_pan_equals_intensity() -> None:
         np.testing.assert_allclose(after, before, rtol=1e-12)
 
 
+def test_pansharpen_brovey_keeps_float32_and_numpys_numbers() -> None:
+    """The numba kernel against the formula in numpy, on chip-like float32 bands."""
+    rng = np.random.default_rng(3)
+    blue, green, red, pan = (rng.uniform(0.0, 0.4, (2, 40, 30)).astype(np.float32)
+                             for _ in range(4))
+    blue[0, :2] = green[0, :2] = red[0, :2] = 0.0  # dark: left unchanged
+    pan[1, 5] = np.nan
+    red[1, 7] = np.nan
+    wb, wg, wr = PAN_WEIGHTS
+    intensity = wb * blue + wg * green + wr * red
+    with np.errstate(divide="ignore", invalid="ignore"):
+        ratio = np.where(intensity > 1e-6, pan / intensity, 1.0)
+    ratio = np.where(np.isfinite(ratio), ratio, 1.0).astype(np.float32)
+    for got, band in zip(pansharpen_brovey(blue, green, red, pan), (blue, green, red),
+                         strict=True):
+        assert got.dtype == np.float32 and got.shape == band.shape
+        np.testing.assert_array_equal(got, band * ratio)
+
+
 def test_pansharpen_brovey_leaves_dark_and_invalid_pixels_unchanged() -> None:
     blue = np.array([0.0, 0.1, 0.1])
     green = np.array([0.0, 0.2, 0.2])
