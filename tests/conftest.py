@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -62,4 +63,25 @@ def prefect_harness():
 
     with (temporary_settings({PREFECT_SERVER_ANALYTICS_ENABLED: False}),
           prefect_test_harness(server_startup_timeout=120)):
+        yield
+
+
+@pytest.fixture(scope="session")
+def shared_prefect_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict]:
+    """One self-hosted Prefect server for the session's CLI-heavy slow tests."""
+    from tests.prefect_server import prefect_server
+
+    with prefect_server(tmp_path_factory.mktemp("prefect-shared")) as running:
+        yield running
+
+
+@pytest.fixture(scope="module")
+def cli_on_shared_prefect(shared_prefect_server: dict) -> Iterator[None]:
+    """CLI subprocesses started by this module talk to ``shared_prefect_server``.
+
+    Each `forestnet` run otherwise starts Prefect's temporary API (10-15 s on 2 cores);
+    `tests/test_demo_flow.py` keeps that default path covered.
+    """
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setenv("PREFECT_API_URL", shared_prefect_server["api"])
         yield

@@ -27,6 +27,11 @@ pytestmark = pytest.mark.slow
 PROVINCES = ["Kalimantan Tengah", "Kalimantan Selatan"]
 
 
+@pytest.fixture(scope="module", autouse=True)
+def _one_prefect_server(cli_on_shared_prefect: None) -> None:
+    """Every CLI run here talks to the session's Prefect server, not a temporary API."""
+
+
 @pytest.fixture(scope="module")
 def border_job(tmp_path_factory: pytest.TempPathFactory) -> dict:
     job = make_map_job(tmp_path_factory.mktemp("border"), {

@@ -10,67 +10,25 @@ its children (runner flow runs, Dask workers) at teardown.
 
 from __future__ import annotations
 
-import os
-import signal
-import socket
 import subprocess
 import sys
 import time
 from collections.abc import Iterator
-from contextlib import contextmanager, suppress
 from pathlib import Path
 
 import httpx
-import psutil
 import pyogrio
 import pytest
 
 from pipeline.export import DRIVER_MAP_LAYER
 from tests.map_job import make_map_job
+from tests.prefect_server import PREFECT, REPO, prefect_server, session_process, tail
 
 # Under load a served run has taken minutes on 2 shared cores.
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(1200)]
 
-REPO = Path(__file__).resolve().parents[2]
-PREFECT = str(Path(sys.executable).with_name("prefect"))
 MAP_DEPLOYMENT = "map-job/monthly"
 TIMINGS: dict[str, float] = {}
-
-
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
-def _tail(path: Path, n: int = 3000) -> str:
-    return path.read_text(errors="replace")[-n:] if path.exists() else "(no log)"
-
-
-@contextmanager
-def _process(args: list[str], log: Path, env: dict[str, str]) -> Iterator[subprocess.Popen]:
-    """Run ``args`` in its own session; on exit kill the whole session, children too."""
-    children: list[psutil.Process] = []
-    with log.open("wb") as out:
-        proc = subprocess.Popen(args, stdout=out, stderr=subprocess.STDOUT, env=env, cwd=REPO,
-                                start_new_session=True)
-    try:
-        yield proc
-    finally:
-        # Flow-run processes may sit in sessions of their own: note them by id first.
-        with suppress(psutil.Error):
-            children = psutil.Process(proc.pid).children(recursive=True)
-        if proc.poll() is None:
-            os.killpg(proc.pid, signal.SIGTERM)  # lets the runner pause its schedules
-            with suppress(subprocess.TimeoutExpired):
-                proc.wait(timeout=20)
-        # Dask workers and flow runs may outlive the leader: end its group and its children.
-        with suppress(ProcessLookupError):
-            os.killpg(proc.pid, signal.SIGKILL)
-        for child in children:
-            with suppress(psutil.Error):
-                child.kill()
-        proc.wait(timeout=10)
 
 
 def _deployments(api: str) -> list[dict]:
@@ -81,28 +39,10 @@ def _deployments(api: str) -> list[dict]:
 
 @pytest.fixture(scope="module")
 def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict]:
-    """A Prefect server on a free port with an isolated PREFECT_HOME (its own SQLite)."""
-    home = tmp_path_factory.mktemp("prefect-home")
-    port = _free_port()
-    api = f"http://127.0.0.1:{port}/api"
-    env = {k: v for k, v in os.environ.items() if not k.startswith("PREFECT_")}
-    env.update(PREFECT_HOME=str(home), PREFECT_API_URL=api,
-               PREFECT_SERVER_ANALYTICS_ENABLED="false",
-               PREFECT_RUNNER_POLL_FREQUENCY="1")  # the runner notices a new run within 1 s
-    log = home / "server.log"
-    started = time.perf_counter()
-    args = [PREFECT, "server", "start", "--host", "127.0.0.1", "--port", str(port), "--no-ui"]
-    with _process(args, log, env) as proc:
-        deadline = time.monotonic() + 180
-        while True:
-            assert proc.poll() is None, f"prefect server exited:\n{_tail(log)}"
-            assert time.monotonic() < deadline, f"server not healthy in 180 s:\n{_tail(log)}"
-            with suppress(httpx.HTTPError):
-                if httpx.get(f"{api}/health", timeout=2).status_code == 200:
-                    break
-            time.sleep(0.5)
-        TIMINGS["server_start_s"] = time.perf_counter() - started
-        yield {"api": api, "env": env, "home": home}
+    """A Prefect server of this module's own (the deployments test replaces work pools)."""
+    with prefect_server(tmp_path_factory.mktemp("prefect-home")) as running:
+        TIMINGS["server_start_s"] = running["start_s"]
+        yield running
     _report()
 
 
@@ -121,10 +61,10 @@ def tiny_config(map_job: dict) -> Path:
 @pytest.fixture(scope="module")
 def served(server: dict, tiny_config: Path) -> Iterator[Path]:
     """`forestnet deploy --serve` in the background; returns at once, so that its start
-    overlaps the demo (tests wait for its deployments with ``_wait_for_deployments``)."""
+    overlaps the setup (tests wait for its deployments with ``_wait_for_deployments``)."""
     log = server["home"] / "serve.log"
     args = [sys.executable, "-m", "flows.cli", "deploy", "--serve", "--config", str(tiny_config)]
-    with _process(args, log, server["env"]):
+    with session_process(args, log, server["env"]):
         yield log
 
 
@@ -135,7 +75,7 @@ def _wait_for_deployments(api: str, serve_log: Path, timeout: float = 180) -> di
         if len(found) >= 3:  # the runner registers all three before it starts polling
             return {d["name"]: d for d in found}
         assert time.monotonic() < deadline, f"no deployments after {timeout} s:\n" \
-                                            f"{_tail(serve_log)}"
+                                            f"{tail(serve_log)}"
         time.sleep(1)
 
 
@@ -164,7 +104,7 @@ def test_served_map_deployment_runs_to_completion(
     TIMINGS["map_run_s"] = time.perf_counter() - clock
 
     record = httpx.get(f"{api}/flow_runs/{run.id}", timeout=10).json()
-    assert record["state"]["type"] == "COMPLETED", (record["state"], _tail(served, 6000))
+    assert record["state"]["type"] == "COMPLETED", (record["state"], tail(served, 6000))
     assert record["deployment_id"] == monthly["id"]
     assert record["parameters"]["years"] == "2014-2016"
     assert record["parameters"]["provinces"] == ["Kalimantan Tengah"]

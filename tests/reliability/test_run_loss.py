@@ -113,6 +113,11 @@ def temporaries(folder: Path) -> list[str]:
 # -- ingest ------------------------------------------------------------------------------
 
 
+@pytest.fixture(scope="module", autouse=True)
+def _one_prefect_server(cli_on_shared_prefect: None) -> None:
+    """Every CLI run here talks to the session's Prefect server, not a temporary API."""
+
+
 @pytest.fixture(scope="module")
 def landsat(tiny_world: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A folder of 15 products: the tiny world's 3 scenes, 5 times under new product ids."""
