@@ -9,7 +9,7 @@ from prefect import flow, get_run_logger, task
 
 from flows.artifacts import publish_training
 from flows.config import PipelineConfig
-from flows.provenance import run_record, write_run_record
+from flows.provenance import RUN_RECORD, run_record, write_run_record
 from forestnet_model.bundle import BundleMeta, read_bundle_meta
 
 
@@ -73,10 +73,12 @@ def train_flow(config: PipelineConfig, client_address: str) -> dict:
     logger.info("model %s: val acc %.3f macro F1 %.3f; test acc %.3f macro F1 %.3f",
                 meta.model_id, val.get("accuracy", float("nan")), val.get("macro_f1", float("nan")),
                 test.get("accuracy", float("nan")), test.get("macro_f1", float("nan")))
-    if trained:
-        # A skipped run leaves the run.json of the run that trained this bundle.
+    # A skipped run leaves the run.json of the run that trained this bundle; a bundle
+    # without one (killed before it was written, or copied in) gets one, marked as such.
+    if trained or not (config.bundle_path / RUN_RECORD).exists():
+        late = {} if trained else {"recorded_after_the_fact": True}
         write_run_record(run_record(config, "train", started, counts=training_counts(meta),
-                                    metrics=meta.metrics), config.bundle_path)
+                                    metrics=meta.metrics, **late), config.bundle_path)
     publish_training(meta, config.bundle_path)
     return {"bundle": bundle, "model_id": meta.model_id, "metrics": meta.metrics}
 

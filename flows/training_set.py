@@ -7,6 +7,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 import geopandas as gpd
+import pandas as pd
 import rasterio
 import zarr
 from distributed import Client
@@ -14,9 +15,9 @@ from prefect import flow, get_run_logger, task
 
 from flows.cluster import gather_with_progress
 from flows.config import PipelineConfig, require_file
-from flows.provenance import run_record, write_run_record
+from flows.provenance import RUN_RECORD, run_record, write_run_record
 from pipeline.auxiliary import AuxSources, describe_aux
-from pipeline.chip_store import finalize_chip_store, init_chip_store
+from pipeline.chip_store import finalize_chip_store, init_chip_store, open_chips
 from pipeline.chips import ChipSpec
 from pipeline.event_vectors import events_from_vector
 from pipeline.events import (
@@ -161,6 +162,14 @@ def build_chips(config: PipelineConfig, events_path: str, client_address: str) -
     return {"chips": str(chips), "counts": counts}
 
 
+def store_counts(chips: Path) -> dict:
+    """Events per split and events without imagery, read back from a finished store."""
+    ds = open_chips(chips)
+    splits = pd.Series([str(v) for v in ds["split"].values]).value_counts()
+    return {"events": {str(k): int(v) for k, v in sorted(splits.items())},
+            "events_without_imagery": len(ds.attrs.get("skipped_events", {}))}
+
+
 def split_counts(events: gpd.GeoDataFrame) -> dict[str, int]:
     """Events per split (``{"train": n, ...}``), in sorted split order."""
     if not len(events):
@@ -171,11 +180,16 @@ def split_counts(events: gpd.GeoDataFrame) -> dict[str, int]:
 @flow(name="build-training-set", log_prints=True)
 def training_set_flow(config: PipelineConfig, client_address: str) -> dict:
     """Events with splits, then chips.zarr with its ``run.json``; skipped when the store exists."""
-    if (config.chips_path / "zarr.json").exists():
-        # The earlier run's run.json stays: it describes the store that is there.
-        get_run_logger().info("%s exists; nothing to do", config.chips_path)
-        return {"chips": str(config.chips_path), "skipped": True}
     started = datetime.now(UTC)
+    if (config.chips_path / "zarr.json").exists():
+        # The earlier run's run.json stays: it describes the store that is there. A store
+        # without one (the run was killed right after finishing it) gets one, marked so.
+        get_run_logger().info("%s exists; nothing to do", config.chips_path)
+        if not (config.chips_path / RUN_RECORD).exists():
+            write_run_record(run_record(config, "build-training-set", started,
+                                        counts=store_counts(config.chips_path),
+                                        recorded_after_the_fact=True), config.chips_path)
+        return {"chips": str(config.chips_path), "skipped": True}
     events_path = labelled_events(config)
     built = build_chips(config, events_path, client_address)
     write_run_record(run_record(config, "build-training-set", started, counts=built["counts"],

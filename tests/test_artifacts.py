@@ -118,6 +118,22 @@ def test_a_rerun_that_skips_training_keeps_the_run_json(train_runs: dict) -> Non
     assert json.loads((bundle / "run.json").read_text()) == train_runs["record"]
 
 
+def test_a_bundle_without_run_json_gets_one_marked_late(train_runs: dict) -> None:
+    """A bundle copied in, or left by a run killed before its run.json: a rerun records
+    it, marked as recorded after the fact, with the bundle's own counts and metrics."""
+    config, record = train_runs["config"], train_runs["record"]
+    path = config.bundle_path / "run.json"
+    path.unlink()
+    try:
+        assert train_module.train_flow(config, "tcp://unused", return_state=True).is_completed()
+        late = json.loads(path.read_text())
+        assert late["recorded_after_the_fact"] is True and late["verb"] == "train"
+        assert late["counts"] == record["counts"] and late["metrics"] == record["metrics"]
+        assert late["bundle"] == record["bundle"]
+    finally:
+        path.write_text(json.dumps(record))  # the other tests compare with the first run's
+
+
 def test_metrics_and_confusion_matrix_are_published(train_runs: dict) -> None:
     bundle = train_runs["config"].bundle_path
     for state in (train_runs["first"], train_runs["again"]):  # every run publishes them

@@ -57,3 +57,21 @@ def test_a_rerun_skips_and_keeps_the_run_json(built: dict) -> None:
     assert built["again"] == {"chips": str(built["config"].chips_path), "skipped": True}
     on_disk = json.loads((built["config"].chips_path / "run.json").read_text())
     assert on_disk == built["record"]
+
+
+def test_a_store_left_without_run_json_gets_one_marked_late(built: dict) -> None:
+    """A run killed between finishing chips.zarr and writing run.json: the rerun skips
+    the store and records what it holds, marked as recorded after the fact."""
+    config, record = built["config"], built["record"]
+    path = config.chips_path / "run.json"
+    path.unlink()
+    try:
+        with threads_cluster() as address:
+            assert training_set_flow(config, address)["skipped"] is True
+        late = json.loads(path.read_text())
+        assert late["recorded_after_the_fact"] is True and late["verb"] == "build-training-set"
+        assert late["counts"] == {
+            "events": record["counts"]["events"],
+            "events_without_imagery": record["counts"]["events_without_imagery"]}
+    finally:
+        path.write_text(json.dumps(record))  # other tests read the first run's record
