@@ -22,14 +22,10 @@ from pipeline.loss_pieces import year_mask
 from pipeline.provinces import select_provinces
 from tests.map_job import BORDER, forestnet, geopackages, make_map_job, read_map
 
-pytestmark = pytest.mark.slow
+# Every CLI run here talks to the session's Prefect server, not a temporary API.
+pytestmark = [pytest.mark.slow, pytest.mark.usefixtures("cli_on_shared_prefect")]
 
 PROVINCES = ["Kalimantan Tengah", "Kalimantan Selatan"]
-
-
-@pytest.fixture(scope="module", autouse=True)
-def _one_prefect_server(cli_on_shared_prefect: None) -> None:
-    """Every CLI run here talks to the session's Prefect server, not a temporary API."""
 
 
 @pytest.fixture(scope="module")

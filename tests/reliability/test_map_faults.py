@@ -22,14 +22,10 @@ import pytest
 
 from tests.map_job import forestnet, geopackages, make_map_job, read_map
 
-pytestmark = pytest.mark.slow
+# Every CLI run here talks to the session's Prefect server, not a temporary API.
+pytestmark = [pytest.mark.slow, pytest.mark.usefixtures("cli_on_shared_prefect")]
 
 PROVINCES = ["Kalimantan Tengah", "Kalimantan Selatan"]
-
-
-@pytest.fixture(scope="module", autouse=True)
-def _one_prefect_server(cli_on_shared_prefect: None) -> None:
-    """Every CLI run here talks to the session's Prefect server, not a temporary API."""
 
 
 @pytest.fixture(scope="module")

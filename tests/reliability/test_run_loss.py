@@ -45,7 +45,8 @@ from tests.ingest_inputs import (
 from tests.map_job import forestnet
 from tests.tiny_config import write_tiny_config
 
-pytestmark = pytest.mark.slow
+# Every CLI run here talks to the session's Prefect server, not a temporary API.
+pytestmark = [pytest.mark.slow, pytest.mark.usefixtures("cli_on_shared_prefect")]
 
 #: One single-threaded worker: the run advances scene by scene (batch by batch), so a
 #: kill lands between finished and unfinished work.
@@ -111,11 +112,6 @@ def temporaries(folder: Path) -> list[str]:
 
 
 # -- ingest ------------------------------------------------------------------------------
-
-
-@pytest.fixture(scope="module", autouse=True)
-def _one_prefect_server(cli_on_shared_prefect: None) -> None:
-    """Every CLI run here talks to the session's Prefect server, not a temporary API."""
 
 
 @pytest.fixture(scope="module")
