@@ -9,7 +9,6 @@ from pathlib import Path
 import geopandas as gpd
 import pandas as pd
 import rasterio
-import zarr
 from distributed import Client
 from prefect import flow, get_run_logger, task
 
@@ -146,12 +145,10 @@ def build_chips(config: PipelineConfig, events_path: str, client_address: str) -
         client.close()
     chips = finalize_chip_store(config.chips_path, batches)
     # From the finished store, not the batch results: reused batches report no failures.
-    blind = len(zarr.open_group(str(chips), mode="r").attrs.get("skipped_events", {}))
     counts = {
-        "events": split_counts(events),
+        **store_counts(chips),
         "chip_batches": len(batches),
         "batches_reused": sum(r["skipped"] for r in results),
-        "events_without_imagery": blind,
     }
     logger.info(
         "%d chip batches (%d reused from an earlier run); %d events without imagery",
@@ -168,13 +165,6 @@ def store_counts(chips: Path) -> dict:
     splits = pd.Series([str(v) for v in ds["split"].values]).value_counts()
     return {"events": {str(k): int(v) for k, v in sorted(splits.items())},
             "events_without_imagery": len(ds.attrs.get("skipped_events", {}))}
-
-
-def split_counts(events: gpd.GeoDataFrame) -> dict[str, int]:
-    """Events per split (``{"train": n, ...}``), in sorted split order."""
-    if not len(events):
-        return {}
-    return {str(k): int(v) for k, v in sorted(events["split"].value_counts().items())}
 
 
 @flow(name="build-training-set", log_prints=True)
