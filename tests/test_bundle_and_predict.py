@@ -53,6 +53,15 @@ def _copy_bundle(src: Path, dst: Path) -> Path:
     return dst
 
 
+def _with_edited_manifest(src: Path, dst: Path, edit) -> Path:
+    """A copy of the bundle at ``src`` whose manifest went through ``edit(dict)``."""
+    folder = _copy_bundle(src, dst)
+    meta = json.loads((folder / MANIFEST).read_text())
+    edit(meta)
+    (folder / MANIFEST).write_text(json.dumps(meta))
+    return folder
+
+
 def test_bundle_folder_holds_weights_and_manifest(bundle):
     path, _ = bundle
     assert sorted(p.name for p in path.iterdir()) == sorted([WEIGHTS, MANIFEST])
@@ -154,10 +163,7 @@ def test_malicious_pickle_is_refused_and_never_runs(bundle, tmp_path):
 )
 def test_invalid_manifest_is_refused_naming_the_file(bundle, tmp_path, edit, reason):
     path, _ = bundle
-    folder = _copy_bundle(path, tmp_path / "edited")
-    meta = json.loads((folder / MANIFEST).read_text())
-    edit(meta)
-    (folder / MANIFEST).write_text(json.dumps(meta))
+    folder = _with_edited_manifest(path, tmp_path / "edited", edit)
     with pytest.raises(BundleError, match=reason) as err:
         load_bundle(folder)
     assert str(folder / MANIFEST) in str(err.value)
@@ -294,9 +300,6 @@ def test_fusion_bundle_needs_its_scalars(fusion_bundle):
 ])
 def test_manifest_inconsistent_with_the_model_is_refused(fusion_bundle, tmp_path, edit, reason):
     path, _ = fusion_bundle
-    folder = _copy_bundle(path, tmp_path / "inconsistent")
-    meta = json.loads((folder / MANIFEST).read_text())
-    edit(meta)
-    (folder / MANIFEST).write_text(json.dumps(meta))
+    folder = _with_edited_manifest(path, tmp_path / "inconsistent", edit)
     with pytest.raises(BundleError, match=reason):
         load_bundle(folder)
