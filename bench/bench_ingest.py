@@ -6,18 +6,21 @@
 Prints one JSON document. Input MB is the sum of the band files' sizes on disk (the
 GeoTIFFs the ingest reads: B1-B8 and QA_PIXEL). The baseline reads each of them whole
 (``src.read(1)``) in this process, one after another; the ingest reads, validates and
-writes the Zarr store (zstd, chunk-aligned) and the index row. Both run in the same
-process on a warm page cache, so the ratio compares across machines.
+writes the Zarr store (Blosc LZ4, one shard file per row of chunks) and the index row.
+Both run on a warm page cache, so the ratio compares across machines.
 
-The ingest is timed three ways: in this process, scene after scene (``ingest_source``),
-once with its default threads per scene (every CPU: one band file read while another is
-compressed) and once single-threaded; and fanned out to a Dask LocalCluster of W
-single-threaded worker processes, one task per scene, as the flow does (workers started
-and warmed first; Prefect's own start-up is not counted). The baseline reads on one
-thread; the parallel ratios also compare with the same reads on W threads, so the figures
-on many cores compare like with like too (as does the single-threaded one). Peak memory (RSS
-of this process and its children, sampled every 10 ms) is measured for 2 scenes and for
-all of them.
+The ingest is timed three ways: fanned out to a Dask LocalCluster of W single-threaded
+worker processes, one task per scene, as the flow does (workers started and warmed first;
+Prefect's own start-up is not counted); in this process, scene after scene
+(``ingest_source``) with its default threads per scene; and in this process on one
+thread. The baseline reads on one thread; the parallel ratios also compare with the
+same reads on W threads, so the figures on many cores compare like with like too (as
+does the one-thread one).
+
+Timings come in rounds (``--repeat``): each round runs both baselines and the three
+ingests back to back, and each ratio is reported as the median over rounds, with its
+range. Peak memory (RSS of this process and its children) is measured in separate runs,
+for 2 scenes and for all of them, so sampling it costs the timed runs nothing.
 
 ``--tile N`` makes each sample scene N x N times larger (tiled copies of its rasters, MTL
 sizes updated), to see the ratio at real scene sizes (a Landsat scene is ~7,800 pixels
@@ -30,10 +33,12 @@ from __future__ import annotations
 import argparse
 import json
 import shutil
+import statistics
 import sys
 import tempfile
 import time
 from concurrent.futures import ThreadPoolExecutor
+from contextlib import contextmanager
 from pathlib import Path
 
 import numcodecs.blosc
@@ -74,49 +79,73 @@ def raw_read_seconds(files: list[Path], threads: int = 1) -> float:
     return time.perf_counter() - start
 
 
-def ingest_in_process(products: list[Path], store: Path) -> dict:
+def ingest_in_process(products: list[Path], store: Path, keep: bool = False) -> float:
+    """Seconds to ingest ``products`` in this process, scene after scene, into a new store
+    (removed after, unless ``keep``)."""
     shutil.rmtree(store, ignore_errors=True)
-    with PeakMemory() as mem:
-        start = time.perf_counter()
-        for product in products:
-            assert ingest_source(folder_source(product), store).status == "ingested"
-        seconds = time.perf_counter() - start
-    return {"seconds": seconds, "peak_rss_mb": mem.peak / 2**20}
+    start = time.perf_counter()
+    for product in products:
+        assert ingest_source(folder_source(product), store).status == "ingested"
+    seconds = time.perf_counter() - start
+    if not keep:
+        shutil.rmtree(store, ignore_errors=True)
+    return seconds
 
 
-def ingest_on_cluster(client, products: list[Path], store: Path) -> dict:
+def ingest_on_cluster(client, products: list[Path], store: Path, keep: bool = False) -> float:
+    """Seconds to ingest ``products`` as the flow does: one task per scene on ``client``."""
     shutil.rmtree(store, ignore_errors=True)
-    with PeakMemory() as mem:
-        start = time.perf_counter()
-        futures = [client.submit(ingest_row, folder_source(p), str(store), pure=False)
-                   for p in products]
-        rows = client.gather(futures)
-        seconds = time.perf_counter() - start
+    start = time.perf_counter()
+    futures = [client.submit(ingest_row, folder_source(p), str(store), pure=False)
+               for p in products]
+    rows = client.gather(futures)
+    seconds = time.perf_counter() - start
     assert all(r["status"] == "ingested" for r in rows), [r["error"] for r in rows]
-    return {"seconds": seconds, "peak_rss_mb": mem.peak / 2**20}
+    if not keep:
+        shutil.rmtree(store, ignore_errors=True)
+    return seconds
+
+
+def peak_rss_mb(ingest, products: list[Path], children: bool) -> float:
+    """Peak RSS while ``ingest(products)`` runs: of this process and its children (the
+    cluster's workers), or of this process alone.
+
+    Apart from the timed runs: sampling the process tree every 20 ms costs ~1 ms each
+    time, a few percent of a core that the timed runs should not lose.
+    """
+    with PeakMemory(children=children) as mem:
+        ingest(products)
+    return round(mem.peak / 2**20)
+
+
+def store_mb(store: Path) -> float:
+    """Size on disk of a store, in MiB."""
+    return round(sum(f.stat().st_size for f in store.rglob("*") if f.is_file()) / 2**20, 1)
 
 
 def _warm_worker() -> None:
     import pipeline.ingest  # noqa: F401  (imports are paid before the clock starts)
 
 
-def best(runs: list[dict]) -> dict:
-    """Fastest run; the highest memory peak of all runs."""
-    fastest = min(runs, key=lambda r: r["seconds"])
-    return {**fastest, "peak_rss_mb": max(r["peak_rss_mb"] for r in runs)}
+@contextmanager
+def one_thread_per_scene():
+    """The ingest on one thread: one band at a time, Blosc without its own threads (it
+    starts them when called from the main thread, as here; in a worker it doesn't)."""
+    threads = scene_store.scene_threads
+    scene_store.scene_threads = lambda: 1
+    numcodecs.blosc.use_threads = False
+    try:
+        yield
+    finally:
+        scene_store.scene_threads = threads
+        numcodecs.blosc.use_threads = None
 
 
-def summary(mb: float, raw_s: float, all_runs: dict, two: dict, n: int,
-            raw_parallel_s: float | None = None) -> dict:
-    parallel = ({} if raw_parallel_s is None else
-                {"ratio_vs_parallel_raw_read": round(raw_parallel_s / all_runs["seconds"], 3)})
-    return {
-        "mb_per_s": round(mb / all_runs["seconds"], 1),
-        "ratio_vs_raw_read": round(raw_s / all_runs["seconds"], 3),
-        **parallel,
-        "peak_rss_mb": {"2_scenes": round(two["peak_rss_mb"]),
-                        f"{n}_scenes": round(all_runs["peak_rss_mb"])},
-    }
+def ratios(baseline: list[float], ingest: list[float]) -> dict:
+    """Per-round ratios of baseline seconds over ingest seconds: median and range."""
+    values = [b / i for b, i in zip(baseline, ingest, strict=True)]
+    return {"median": round(statistics.median(values), 3),
+            "range": [round(min(values), 3), round(max(values), 3)]}
 
 
 def main() -> None:
@@ -126,7 +155,7 @@ def main() -> None:
     parser.add_argument("--tile", type=int, default=1, help="scale each scene N x N")
     parser.add_argument("--copies", type=int, default=1, help="ingest K copies of each scene")
     parser.add_argument("--workers", type=int, default=psutil.cpu_count() or 2)
-    parser.add_argument("--repeat", type=int, default=3, help="best of N timings")
+    parser.add_argument("--repeat", type=int, default=3, help="rounds of timings")
     parser.add_argument("--out", type=Path, default=None)
     args = parser.parse_args()
     folder = args.out or Path(tempfile.mkdtemp(prefix="forestnet-bench-ingest-"))
@@ -142,35 +171,49 @@ def main() -> None:
     files = band_files(products)
     mb = sum(f.stat().st_size for f in files) / 2**20
     raw_read_seconds(files)  # warm the page cache and GDAL
-    raw_s = min(raw_read_seconds(files) for _ in range(args.repeat))
-    raw_parallel_s = min(raw_read_seconds(files, args.workers) for _ in range(args.repeat))
-
     ingest_in_process(products[:1], folder / "warm.zarr")
-    local = best([ingest_in_process(products, folder / "local.zarr") for _ in range(args.repeat)])
-    local_two = ingest_in_process(products[:2], folder / "local2.zarr")
-    threads = scene_store.scene_threads()
-    # The same code on one thread: one band at a time, and Blosc without its own threads
-    # (it starts them when called from the main thread, as here; in a worker it doesn't).
-    scene_store.scene_threads = lambda: 1
-    numcodecs.blosc.use_threads = False
-    single = best([ingest_in_process(products, folder / "local1.zarr")
-                   for _ in range(args.repeat)])
-    single_two = ingest_in_process(products[:2], folder / "local1-2.zarr")
-    numcodecs.blosc.use_threads = None
 
     from distributed import Client, LocalCluster
 
+    seconds: dict[str, list[float]] = {k: [] for k in (
+        "raw", "raw_parallel", "in_process", "in_process_1_thread", "cluster")}
     with LocalCluster(n_workers=args.workers, threads_per_worker=1, processes=True,
                       dashboard_address=None, memory_limit="4GiB") as cluster, \
             Client(cluster) as client:
         client.run(_warm_worker)
         ingest_on_cluster(client, products[:args.workers], folder / "warm.zarr")
-        two = ingest_on_cluster(client, products[:2], folder / "cluster2.zarr")
-        full = best([ingest_on_cluster(client, products, folder / "cluster.zarr")
-                     for _ in range(args.repeat)])
+        # Each round times the baselines and every ingest back to back, so a ratio pairs
+        # runs made under the same conditions (a shared VM's speed drifts over minutes).
+        for _ in range(args.repeat):
+            seconds["raw"].append(raw_read_seconds(files))
+            seconds["raw_parallel"].append(raw_read_seconds(files, args.workers))
+            seconds["in_process"].append(ingest_in_process(products, folder / "local.zarr"))
+            with one_thread_per_scene():
+                seconds["in_process_1_thread"].append(
+                    ingest_in_process(products, folder / "local1.zarr"))
+            seconds["cluster"].append(
+                ingest_on_cluster(client, products, folder / "cluster.zarr"))
+        ingest_on_cluster(client, products, folder / "cluster.zarr", keep=True)
+        memory = {
+            "dask_cluster": {
+                f"{n}_scenes": peak_rss_mb(
+                    lambda ps: ingest_on_cluster(client, ps, folder / "mem.zarr"),
+                    products[:n], children=True) for n in (2, len(products))},
+            "in_process": {
+                f"{n}_scenes": peak_rss_mb(
+                    lambda ps: ingest_in_process(ps, folder / "mem.zarr"),
+                    products[:n], children=False) for n in (2, len(products))},
+        }
 
     with rasterio.open(next(f for f in files if f.name.endswith("_B4.TIF"))) as src:
         shape = src.shape
+    def figures(name: str, parallel: bool) -> dict:
+        out = {"mb_per_s": round(mb / min(seconds[name]), 1),
+               "ratio_vs_raw_read": ratios(seconds["raw"], seconds[name])}
+        if parallel:
+            out["ratio_vs_parallel_raw_read"] = ratios(seconds["raw_parallel"], seconds[name])
+        return out
+
     report = {
         "preset": args.preset,
         "scenes": len(products),
@@ -178,20 +221,19 @@ def main() -> None:
         "input_mb": round(mb, 1),
         "machine": {"cpus": psutil.cpu_count(), "workers": args.workers,
                     "load_avg_1min": round(psutil.getloadavg()[0], 2)},
-        "raw_read_mb_per_s": round(mb / raw_s, 1),
-        "raw_read_parallel_mb_per_s": round(mb / raw_parallel_s, 1),
-        "ingest_in_process": {"threads_per_scene": threads,
-                              **summary(mb, raw_s, local, local_two, len(products),
-                                        raw_parallel_s)},
-        "ingest_in_process_1_thread": {"threads_per_scene": 1,
-                                       **summary(mb, raw_s, single, single_two, len(products))},
+        "rounds": args.repeat,
+        "raw_read_mb_per_s": round(mb / min(seconds["raw"]), 1),
+        "raw_read_parallel_mb_per_s": round(mb / min(seconds["raw_parallel"]), 1),
         "ingest_dask_cluster": {"workers": args.workers, "threads_per_worker": 1,
-                                **summary(mb, raw_s, full, two, len(products),
-                                          raw_parallel_s)},
+                                **figures("cluster", parallel=True)},
+        "ingest_in_process": {"threads_per_scene": scene_store.scene_threads(),
+                              **figures("in_process", parallel=True)},
+        "ingest_in_process_1_thread": {"threads_per_scene": 1,
+                                       **figures("in_process_1_thread", parallel=False)},
+        "peak_rss_mb": memory,
         "baseline": "rasterio src.read(1) of every band file, one thread",
         "parallel_baseline": f"the same reads on {args.workers} threads",
-        "store_mb": round(sum(f.stat().st_size for f in (folder / "cluster.zarr").rglob("*")
-                              if f.is_file()) / 2**20, 1),
+        "store_mb": store_mb(folder / "cluster.zarr"),
         "goal_ratio": 0.8,
     }
     print(json.dumps(report, indent=2))

@@ -9,16 +9,17 @@ import psutil
 
 
 class PeakMemory:
-    """Context manager sampling the RSS of the process tree; ``peak`` is in bytes."""
+    """Context manager sampling the RSS of the process tree (or of this process alone,
+    ``children=False``: child processes idle meanwhile are not counted); ``peak`` is in bytes."""
 
-    def __init__(self, interval: float = 0.02) -> None:
+    def __init__(self, interval: float = 0.02, children: bool = True) -> None:
         self.interval, self.peak, self._stop = interval, 0, threading.Event()
+        self.children = children
 
-    @staticmethod
-    def rss() -> int:
+    def rss(self) -> int:
         me = psutil.Process()
         total = me.memory_info().rss
-        for child in me.children(recursive=True):
+        for child in me.children(recursive=True) if self.children else ():
             try:
                 total += child.memory_info().rss
             except psutil.Error:

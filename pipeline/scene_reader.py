@@ -236,16 +236,20 @@ def _pan_box(path: str, geobox: GeoBox) -> GeoBox:
     )
 
 
-def read_strips(path: str, rows: int) -> Iterator[tuple[int, np.ndarray]]:
-    """``(first row, pixels)`` of full-width strips of ``rows`` lines, top to bottom.
+def read_strips(
+    path: str, rows: int, start: int = 0, stop: int | None = None
+) -> Iterator[tuple[int, np.ndarray]]:
+    """``(first row, pixels)`` of full-width strips of ``rows`` lines, from row ``start``
+    (a multiple of ``rows``) to ``stop`` (default: the last row), top to bottom.
 
     A strip as high as a row of store chunks decodes each tile of a tiled GeoTIFF once.
     A read that fails (a file truncated past the blocks checked up front) names the file.
     """
     with open_raster(path) as src:
         height, width = src.shape
-        for top in range(0, height, rows):
-            window = rasterio.windows.Window(0, top, width, min(rows, height - top))
+        stop = height if stop is None else min(stop, height)
+        for top in range(start, stop, rows):
+            window = rasterio.windows.Window(0, top, width, min(rows, stop - top))
             try:
                 yield top, src.read(1, window=window)
             except rasterio.errors.RasterioIOError as exc:

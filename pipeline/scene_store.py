@@ -31,10 +31,12 @@ from pipeline.scene_reader import (
     read_strips,
     store_chunks,
 )
-from pipeline.zarr_chunks import strip_writer
+from pipeline.zarr_chunks import row_shards, strip_writer
 
-#: Bumped when the group layout changes, so groups of an older layout are rewritten.
-STORE_FORMAT = 2
+#: The layout this code writes. 3: each full-width row of chunks is one shard file.
+STORE_FORMAT = 3
+#: Layouts read as they are (2: one file per chunk); a group of any other is rewritten.
+READABLE_FORMATS = (2, STORE_FORMAT)
 COMPLETE_ATTR = "forestnet_complete"
 
 
@@ -67,7 +69,7 @@ def group_state(store: Path, scene_id: str) -> GroupState:
         group = zarr.open_group(str(path), mode="r", zarr_format=3)
         attrs = group.attrs
         complete = bool(attrs.get(COMPLETE_ATTR, False)) and (
-            attrs.get("forestnet_format") == STORE_FORMAT
+            attrs.get("forestnet_format") in READABLE_FORMATS
         )
         arrays = dict(group.arrays())
         shapes = {name: tuple(a.shape) for name, a in arrays.items()}
@@ -153,9 +155,10 @@ def create_arrays(group: zarr.Group, layout: SceneLayout) -> dict[str, zarr.Arra
     # Kept, not looked up again: each group lookup re-reads the array's metadata.
     arrays = {}
     for name, (chunks, dims) in specs.items():
+        shape = layout.shape(name)
         arrays[name] = group.create_array(
-            name, shape=layout.shape(name), dtype="uint16", chunks=chunks, fill_value=0,
-            compressors=_compressors(), dimension_names=dims,
+            name, shape=shape, dtype="uint16", chunks=chunks, shards=row_shards(shape, chunks),
+            fill_value=0, compressors=_compressors(), dimension_names=dims,
             attributes={**layout.array_attrs.get(name, {}), **pixel_attrs},
             # Every chunk is written, so none needs checking for "all fill" first.
             config={"write_empty_chunks": True},
@@ -169,43 +172,71 @@ def _write_coord(group: zarr.Group, name: str, values: np.ndarray, attrs: dict) 
     array[...] = values
 
 
+@dataclass(frozen=True)
+class _Piece:
+    """Rows ``start:stop`` of one band file, copied into its array strip by strip."""
+
+    name: str  # the array
+    band: int | None  # the band of a 3-D array
+    path: str | None  # None: the all-clear QA of a product without one
+    start: int
+    stop: int
+    strip_rows: int  # one row of the array's chunks
+
+    @property
+    def size(self) -> int:
+        return (self.stop - self.start) * (2 if self.name == "pan" else 1)
+
+
 def write_pixels(arrays: dict[str, zarr.Array], layout: SceneLayout) -> tuple[int, int]:
     """Copy every band file into its array; return the (valid, clear) QA pixel counts.
 
-    One job per band file, on ``scene_threads()`` threads: GDAL's decoding and zarr's
-    compression release the GIL, so one thread reads a strip while another's is encoded.
+    The work runs on ``scene_threads()`` threads: GDAL's decoding, Blosc's encoding and
+    file writes all release the GIL, so one thread decodes while another encodes. With
+    more than one thread each band is cut into as many row pieces as there are threads,
+    biggest first: the pan band alone is a third of a Level-1 scene's pixels, and whole
+    bands as jobs left one thread working alone on it at the end.
     """
-    rows = store_chunks(tuple(layout.geobox.shape))[0]
-    jobs = [(name, i, path) for name, paths in layout.sources.items()
-            for i, path in enumerate(paths)]
-    jobs.sort(key=lambda job: job[0] != "pan")  # the biggest first: better balance
-
-    def run(job: tuple[str, int, str | None]) -> tuple[int, int]:
-        name, band, path = job
-        step = rows * 2 if name == "pan" else rows
-        return _copy_band(arrays[name], band if name == "multispectral" else None, path,
-                          step, count_qa=name == "qa_pixel")
-
-    threads = min(scene_threads(), len(jobs))
-    if threads <= 1:
-        counts = [run(job) for job in jobs]
-    else:
-        with ThreadPoolExecutor(threads) as pool:
-            counts = list(pool.map(run, jobs))
+    threads = scene_threads()
+    pieces = _pieces(layout, threads)
+    counts = _run(lambda piece: _copy_piece(arrays[piece.name], piece), pieces, threads)
     return sum(c[0] for c in counts), sum(c[1] for c in counts)
 
 
-def _copy_band(
-    array: zarr.Array, band: int | None, path: str | None, rows: int, count_qa: bool
-) -> tuple[int, int]:
-    """Write one band file into ``array`` (at ``band`` when 3-D); QA counts if asked.
+def _pieces(layout: SceneLayout, per_band: int) -> list[_Piece]:
+    """Every band file cut into up to ``per_band`` pieces of whole chunk rows."""
+    rows = store_chunks(tuple(layout.geobox.shape))[0]
+    pieces = []
+    for name, paths in layout.sources.items():
+        strip = rows * 2 if name == "pan" else rows
+        height = layout.shape(name)[-2]
+        strips = -(-height // strip)
+        step = -(-strips // max(1, per_band)) * strip
+        for i, path in enumerate(paths):
+            band = i if name == "multispectral" else None
+            pieces += [_Piece(name, band, path, top, min(height, top + step), strip)
+                       for top in range(0, height, step)]
+    return sorted(pieces, key=lambda p: -p.size)
+
+
+def _run(work, jobs: list, threads: int) -> list:
+    if min(threads, len(jobs)) <= 1:
+        return [work(job) for job in jobs]
+    with ThreadPoolExecutor(min(threads, len(jobs))) as pool:
+        return list(pool.map(work, jobs))
+
+
+def _copy_piece(array: zarr.Array, piece: _Piece) -> tuple[int, int]:
+    """Write one piece of a band file into ``array``; QA counts for the QA array.
 
     Each strip is one row of chunks, encoded and written directly (``strip_writer``).
     """
     n_valid = n_clear = 0
+    count_qa = piece.name == "qa_pixel"
     with rasterio.Env(**READ_OPTIONS):  # GDAL settings are per thread
-        strips = read_strips(path, rows) if path else _all_clear(array.shape, rows)
-        write = strip_writer(array, band)
+        strips = (read_strips(piece.path, piece.strip_rows, piece.start, piece.stop)
+                  if piece.path else _all_clear(array.shape, piece))
+        write = strip_writer(array, piece.band)
         for top, data in strips:
             write(top, data)
             if count_qa:
@@ -215,18 +246,21 @@ def _copy_band(
     return n_valid, n_clear
 
 
-def _all_clear(shape: tuple[int, ...], rows: int) -> Iterator[tuple[int, np.ndarray]]:
+def _all_clear(shape: tuple[int, ...], piece: _Piece) -> Iterator[tuple[int, np.ndarray]]:
     """Strips of the QA written for a product without a QA band: every pixel clear."""
-    for top in range(0, shape[0], rows):
-        yield top, np.full((min(rows, shape[0] - top), shape[1]), QA_ALL_CLEAR, np.uint16)
+    for top in range(piece.start, piece.stop, piece.strip_rows):
+        rows = min(piece.strip_rows, piece.stop - top)
+        yield top, np.full((rows, shape[1]), QA_ALL_CLEAR, np.uint16)
 
 
 def scene_threads() -> int:
     """Threads for one scene's read-and-write.
 
-    In a Dask worker, the worker's own thread count: scenes already run in parallel, one
-    per worker thread, and Zarr encodes on its own thread pool besides, so more threads
-    per scene would only contend. Elsewhere (a plain call), every CPU.
+    In a Dask worker, the worker's own thread count: it is what the cluster gives the
+    worker, and scenes already run in parallel, one per worker thread. Two threads per
+    scene in one-thread workers did finish a short run's last scene sooner, but cost 9%
+    of throughput while every worker was busy (bench/bench_ingest.py, 2 CPUs), which is
+    most of a province's run. Elsewhere (a plain call), every CPU.
     """
     try:
         from distributed import get_worker

@@ -191,15 +191,17 @@ def write_item(product: Path, item_path: Path, layout: str) -> Path:
     return item_path
 
 
-def assert_same_scene(store_a: Path, store_b: Path, scene_id: str) -> None:
-    """Two stores hold the same scene: every array, coordinate and attribute but the source."""
+def assert_same_scene(store_a: Path, store_b: Path, scene_id: str,
+                      ignore_attrs: tuple[str, ...] = ()) -> None:
+    """Two stores hold the same scene: every array, coordinate and attribute but the source
+    (and ``ignore_attrs``)."""
     a = xr.open_zarr(store_a, group=scene_id, consolidated=False, mask_and_scale=False)
     b = xr.open_zarr(store_b, group=scene_id, consolidated=False, mask_and_scale=False)
     assert sorted(a.data_vars) == sorted(b.data_vars)
     for name in a.variables:
         np.testing.assert_array_equal(a[name].values, b[name].values, err_msg=name)
         xr.testing.assert_identical(a[name], b[name])  # attrs too (NaN fill equals NaN)
-    drop = {"forestnet_source"}
+    drop = {"forestnet_source", *ignore_attrs}
     assert {k: v for k, v in a.attrs.items() if k not in drop} == {
         k: v for k, v in b.attrs.items() if k not in drop}
 

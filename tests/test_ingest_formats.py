@@ -171,14 +171,19 @@ def test_window_clear_fraction_reads_only_the_window(
     window = grid[70:130, 10:100]
     expected = clear_fraction(qa[70:130, 10:100])
     polygon = window.extent.to_crs("EPSG:4326").geom.buffer(-1e-6)  # centres stay inside
-    # Spoil every chunk the window does not touch: reading one would fail.
-    chunks = store / folder.name / "qa_pixel" / "c"
+    # Spoil every chunk the window does not touch: reading one would fail. Each row of
+    # chunks is one shard file; a chunk inside one is overwritten where its index says.
+    shards = sorted((store / folder.name / "qa_pixel" / "c").glob("*/0"))
+    assert len(shards) == math.ceil(qa.shape[0] / 64)
     spoiled = 0
-    for path in chunks.glob("*/*"):
-        i, j = int(path.parent.name), int(path.name)
-        if not (1 <= i <= 2 and 0 <= j <= 1):
-            path.write_bytes(b"garbage")
-            spoiled += 1
+    for path in shards:
+        raw = bytearray(path.read_bytes())
+        ranges = spoil_ranges(raw, math.ceil(qa.shape[1] / 64))
+        for j, (start, length) in enumerate(ranges):
+            if not (1 <= int(path.parent.name) <= 2 and 0 <= j <= 1):
+                raw[start:start + length] = b"\xff" * length
+                spoiled += 1
+        path.write_bytes(bytes(raw))
     assert spoiled == math.ceil(qa.shape[0] / 64) * math.ceil(qa.shape[1] / 64) - 4
     assert window_clear_fraction(store, folder.name, polygon) == pytest.approx(expected)
     assert window_clear_fraction(store, folder.name, window) == pytest.approx(expected)
@@ -188,6 +193,12 @@ def test_window_clear_fraction_reads_only_the_window(
     assert window_clear_fraction(store, folder.name, far) == 0.0
     other = GeoBox.from_bbox(far.bounds, "EPSG:4326", resolution=0.001)
     assert window_clear_fraction(store, folder.name, other) == 0.0
+
+
+def spoil_ranges(shard: bytes, n_chunks: int) -> list[tuple[int, int]]:
+    """(offset, length) of each chunk in a shard, from the index at its end."""
+    index = np.frombuffer(bytes(shard[-(16 * n_chunks + 4):-4]), dtype="<u8")
+    return [(int(o), int(n)) for o, n in index.reshape(n_chunks, 2)]
 
 
 # --- Pan-sharpening on real data --------------------------------------------------------------

@@ -17,6 +17,7 @@ from pathlib import Path
 import pytest
 import zarr
 
+from pipeline import scene_store
 from pipeline.catalog import read_index
 from pipeline.ingest import ingest_scene, ingest_source
 from pipeline.scene_store import clear_killed_temporaries
@@ -141,6 +142,23 @@ def test_group_of_an_older_layout_is_redone(one_scene: tuple[Path, Path]) -> Non
     group.attrs["forestnet_format"] = 1
     assert _ingest(product, store) == "ingested"
     assert _ingest(product, store) == "skipped"
+
+
+def test_group_of_the_chunk_file_layout_is_kept(
+    tiny_world: Path, clean: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Stores ingested before row shards (format 2: one file per chunk) read the same:
+    # a rerun keeps their groups rather than rewriting a whole province's scenes.
+    product, store = products(tiny_world)[0], tmp_path / "scenes.zarr"
+    with monkeypatch.context() as patch:
+        patch.setattr(scene_store, "STORE_FORMAT", 2)
+        patch.setattr(scene_store, "row_shards", lambda shape, chunks: None)
+        assert _ingest(product, store) == "ingested"
+    array = zarr.open_array(str(store / product.name / "multispectral"), mode="r")
+    assert array.shards is None and array.nchunks > len(array.shape)
+    assert zarr.open_group(str(store / product.name)).attrs["forestnet_format"] == 2
+    assert _ingest(product, store) == "skipped"
+    assert_same_scene(clean, store, product.name, ignore_attrs=("forestnet_format",))
 
 
 def test_killed_writers_temporaries_go_live_ones_stay(tmp_path: Path) -> None:
