@@ -13,6 +13,7 @@ import os
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
+from functools import lru_cache
 from pathlib import Path
 
 import numpy as np
@@ -222,8 +223,16 @@ def _pieces(layout: SceneLayout, per_band: int) -> list[_Piece]:
 def _run(work, jobs: list, threads: int) -> list:
     if min(threads, len(jobs)) <= 1:
         return [work(job) for job in jobs]
-    with ThreadPoolExecutor(min(threads, len(jobs))) as pool:
-        return list(pool.map(work, jobs))
+    return list(_pool(threads).map(work, jobs))
+
+
+@lru_cache(maxsize=4)
+def _pool(threads: int) -> ThreadPoolExecutor:
+    """One pool per thread count, kept for the process. New threads for every scene each
+    got a glibc arena of their own, and with the raised trim threshold
+    (``tune_malloc_for_tensors``) every arena kept its peak: a process's memory grew
+    with the number of scenes it had ingested (bench/bench_ingest.py)."""
+    return ThreadPoolExecutor(threads, thread_name_prefix="scene-write")
 
 
 def _copy_piece(array: zarr.Array, piece: _Piece) -> tuple[int, int]:
