@@ -178,7 +178,7 @@ def test_window_clear_fraction_reads_only_the_window(
     spoiled = 0
     for path in shards:
         raw = bytearray(path.read_bytes())
-        ranges = spoil_ranges(raw, math.ceil(qa.shape[1] / 64))
+        ranges = shard_chunk_ranges(raw, math.ceil(qa.shape[1] / 64))
         for j, (start, length) in enumerate(ranges):
             if not (1 <= int(path.parent.name) <= 2 and 0 <= j <= 1):
                 raw[start:start + length] = b"\xff" * length
@@ -195,7 +195,7 @@ def test_window_clear_fraction_reads_only_the_window(
     assert window_clear_fraction(store, folder.name, other) == 0.0
 
 
-def spoil_ranges(shard: bytes, n_chunks: int) -> list[tuple[int, int]]:
+def shard_chunk_ranges(shard: bytes, n_chunks: int) -> list[tuple[int, int]]:
     """(offset, length) of each chunk in a shard, from the index at its end."""
     index = np.frombuffer(bytes(shard[-(16 * n_chunks + 4):-4]), dtype="<u8")
     return [(int(o), int(n)) for o, n in index.reshape(n_chunks, 2)]
