@@ -19,9 +19,11 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent
 UV_VERSION = "0.13.8"
+#: Each command is a sequence of steps; the first that fails stops the rest.
 COMMANDS = {
-    "demo": ["forestnet", "demo", "--config", "configs/demo.yaml"],
-    "test": ["pytest", "-q"],
+    "demo": [["forestnet", "demo", "--config", "configs/demo.yaml"]],
+    # Style and the one-way stage imports are checked before the (longer) test suite.
+    "test": [["ruff", "check", "."], ["lint-imports"], ["pytest", "-q"]],
 }
 
 
@@ -48,8 +50,13 @@ def main(argv: list[str]) -> int:
     env = {**os.environ, "UV_PYTHON": sys.executable, "UV_PYTHON_DOWNLOADS": "never"}
     uv_bin = uv()
     subprocess.run([uv_bin, "sync", "--frozen"], cwd=ROOT, env=env, check=True)
-    command = [uv_bin, "run", "--frozen", "--no-sync", *COMMANDS[argv[0]], *argv[1:]]
-    return subprocess.run(command, cwd=ROOT, env=env).returncode
+    *steps, last = COMMANDS[argv[0]]
+    for step in [*steps, [*last, *argv[1:]]]:  # extra arguments go to the last step
+        code = subprocess.run([uv_bin, "run", "--frozen", "--no-sync", *step], cwd=ROOT,
+                              env=env).returncode
+        if code:
+            return code
+    return 0
 
 
 if __name__ == "__main__":

@@ -40,11 +40,11 @@ from rasterio.windows import from_bounds
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from bench.peak_memory import PeakMemory  # noqa: E402
-from pipeline.catalog import query_scenes, read_index  # noqa: E402
-from pipeline.chips import ChipSpec, build_event_chip, chip_geobox  # noqa: E402
-from pipeline.events import events_from_forestnet_csvs  # noqa: E402
+from pipeline.imagery.scene_windows import CACHE  # noqa: E402
+from pipeline.imagery.views import ChipSpec, build_event_chip, chip_geobox  # noqa: E402
+from pipeline.ingest.catalog import query_scenes, read_index  # noqa: E402
 from pipeline.sample_world import WorldSpec, generate_world  # noqa: E402
-from pipeline.scene_windows import CACHE  # noqa: E402
+from pipeline.training_set.events import events_from_forestnet_csvs  # noqa: E402
 from tests.world_chips import ingest_world  # noqa: E402
 
 #: The source files a chip reads: the 30 m bands it keeps, the pan band and the QA band.

@@ -26,11 +26,11 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from bench.peak_memory import PeakMemory  # noqa: E402
-from flows.cluster import dask_client  # noqa: E402
-from flows.config import load_config  # noqa: E402
+from flows.config.schema import load_config  # noqa: E402
 from flows.demo import world_spec  # noqa: E402
 from flows.ingest import ingest_flow  # noqa: E402
 from flows.mapping import mapping_flow  # noqa: E402
+from flows.runtime.cluster import dask_client  # noqa: E402
 from flows.train import train_flow  # noqa: E402
 from flows.training_set import training_set_flow  # noqa: E402
 from pipeline.sample_world import generate_world  # noqa: E402

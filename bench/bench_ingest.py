@@ -48,10 +48,10 @@ import rasterio
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from bench.peak_memory import PeakMemory  # noqa: E402
-from pipeline import scene_store  # noqa: E402
-from pipeline.ingest import ingest_row, ingest_source  # noqa: E402
+from pipeline.ingest import scene_store  # noqa: E402
+from pipeline.ingest.scene_ingest import ingest_row, ingest_source  # noqa: E402
+from pipeline.ingest.sources import folder_source  # noqa: E402
 from pipeline.sample_world import WorldSpec, generate_world  # noqa: E402
-from pipeline.sources import folder_source  # noqa: E402
 from tests.ingest_inputs import derived_product  # noqa: E402
 
 BAND_SUFFIXES = tuple(f"_B{b}.TIF" for b in range(1, 9)) + ("_QA_PIXEL.TIF",)
@@ -124,7 +124,7 @@ def store_mb(store: Path) -> float:
 
 
 def _warm_worker() -> None:
-    import pipeline.ingest  # noqa: F401  (imports are paid before the clock starts)
+    import pipeline.ingest.scene_ingest  # noqa: F401  (imports are paid before the clock starts)
 
 
 @contextmanager

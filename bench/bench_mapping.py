@@ -69,7 +69,7 @@ class Job:
 
 def prepare_job(folder: Path, preset: str) -> Job:
     """World, scene store, untrained EfficientNet-B2 bundle and planned tiles (not timed)."""
-    from flows.config import load_config
+    from flows.config.schema import load_config
     from tests.tiny_config import write_tiny_config
 
     world = folder / "world"
@@ -97,8 +97,8 @@ def plan_all_tiles(lossyear: Path) -> pd.DataFrame:
     """Tiles with loss of ``YEARS`` over the whole raster, sorted as plan-tiles sorts them."""
     import rasterio
 
-    from pipeline.loss_pieces import plan_blocks, tiles_in_block
-    from pipeline.map_tiles import MapTile
+    from pipeline.mapping.loss_pieces import plan_blocks, tiles_in_block
+    from pipeline.mapping.tiles import MapTile
 
     with rasterio.open(lossyear) as src:
         b = src.bounds
@@ -116,7 +116,7 @@ def write_aoi(tile_ids: list[str], path: Path) -> Path:
     import geopandas as gpd
     import shapely
 
-    from pipeline.map_tiles import MapTile
+    from pipeline.mapping.tiles import MapTile
 
     frames = []
     for tile_id in tile_ids:
@@ -234,10 +234,10 @@ def dask_time(stream: list[dict], n: int) -> dict:
 def instrumented(totals: dict[str, float]):
     """Time the steps of ``prepare_tiles`` / ``infer_tiles`` by wrapping the module globals
     they call (restored on exit); ``totals`` sums seconds per step and calls per ``#step``."""
-    import forestnet_model.map_batch as mb
-    import pipeline.chips as ch
-    import pipeline.loss_pieces as lp
-    import pipeline.tile_inputs as ti
+    import pipeline.imagery.views as ch
+    import pipeline.mapping.inference as mb
+    import pipeline.mapping.loss_pieces as lp
+    import pipeline.mapping.tile_inputs as ti
 
     targets = [(ti, "tile_pieces", "prepare.pieces"), (lp, "tile_indices", "pieces.tile_indices"),
                (lp, "province_raster", "pieces.province_raster"),
@@ -278,7 +278,7 @@ def prepare_here(config, tile_ids: list[str], totals: dict) -> tuple[list, float
     """``prepare_tiles`` in this process, as the flow's CPU task calls it; (inputs, seconds)."""
     from flows.training_set import aux_sources, chip_spec
     from forestnet_model.bundle import read_bundle_meta
-    from pipeline.tile_inputs import prepare_tiles
+    from pipeline.mapping.tile_inputs import prepare_tiles
 
     meta = read_bundle_meta(config.bundle_path)
     years = list(range(YEARS[0], YEARS[1] + 1))
@@ -335,8 +335,8 @@ def forward_on_workers(client, bundle: str, batches: list, threads: int) -> floa
 def infer_here(config, inputs: list, totals: dict, threads: int) -> float:
     """``infer_tiles`` in this process at the workers' threads, parts to a scratch folder;
     the forward itself is timed by hooks on the model."""
-    from forestnet_model.map_batch import infer_tiles
     from forestnet_model.predict import cached_bundle
+    from pipeline.mapping.inference import infer_tiles
 
     torch.set_num_threads(threads)
     bundle = str(Path(config.bundle_path).resolve())
@@ -388,7 +388,7 @@ def main() -> None:
     bundle = str(Path(cfg.bundle_path).resolve())
     n_workers, per_worker = cfg.cluster.n_workers, cfg.cluster.threads_per_worker
 
-    from flows.cluster import dask_client
+    from flows.runtime.cluster import dask_client
 
     report: dict = {"preset": args.preset, "tiles_with_loss": len(all_ids),
                     "loss_pixels_per_tile_mean": round(float(job.tiles["n_loss"].mean()), 1),

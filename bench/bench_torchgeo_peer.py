@@ -51,7 +51,7 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from bench.bench_mapping import PRESETS, YEARS, prepare_job  # noqa: E402
-from pipeline.map_tiles import HALO_PIXELS, TILE_METRES, TILE_RESOLUTION, MapTile  # noqa: E402
+from pipeline.mapping.tiles import HALO_PIXELS, TILE_METRES, TILE_RESOLUTION, MapTile  # noqa: E402
 
 GOAL = 2.0
 BANDS = ("B4", "B3", "B2", "B5", "B6", "B7")  # red green blue nir swir1 swir2 (ModelSpec order)
@@ -92,8 +92,8 @@ def ours(config, tile_ids: list[str], threads: int, scratch: Path) -> tuple[floa
     """prepare_tiles + infer_tiles in this process; (prepare s, infer s, inputs)."""
     from flows.training_set import aux_sources, chip_spec
     from forestnet_model.bundle import read_bundle_meta
-    from forestnet_model.map_batch import infer_tiles
-    from pipeline.tile_inputs import prepare_tiles
+    from pipeline.mapping.inference import infer_tiles
+    from pipeline.mapping.tile_inputs import prepare_tiles
 
     torch.set_num_threads(threads)
     meta = read_bundle_meta(config.bundle_path)
@@ -141,7 +141,7 @@ def write_composite(inputs: list, zone: int, bounds: tuple, path: Path) -> Path:
 
 def scene_scaling(scene: Path) -> tuple[np.ndarray, np.ndarray]:
     """Per band (DN -> TOA reflectance) multiplier and offset, sun-corrected, from the MTL."""
-    from pipeline.landsat import MULTISPECTRAL_BANDS, find_mtl, read_mtl, reflectance_scaling
+    from pipeline.ingest.landsat import MULTISPECTRAL_BANDS, find_mtl, read_mtl, reflectance_scaling
 
     meta = read_mtl(find_mtl(scene))
     pairs = [reflectance_scaling(meta, MULTISPECTRAL_BANDS[int(b[1:])]) for b in BANDS]
@@ -187,7 +187,7 @@ def main() -> None:
 
     from forestnet_model.bundle import read_bundle_meta
     from forestnet_model.predict import cached_bundle
-    from pipeline.catalog import read_index
+    from pipeline.ingest.catalog import read_index
 
     folder = args.out or Path(tempfile.mkdtemp(prefix="forestnet-bench-torchgeo-"))
     folder.mkdir(parents=True, exist_ok=True)

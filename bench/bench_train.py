@@ -38,8 +38,8 @@ from forestnet_model.data import ChipDataset  # noqa: E402
 from forestnet_model.model import build_model  # noqa: E402
 from forestnet_model.specs import ModelSpec, TrainSpec  # noqa: E402
 from forestnet_model.train import TrainStep, make_loaders, pick_device  # noqa: E402
-from pipeline.chips import ChipSpec  # noqa: E402
-from pipeline.runtime import tune_malloc_for_tensors  # noqa: E402
+from pipeline.core.runtime import tune_malloc_for_tensors  # noqa: E402
+from pipeline.imagery.views import ChipSpec  # noqa: E402
 from pipeline.sample_world import WorldSpec, generate_world  # noqa: E402
 from tests.world_chips import world_chip_store  # noqa: E402
 

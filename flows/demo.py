@@ -6,7 +6,7 @@ from pathlib import Path
 
 from prefect import flow, get_run_logger, task
 
-from flows.config import PipelineConfig
+from flows.config.schema import PipelineConfig
 from flows.ingest import ingest_flow
 from flows.mapping import mapping_flow
 from flows.train import train_flow

@@ -18,13 +18,13 @@ from typing import Any
 from prefect import Flow, flow, get_run_logger
 from pydantic import ValidationError
 
-from flows.config import (
+from flows.config.input_checks import preflight
+from flows.config.schema import (
     ConfigError,
     PipelineConfig,
     format_validation_error,
     load_config,
     parse_years,
-    preflight,
 )
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -68,7 +68,7 @@ def _on_cluster(
     cfg: PipelineConfig, verb: str, flows: list[Callable[[PipelineConfig, str], dict]]
 ) -> list[dict]:
     """Check the inputs, open the cluster and run the flows in order on it."""
-    from flows.cluster import dask_client
+    from flows.runtime.cluster import dask_client
 
     preflight(cfg, verb)
     logger = get_run_logger()
@@ -158,7 +158,7 @@ def deployment_plan(
     config: str = DEFAULT_CONFIG, province: str | None = None, cron: str = MONTHLY_CRON
 ) -> list[JobDeployment]:
     """The three deployments: ingest and train on demand, map one province monthly."""
-    from pipeline.provinces import select_provinces
+    from pipeline.core.provinces import select_provinces
 
     check_cron(cron)
     if province is None:

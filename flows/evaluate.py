@@ -12,14 +12,14 @@ from pathlib import Path
 from distributed import Client
 from prefect import flow, get_run_logger, task
 
-from flows.cluster import gpu_resources
-from flows.config import ConfigError
+from flows.config.schema import ConfigError
+from flows.runtime.cluster import gpu_resources
 from forestnet_model.baseline import fit_random_forest
 from forestnet_model.bundle import read_bundle_meta
 from forestnet_model.data import split_indices
 from forestnet_model.region_features import FEATURE_SETS
 from forestnet_model.report import evaluate_bundle, missing_inputs, write_evaluation_report
-from pipeline.chip_store import open_chips
+from pipeline.training_set.chip_store import open_chips
 
 SPLITS = ("train", "val", "test")
 

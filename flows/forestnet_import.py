@@ -8,15 +8,15 @@ from pathlib import Path
 from distributed import Client
 from prefect import flow, get_run_logger, task
 
-from flows.cluster import gather_with_progress
-from flows.config import PipelineConfig
-from flows.provenance import run_record, write_run_record
+from flows.config.schema import PipelineConfig
+from flows.runtime.cluster import gather_with_progress
+from flows.runtime.provenance import run_record, write_run_record
 from flows.training_set import chip_spec
-from pipeline.chip_store import finalize_chip_store, init_chip_store
-from pipeline.chips import ChipSpec
-from pipeline.events import write_events
-from pipeline.forestnet_release import AUX_JSON, AUX_NPY, IMAGE_SCALING, plan_release
-from pipeline.training_set import import_release_batch, plan_batches
+from pipeline.imagery.views import ChipSpec
+from pipeline.training_set.batches import import_release_batch, plan_batches
+from pipeline.training_set.chip_store import finalize_chip_store, init_chip_store
+from pipeline.training_set.events import write_events
+from pipeline.training_set.release_import import AUX_JSON, AUX_NPY, IMAGE_SCALING, plan_release
 
 IMPORT_BATCH = 64  # examples per coarse task: ~64 x 3 MB of images read per task
 

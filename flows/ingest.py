@@ -15,14 +15,14 @@ from distributed import Client
 from prefect import flow, get_run_logger, task
 from prefect.cache_policies import NO_CACHE
 
-from flows.cluster import gather_with_progress
-from flows.config import ConfigError, PipelineConfig
-from flows.provenance import run_record, write_run_record
-from pipeline.atomic import clean_stale_temporaries
-from pipeline.catalog import INDEX_NAME, read_index, write_index
-from pipeline.ingest import identify, ingest_row, plan_ingest
-from pipeline.scene_store import ensure_root
-from pipeline.sources import ProductSource, resolve_sources
+from flows.config.schema import ConfigError, PipelineConfig
+from flows.runtime.cluster import gather_with_progress
+from flows.runtime.provenance import run_record, write_run_record
+from pipeline.core.atomic import clean_stale_temporaries
+from pipeline.ingest.catalog import INDEX_NAME, read_index, write_index
+from pipeline.ingest.scene_ingest import identify, ingest_row, plan_ingest
+from pipeline.ingest.scene_store import ensure_root
+from pipeline.ingest.sources import ProductSource, resolve_sources
 
 #: Seconds between index writes while scenes finish.
 FLUSH_EVERY_S = 10.0

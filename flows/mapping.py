@@ -24,34 +24,34 @@ from pathlib import Path
 
 import geopandas as gpd
 import pandas as pd
-import shapely
 from distributed import Client
 from prefect import flow, get_run_logger, task
 from prefect.artifacts import create_markdown_artifact
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TimeElapsedColumn
 from shapely.geometry.base import BaseGeometry
 
-from flows.artifacts import publish_quick_looks
-from flows.cluster import gpu_resources
-from flows.config import ConfigError, PipelineConfig, require_file
-from flows.provenance import run_record, scene_ids, write_run_record
+from flows.config.schema import PipelineConfig, require_file
+from flows.runtime.artifacts import publish_quick_looks
+from flows.runtime.cluster import gpu_resources
+from flows.runtime.provenance import run_record, scene_ids, write_run_record
+from flows.runtime.waves import run_in_waves
 from flows.training_set import aux_sources, chip_spec
-from flows.waves import run_in_waves
 from forestnet_model.bundle import BundleMeta, package_versions, read_bundle_meta
-from forestnet_model.map_batch import infer_tiles
-from pipeline.atomic import atomic_output
-from pipeline.driver_grid import dominant_driver_grid, write_dominant_grid
-from pipeline.driver_raster import driver_raster_grid, write_driver_cog
-from pipeline.export import add_area_ha, empty_driver_frame, write_driver_geopackage
-from pipeline.loss_pieces import PROVINCE_SNAP_DEGREES, plan_blocks, tiles_in_block
-from pipeline.map_parts import file_version, part_path, part_provinces, parts_key, read_pieces
-from pipeline.map_tiles import MapTile
-from pipeline.piece_merge import driver_fields, drop_small_events, merge_pieces
-from pipeline.provinces import province_names, select_provinces, slug, union
-from pipeline.run_lock import output_lock
-from pipeline.run_summary import render_summary_markdown, summarise_run
-from pipeline.summary_map import write_driver_png
-from pipeline.tile_inputs import prepare_tiles
+from pipeline.core.atomic import atomic_output
+from pipeline.core.provinces import province_names, select_provinces, slug, union
+from pipeline.core.run_lock import output_lock
+from pipeline.export.driver_grid import dominant_driver_grid, write_dominant_grid
+from pipeline.export.driver_raster import driver_raster_grid, write_driver_cog
+from pipeline.export.geopackage import add_area_ha, empty_driver_frame, write_driver_geopackage
+from pipeline.export.run_summary import render_summary_markdown, summarise_run
+from pipeline.export.summary_map import write_driver_png
+from pipeline.mapping.area_of_interest import read_aoi
+from pipeline.mapping.inference import infer_tiles
+from pipeline.mapping.loss_pieces import PROVINCE_SNAP_DEGREES, plan_blocks, tiles_in_block
+from pipeline.mapping.parts import file_version, part_path, part_provinces, parts_key, read_pieces
+from pipeline.mapping.piece_merge import driver_fields, drop_small_events, merge_pieces
+from pipeline.mapping.tile_inputs import prepare_tiles
+from pipeline.mapping.tiles import MapTile
 
 NATIONAL_NAME = "indonesia"
 AUX_INPUT_KEYS = ("dem", "treecover", "roads", "settlements", "peat", "climate", "landcover")
@@ -69,23 +69,6 @@ def chosen_provinces(config: PipelineConfig) -> list[str]:
     if config.mapping.all:
         return province_names()
     return sorted(select_provinces(config.mapping.provinces)["province"])
-
-
-def read_aoi(path: Path) -> gpd.GeoDataFrame:
-    """The user's area of interest in EPSG:4326; errors name the file."""
-    try:
-        frame = gpd.read_file(path)
-    except Exception as exc:  # pyogrio raises several types for unreadable files
-        raise ConfigError(f"mapping.aoi: cannot read {path} ({exc})") from None
-    if frame.crs is None:
-        raise ConfigError(f"mapping.aoi: {path} has no CRS")
-    geoms = frame.geometry.to_numpy()
-    frame = frame[~(shapely.is_missing(geoms) | shapely.is_empty(geoms))]
-    frame = frame.to_crs("EPSG:4326")
-    frame["geometry"] = frame.geometry.make_valid()
-    if frame.empty or frame.union_all().is_empty:
-        raise ConfigError(f"mapping.aoi: {path} holds no geometry")
-    return frame
 
 
 def parts_dir_for(config: PipelineConfig, meta: BundleMeta) -> Path:

@@ -7,9 +7,9 @@ from datetime import UTC, datetime
 from distributed import Client
 from prefect import flow, get_run_logger, task
 
-from flows.artifacts import publish_training
-from flows.config import PipelineConfig
-from flows.provenance import RUN_RECORD, run_record, write_run_record
+from flows.config.schema import PipelineConfig
+from flows.runtime.artifacts import publish_training
+from flows.runtime.provenance import RUN_RECORD, run_record, write_run_record
 from forestnet_model.bundle import BundleMeta, read_bundle_meta
 
 

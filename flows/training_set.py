@@ -12,22 +12,22 @@ import rasterio
 from distributed import Client
 from prefect import flow, get_run_logger, task
 
-from flows.cluster import gather_with_progress
-from flows.config import PipelineConfig, require_file
-from flows.provenance import RUN_RECORD, run_record, write_run_record
-from pipeline.auxiliary import AuxSources, describe_aux
-from pipeline.chip_store import finalize_chip_store, init_chip_store, open_chips
-from pipeline.chips import ChipSpec
-from pipeline.event_vectors import events_from_vector
-from pipeline.events import (
+from flows.config.schema import PipelineConfig, require_file
+from flows.runtime.cluster import gather_with_progress
+from flows.runtime.provenance import RUN_RECORD, run_record, write_run_record
+from pipeline.imagery.views import ChipSpec
+from pipeline.training_set.auxiliary import AuxSources, describe_aux
+from pipeline.training_set.batches import build_chip_batch, plan_batches
+from pipeline.training_set.chip_store import finalize_chip_store, init_chip_store, open_chips
+from pipeline.training_set.event_vectors import events_from_vector
+from pipeline.training_set.events import (
     EventInputError,
     events_from_forestnet_csvs,
     loss_regions,
     read_events,
     write_events,
 )
-from pipeline.splits import assign_splits
-from pipeline.training_set import build_chip_batch, plan_batches
+from pipeline.training_set.splits import assign_splits
 
 
 def chip_spec(config: PipelineConfig) -> ChipSpec:

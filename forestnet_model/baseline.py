@@ -17,8 +17,8 @@ from sklearn.model_selection import ParameterGrid
 
 from forestnet_model.metrics import classification_report, per_class_scores
 from forestnet_model.region_features import FeatureTable, split_features
-from pipeline.chip_store import open_chips
-from pipeline.drivers import DRIVER_CLASSES
+from pipeline.core.drivers import DRIVER_CLASSES
+from pipeline.training_set.chip_store import open_chips
 
 #: Small on purpose: 8 fits per feature set keeps the baseline at minutes on 2,756 events.
 DEFAULT_GRID: dict[str, Sequence] = {

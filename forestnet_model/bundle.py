@@ -16,8 +16,9 @@ from torch import nn
 
 from forestnet_model.model import build_model
 from forestnet_model.specs import ModelSpec
-from pipeline.atomic import atomic_output
-from pipeline.drivers import DRIVER_CLASSES, FINE_TO_MERGED
+from pipeline.core.atomic import atomic_output
+from pipeline.core.drivers import DRIVER_CLASSES, FINE_TO_MERGED
+from pipeline.core.errors import ForestNetError
 
 WEIGHTS = "weights.safetensors"
 MANIFEST = "bundle.json"
@@ -25,7 +26,7 @@ _PACKAGES = ("torch", "segmentation-models-pytorch", "timm", "safetensors", "num
              "zarr", "rasterio", "prefect", "dask")
 
 
-class BundleError(ValueError):
+class BundleError(ForestNetError, ValueError):
     """A bundle that cannot be loaded; the message names the file and the reason."""
 
 

@@ -21,8 +21,8 @@ import zarr
 from torch.utils.data import Dataset, Sampler
 
 from forestnet_model.losses import IGNORE_INDEX
-from pipeline.chip_store import open_chips
-from pipeline.drivers import DRIVER_CLASSES
+from pipeline.core.drivers import DRIVER_CLASSES
+from pipeline.training_set.chip_store import open_chips
 
 #: A dataset key: an index (augmented from the dataset's own generator) or an index and a
 #: per-sample seed (see :class:`EpochSampler`), which makes augmentation independent of

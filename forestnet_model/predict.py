@@ -12,7 +12,7 @@ from forestnet_model.bundle import BundleMeta, load_bundle
 from forestnet_model.data import normalise, normalise_scalars, pad_to_multiple
 from forestnet_model.model import as_forestnet
 from forestnet_model.train import pick_device, to_device
-from pipeline.runtime import tune_malloc_for_tensors
+from pipeline.core.runtime import tune_malloc_for_tensors
 
 
 @lru_cache(maxsize=2)

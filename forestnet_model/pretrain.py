@@ -31,9 +31,9 @@ from forestnet_model.model import build_model, segmentation_net
 from forestnet_model.progress import EpochBar, progress_enabled
 from forestnet_model.specs import ModelSpec, TrainSpec
 from forestnet_model.train import pick_device, seed_everything, to_device
-from pipeline.atomic import atomic_output
-from pipeline.chip_store import open_chips
-from pipeline.runtime import tune_malloc_for_tensors
+from pipeline.core.atomic import atomic_output
+from pipeline.core.runtime import tune_malloc_for_tensors
+from pipeline.training_set.chip_store import open_chips
 
 log = logging.getLogger(__name__)
 

@@ -21,7 +21,7 @@ import numpy as np
 import xarray as xr
 
 from forestnet_model.data import split_indices
-from pipeline.drivers import DRIVER_CLASSES
+from pipeline.core.drivers import DRIVER_CLASSES
 
 STATS: tuple[str, ...] = ("min", "max", "mean", "std", "median")
 VISIBLE_BANDS: tuple[str, ...] = ("red", "green", "blue")

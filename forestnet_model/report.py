@@ -25,11 +25,11 @@ from forestnet_model.bundle import BundleMeta, read_bundle_meta
 from forestnet_model.data import event_scalars, split_indices
 from forestnet_model.metrics import classification_report, per_class_scores
 from forestnet_model.predict import predict_events
-from pipeline.atomic import atomic_output
-from pipeline.chip_store import open_chips
-from pipeline.drivers import DRIVER_CLASSES
-from pipeline.json_ready import json_ready
-from pipeline.markdown_image import png_markdown
+from pipeline.core.atomic import atomic_output
+from pipeline.core.drivers import DRIVER_CLASSES
+from pipeline.core.json_ready import json_ready
+from pipeline.core.markdown_image import png_markdown
+from pipeline.training_set.chip_store import open_chips
 
 
 @dataclass(frozen=True)

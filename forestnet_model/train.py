@@ -36,10 +36,10 @@ from forestnet_model.metrics import classification_report
 from forestnet_model.model import as_forestnet, build_model
 from forestnet_model.progress import EpochBar, MetricsLog, progress_enabled
 from forestnet_model.specs import ModelSpec, TrainSpec
-from pipeline.atomic import atomic_output
-from pipeline.chip_store import open_chips
-from pipeline.drivers import DRIVER_CLASSES
-from pipeline.runtime import tune_malloc_for_tensors
+from pipeline.core.atomic import atomic_output
+from pipeline.core.drivers import DRIVER_CLASSES
+from pipeline.core.runtime import tune_malloc_for_tensors
+from pipeline.training_set.chip_store import open_chips
 
 __all__ = ["ModelSpec", "TrainSpec", "TrainStep", "evaluate", "make_loaders", "pick_device",
            "seed_everything", "train_model"]

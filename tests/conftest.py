@@ -30,7 +30,7 @@ def tiny_scene_store(tiny_world: Path, tmp_path_factory: pytest.TempPathFactory)
 @pytest.fixture(scope="session")
 def tiny_events(tiny_world: Path):
     """The tiny world's labelled events, with their loss polygons from lossyear."""
-    from pipeline.events import events_from_forestnet_csvs
+    from pipeline.training_set.events import events_from_forestnet_csvs
 
     world = tiny_world.parent
     csvs = {s: world / "events" / f"{s}.csv" for s in ("train", "val", "test")}

@@ -223,9 +223,9 @@ def threads_cluster() -> Iterator[str]:
 def ingest_like_the_flow(entries: list, store: Path) -> list[dict]:
     """The ingest flow's steps, in process and without Prefect: resolve, identify, plan
     against the index, one ``ingest_row`` per scene, write the index. Returns the rows."""
-    from pipeline.catalog import INDEX_NAME, read_index, write_index
-    from pipeline.ingest import identify, ingest_row, plan_ingest
-    from pipeline.sources import resolve_sources
+    from pipeline.ingest.catalog import INDEX_NAME, read_index, write_index
+    from pipeline.ingest.scene_ingest import identify, ingest_row, plan_ingest
+    from pipeline.ingest.sources import resolve_sources
 
     sources = resolve_sources(entries)
     index = read_index(store) if (store / INDEX_NAME).exists() else None

@@ -14,7 +14,7 @@ from pathlib import Path
 import geopandas as gpd
 import yaml
 
-from pipeline.export import DRIVER_MAP_LAYER
+from pipeline.export.geopackage import DRIVER_MAP_LAYER
 from tests.tiny_config import write_tiny_config
 
 #: A point on the bundled Kalimantan Tengah / Kalimantan Selatan border.
@@ -22,7 +22,7 @@ BORDER = (114.475, -3.14)
 
 
 def forestnet(*args: str, timeout: int = 420) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "flows.cli", *args], capture_output=True,
+    return subprocess.run([sys.executable, "-m", "flows.cli.app", *args], capture_output=True,
                           text=True, timeout=timeout)
 
 

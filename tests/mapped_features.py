@@ -9,8 +9,8 @@ import numpy as np
 from shapely.geometry import box
 from shapely.geometry.base import BaseGeometry
 
-from pipeline.drivers import DRIVER_CLASSES, DRIVER_KEYS, driver_code
-from pipeline.export import add_area_ha
+from pipeline.core.drivers import DRIVER_CLASSES, DRIVER_KEYS, driver_code
+from pipeline.export.geopackage import add_area_ha
 
 #: Riau sits in UTM zone 47N; (x, y) = (600 km, 60 km) is about 101.9 E, 0.54 N.
 RIAU_UTM = "EPSG:32647"

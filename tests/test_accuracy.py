@@ -20,10 +20,10 @@ from forestnet_model.bundle import load_bundle
 from forestnet_model.predict import predict_events
 from forestnet_model.specs import ModelSpec, TrainSpec
 from forestnet_model.train import train_model
-from pipeline.chip_store import open_chips
-from pipeline.chips import ChipSpec
-from pipeline.drivers import DRIVER_CLASSES
+from pipeline.core.drivers import DRIVER_CLASSES
+from pipeline.imagery.views import ChipSpec
 from pipeline.sample_world import WorldSpec, generate_world
+from pipeline.training_set.chip_store import open_chips
 from tests.world_chips import world_chip_store
 
 pytestmark = pytest.mark.slow

@@ -28,14 +28,14 @@ from prefect.client.schemas.filters import (
 from torch import nn
 
 import flows.train as train_module
-from flows.artifacts import CONFUSION_KEY, METRICS_KEY, QUICK_LOOK_KEY, publish_quick_looks
-from flows.config import PipelineConfig, load_config
+from flows.config.schema import PipelineConfig, load_config
 from flows.mapping import mapping_flow
+from flows.runtime.artifacts import CONFUSION_KEY, METRICS_KEY, QUICK_LOOK_KEY, publish_quick_looks
 from forestnet_model.bundle import save_bundle
 from forestnet_model.specs import ModelSpec, TrainSpec
-from pipeline.export import empty_driver_frame
-from pipeline.provinces import select_provinces
-from pipeline.summary_map import write_driver_png
+from pipeline.core.provinces import select_provinces
+from pipeline.export.geopackage import empty_driver_frame
+from pipeline.export.summary_map import write_driver_png
 from tests.ingest_inputs import threads_cluster
 from tests.map_job import make_map_job
 from tests.test_report import METRICS

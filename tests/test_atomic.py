@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from pipeline.atomic import atomic_output, clean_stale_temporaries, temp_sibling
+from pipeline.core.atomic import atomic_output, clean_stale_temporaries, temp_sibling
 
 
 class Boom(RuntimeError):
@@ -156,7 +156,7 @@ def test_temporaries_of_a_dead_writer_go_at_once(tmp_path: Path) -> None:
     import subprocess
     import sys
 
-    from pipeline.atomic import _host_tag
+    from pipeline.core.atomic import _host_tag
 
     dead = subprocess.Popen([sys.executable, "-c", "pass"])
     dead.wait()

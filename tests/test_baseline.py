@@ -27,10 +27,15 @@ from forestnet_model.region_features import (
     region_stats,
     split_features,
 )
-from pipeline.auxiliary import AUX_SCALARS
-from pipeline.chip_store import finalize_chip_store, init_chip_store, open_chips, write_chip_batch
-from pipeline.chips import CHIP_BANDS
-from pipeline.drivers import DRIVER_CLASSES
+from pipeline.core.drivers import DRIVER_CLASSES
+from pipeline.imagery.views import CHIP_BANDS
+from pipeline.training_set.auxiliary import AUX_SCALARS
+from pipeline.training_set.chip_store import (
+    finalize_chip_store,
+    init_chip_store,
+    open_chips,
+    write_chip_batch,
+)
 from tests.test_train import SPEC, _chips, _events
 
 #: One point: the grid search itself is tested with a two-point grid below.

@@ -21,7 +21,16 @@ from shapely import affinity
 from shapely.geometry import LineString, Point, box
 from shapely.ops import transform as shapely_transform
 
-from pipeline.auxiliary import (
+from pipeline.core.grid import centred_geobox
+from pipeline.imagery.composite import composite
+from pipeline.imagery.views import (
+    CHIP_BANDS,
+    ChipSpec,
+    EventChip,
+    build_event_chip,
+    chip_geobox,
+)
+from pipeline.training_set.auxiliary import (
     AUX_BANDS,
     AUX_SCALARS,
     MAX_DISTANCE_KM,
@@ -29,7 +38,8 @@ from pipeline.auxiliary import (
     aux_for_chip,
     slope_aspect,
 )
-from pipeline.chip_store import (
+from pipeline.training_set.batches import build_chip_batch, plan_batches
+from pipeline.training_set.chip_store import (
     INT16_FILL,
     batch_marker,
     finalize_chip_store,
@@ -38,18 +48,7 @@ from pipeline.chip_store import (
     partial_path,
     write_chip_batch,
 )
-from pipeline.chips import (
-    CHIP_BANDS,
-    ChipSpec,
-    EventChip,
-    SceneView,
-    build_event_chip,
-    chip_geobox,
-)
-from pipeline.composite import composite
-from pipeline.events import write_events
-from pipeline.grid import centred_geobox
-from pipeline.training_set import build_chip_batch, plan_batches
+from pipeline.training_set.events import write_events
 
 UTM = "EPSG:32749"  # the tiny world's zone (113.5 E, 2 S)
 TO_UTM = Transformer.from_crs("EPSG:4326", UTM, always_xy=True)
@@ -149,9 +148,8 @@ def test_composite_is_the_median_of_usable_pixels():
         [[True, False], [False, False]],
         [[True, True], [False, False]],
     ])
-    views = [SceneView(f"s{i}", "2017-01-01", np.concatenate([values[i], 2 * values[i]]),
-                       usable[i]) for i in range(3)]
-    out = composite(views, pool=5)
+    images = np.concatenate([values, 2 * values], axis=1)
+    out = composite(images, usable)
     expected = np.array([
         [0.20, (0.50 + 0.90) / 2],  # median of 3 usable; median of the 2 usable
         [0.30, 0.0],  # cloudy everywhere: median of all views; outside every scene: 0

@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 from typer.testing import CliRunner
 
-from flows.cli import app
+from flows.cli.app import app
 from tests.tiny_config import write_tiny_config
 
 runner = CliRunner()
@@ -112,7 +112,7 @@ def test_disk_full_mid_run_is_one_line_and_exit_1(capsys) -> None:
 
     import typer
 
-    from flows.cli import _guard
+    from flows.cli.app import _guard
 
     def body() -> None:
         raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC), "/data/maps/riau.gpkg")
@@ -129,7 +129,7 @@ def test_disk_full_mid_run_is_one_line_and_exit_1(capsys) -> None:
 def test_other_os_errors_are_not_hidden() -> None:
     import errno
 
-    from flows.cli import _guard
+    from flows.cli.app import _guard
 
     def body() -> None:
         raise OSError(errno.EIO, "Input/output error", "/data/x")

@@ -1,4 +1,4 @@
-"""The cluster recipes in configs/clusters/ and the cluster kinds of flows/cluster.py.
+"""The cluster recipes in configs/clusters/ and the cluster kinds of flows/runtime/cluster.py.
 
 The local and existing-scheduler recipes run real Dask clusters. dask-jobqueue and
 dask-kubernetes are not dependencies: their recipes must fail in one line naming the
@@ -16,9 +16,9 @@ import pytest
 import yaml
 from distributed import LocalCluster
 
-from flows.cluster import dask_client
-from flows.cluster_config import ClusterConfig
-from flows.config import ConfigError, load_config
+from flows.config.cluster import ClusterConfig
+from flows.config.schema import ConfigError, load_config
+from flows.runtime.cluster import dask_client
 
 RECIPES = Path(__file__).resolve().parents[1] / "configs" / "clusters"
 KINDS = {"local": "local", "existing-scheduler": "address", "slurm-gpu": "slurm",

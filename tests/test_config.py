@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from flows.config import ConfigError, PipelineConfig, load_config, require_file
+from flows.config.schema import ConfigError, PipelineConfig, load_config, require_file
 
 DEMO = Path(__file__).resolve().parents[1] / "configs" / "demo.yaml"
 
@@ -180,7 +180,7 @@ def test_bad_events_and_aux_keys_are_named(tmp_path: Path, section: dict, needle
 
 
 def test_vector_source_needs_its_file(tmp_path: Path) -> None:
-    from flows.config import preflight
+    from flows.config.input_checks import preflight
 
     (tmp_path / "scenes.zarr").mkdir()
     (tmp_path / "scenes.zarr" / "index.parquet").write_bytes(b"")

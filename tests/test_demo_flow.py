@@ -16,15 +16,15 @@ import geopandas as gpd
 import pyogrio
 import pytest
 
-from pipeline.export import AREA_TABLE, DRIVER_MAP_FIELDS, DRIVER_MAP_LAYER
-from pipeline.provinces import select_provinces
+from pipeline.core.provinces import select_provinces
+from pipeline.export.geopackage import AREA_TABLE, DRIVER_MAP_FIELDS, DRIVER_MAP_LAYER
 from tests.tiny_config import write_tiny_config
 
 pytestmark = pytest.mark.slow
 
 
 def forestnet(*args: str, timeout: int = 420) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "flows.cli", *args], capture_output=True,
+    return subprocess.run([sys.executable, "-m", "flows.cli.app", *args], capture_output=True,
                           text=True, timeout=timeout)
 
 

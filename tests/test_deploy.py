@@ -13,9 +13,9 @@ import yaml
 from typer.testing import CliRunner
 
 from flows import deploy as jobs
-from flows.cli import app
-from flows.config import ConfigError, load_config
-from pipeline.provinces import UnknownProvinceError
+from flows.cli.app import app
+from flows.config.schema import ConfigError, load_config
+from pipeline.core.provinces import UnknownProvinceError
 
 ROOT = Path(__file__).resolve().parents[1]
 PREFECT_YAML = ROOT / "prefect.yaml"

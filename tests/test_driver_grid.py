@@ -11,7 +11,9 @@ import pyogrio
 import pytest
 from shapely.geometry import box
 
-from pipeline.driver_grid import (
+from pipeline.core.drivers import DRIVER_CLASSES, DRIVER_KEYS
+from pipeline.core.grid import EQUAL_AREA_CRS
+from pipeline.export.driver_grid import (
     AREA_COLUMNS,
     CROSSWALK_TABLE,
     DOMINANT_GRID_LAYER,
@@ -21,8 +23,6 @@ from pipeline.driver_grid import (
     dominant_driver_grid,
     write_dominant_grid,
 )
-from pipeline.drivers import DRIVER_CLASSES, DRIVER_KEYS
-from pipeline.grid import EQUAL_AREA_CRS
 from tests.mapped_features import NO_IMAGERY, make_features, utm_squares
 
 EA = "EPSG:6933"

@@ -8,15 +8,15 @@ import rasterio
 from odc.geo.geobox import GeoBox
 from rasterio.features import geometry_mask
 
-from pipeline.driver_raster import (
+from pipeline.core.drivers import DRIVER_CLASSES, DRIVER_COLOURS
+from pipeline.core.grid import EQUAL_AREA_CRS
+from pipeline.export.driver_raster import (
     BAND_DESCRIPTIONS,
     BLOCK_SIZE,
     NODATA,
     driver_raster_grid,
     write_driver_cog,
 )
-from pipeline.drivers import DRIVER_CLASSES, DRIVER_COLOURS
-from pipeline.grid import EQUAL_AREA_CRS
 from tests.mapped_features import NO_IMAGERY, make_features, utm_squares
 
 # Two clusters 20 km apart make the raster wider than one COG tile, so it gets overviews

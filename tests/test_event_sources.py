@@ -11,8 +11,9 @@ import rasterio
 from affine import Affine
 from shapely.geometry import LineString, MultiPolygon, Point, Polygon, box
 
-from pipeline.event_vectors import events_from_vector
-from pipeline.events import (
+from pipeline.core.grid import EQUAL_AREA_CRS
+from pipeline.training_set.event_vectors import events_from_vector
+from pipeline.training_set.events import (
     EVENT_COLUMNS,
     TILE_DEGREES,
     TILE_GRID,
@@ -23,7 +24,6 @@ from pipeline.events import (
     snap_to_tiles,
     tile_index,
 )
-from pipeline.grid import EQUAL_AREA_CRS
 
 RES = 0.00025
 # A window whose tile edges (multiples of 0.045 degrees) cut through it: 113.49 and -1.98.

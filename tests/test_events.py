@@ -13,7 +13,7 @@ from affine import Affine
 from pyproj import Geod
 from shapely.geometry import Point, box
 
-from pipeline.events import (
+from pipeline.training_set.events import (
     EVENT_COLUMNS,
     EventInputError,
     bbox_polygon,

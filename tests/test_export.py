@@ -15,9 +15,9 @@ import pytest
 from pyproj import Geod
 from shapely.geometry import MultiPolygon, box
 
-from pipeline import export
-from pipeline.drivers import DRIVER_CLASSES, DRIVER_COLOURS, DRIVER_KEYS, driver_code
-from pipeline.export import (
+from pipeline.core.drivers import DRIVER_CLASSES, DRIVER_COLOURS, DRIVER_KEYS, driver_code
+from pipeline.export import geopackage as export
+from pipeline.export.geopackage import (
     AREA_TABLE,
     DRIVER_MAP_FIELDS,
     DRIVER_MAP_LAYER,
@@ -27,7 +27,7 @@ from pipeline.export import (
     read_parts,
     write_driver_geopackage,
 )
-from pipeline.qgis_style import categorized_qml, write_layer_style
+from pipeline.export.qgis_style import categorized_qml, write_layer_style
 
 METADATA = {"run_id": "run-7", "bundle_sha256": "abc123", "config": "province: Riau\nyear: 2018"}
 RTREE = f"rtree_{DRIVER_MAP_LAYER}_geom"

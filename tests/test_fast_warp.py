@@ -12,8 +12,7 @@ from odc.geo.geobox import GeoBox
 from rasterio.enums import Resampling
 from rasterio.warp import reproject
 
-from pipeline.composite import nanmedian_views
-from pipeline.fast_warp import _axes, _bilinear, fast_nearest, fast_warp
+from pipeline.imagery.fast_warp import _axes, _bilinear, fast_nearest, fast_warp
 
 UTM = CRS("EPSG:32749")
 SOURCE = GeoBox((60, 70), Affine(30, 0, 779670, 0, -30, 9788280), UTM)
@@ -94,19 +93,6 @@ def test_other_cases_are_left_to_gdal() -> None:
     assert fast_warp(src, SOURCE, coarser, Resampling.bilinear) is None
     assert fast_warp(src, SOURCE, other_crs, Resampling.bilinear) is None
     assert fast_warp(src, SOURCE, SOURCE, Resampling.cubic) is None
-
-
-@pytest.mark.parametrize("n", [1, 2, 3, 4, 5, 8, 9, 12])
-def test_nanmedian_views_is_nanmedian(n: int) -> None:
-    rng = np.random.default_rng(n)
-    stack = rng.random((n, 4, 30, 30)).astype(np.float32)
-    stack[rng.random(stack.shape) < 0.35] = np.nan
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", RuntimeWarning)
-        expected = np.nanmedian(stack, axis=0)
-    got = nanmedian_views(stack)
-    assert got.dtype == np.float32 and got.shape == expected.shape
-    np.testing.assert_allclose(got, expected, atol=1e-7, equal_nan=True)
 
 
 @pytest.mark.parametrize("target_epsg", ["EPSG:32649", "EPSG:32749"])

@@ -14,17 +14,17 @@ import shapely
 from shapely.geometry import LinearRing, MultiPolygon, Point, Polygon
 from typer.testing import CliRunner
 
-from flows.cli import app
+from flows.cli.app import app
 from forestnet_model.data import ChipDataset
-from pipeline.auxiliary import AUX_BANDS, AUX_SCALARS, MAX_DISTANCE_KM
-from pipeline.chip_store import finalize_chip_store, init_chip_store, open_chips
-from pipeline.chips import CHIP_BANDS, ChipSpec
-from pipeline.events import write_events
-from pipeline.forestnet_release import IMAGE_SCALE, plan_release
-from pipeline.grid import centred_geobox
-from pipeline.release_reader import ReleaseError, ReleaseReader
-from pipeline.safe_pickle import UnsafePickleError, load_geometry, loads_geometry
-from pipeline.training_set import import_release_batch, plan_batches
+from pipeline.core.grid import centred_geobox
+from pipeline.imagery.views import CHIP_BANDS, ChipSpec
+from pipeline.training_set.auxiliary import AUX_BANDS, AUX_SCALARS, MAX_DISTANCE_KM
+from pipeline.training_set.batches import import_release_batch, plan_batches
+from pipeline.training_set.chip_store import finalize_chip_store, init_chip_store, open_chips
+from pipeline.training_set.events import write_events
+from pipeline.training_set.release_import import IMAGE_SCALE, plan_release
+from pipeline.training_set.release_reader import ReleaseError, ReleaseReader
+from pipeline.training_set.safe_pickle import UnsafePickleError, load_geometry, loads_geometry
 from tests.release_fixture import EXAMPLES, pixels, write_release, zip_release
 from tests.tiny_config import write_tiny_config
 

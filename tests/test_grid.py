@@ -10,7 +10,7 @@ from pyproj import Geod, Transformer
 from pyproj.aoi import AreaOfInterest
 from pyproj.database import query_utm_crs_info
 
-from pipeline.grid import (
+from pipeline.core.grid import (
     CHIP_RESOLUTION,
     CHIP_SIZE,
     centred_geobox,

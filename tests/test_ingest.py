@@ -22,7 +22,7 @@ from affine import Affine
 from pyproj import Transformer
 from shapely.geometry import Point, Polygon, box
 
-from pipeline.catalog import (
+from pipeline.ingest.catalog import (
     INDEX_COLUMNS,
     INDEX_NAME,
     failed_row,
@@ -31,8 +31,8 @@ from pipeline.catalog import (
     scene_row,
     write_index,
 )
-from pipeline.ingest import SceneInputError, ingest_scene
-from pipeline.landsat import MTLError, usable_mask
+from pipeline.ingest.landsat import MTLError, usable_mask
+from pipeline.ingest.scene_ingest import SceneInputError, ingest_scene
 
 DATA = Path(__file__).parent / "data" / "landsat"
 L1_ID = "LC08_L1TP_017051_20151205_20200908_02_T1"
@@ -195,7 +195,7 @@ def test_missing_qa_is_all_clear_and_logged(
     tmp_path: Path, caplog: pytest.LogCaptureFixture
 ) -> None:
     store = tmp_path / "scenes.zarr"
-    with caplog.at_level(logging.WARNING, logger="pipeline.ingest"):
+    with caplog.at_level(logging.WARNING, logger="pipeline.ingest.scene_ingest"):
         assert ingest_scene(L2_DIR, store).status == "ingested"
     qa = _open(store, L2_ID)["qa_pixel"]
     assert qa.dims == ("y", "x") and qa.shape == (333, 467)
@@ -364,7 +364,7 @@ def test_scene_row_footprint(store: Path) -> None:
 def test_scene_row_in_a_fresh_process(store: Path) -> None:
     # catalog alone (no ingest import) must be able to read a group's grid.
     code = (
-        "import sys; from pipeline.catalog import scene_row; "
+        "import sys; from pipeline.ingest.catalog import scene_row; "
         "print(scene_row(sys.argv[1], sys.argv[2], 'ingested')['epsg'])"
     )
     done = subprocess.run(

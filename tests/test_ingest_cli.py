@@ -1,6 +1,6 @@
 """``forestnet ingest`` through the real CLI, flow and Dask: a failed scene means exit 1.
 
-Most of this file's time is importing ``flows.cli`` (its config pulls in torch) and
+Most of this file's time is importing ``flows.cli.app`` (its config pulls in torch) and
 starting Prefect's temporary server; the ingest itself takes about a second.
 """
 
@@ -16,8 +16,8 @@ import zarr
 from typer.testing import CliRunner
 
 import flows.ingest  # noqa: F401  (Prefect's log handlers bind to the real stderr, not CliRunner's)
-from flows.cli import app
-from pipeline.catalog import read_index
+from flows.cli.app import app
+from pipeline.ingest.catalog import read_index
 from tests.ingest_inputs import (
     clone_product,
     make_tar,

@@ -14,9 +14,9 @@ import pytest
 import zarr
 from shapely.geometry import box
 
-from pipeline.catalog import query_scenes, read_index
-from pipeline.ingest import ingest_scene
-from pipeline.sources import resolve_sources
+from pipeline.ingest.catalog import query_scenes, read_index
+from pipeline.ingest.scene_ingest import ingest_scene
+from pipeline.ingest.sources import resolve_sources
 from tests.ingest_inputs import (
     L1_DIR,
     L1_ID,
@@ -69,7 +69,7 @@ def bad_run(tiny_world: Path, tmp_path_factory: pytest.TempPathFactory) -> dict:
     cases["dup-in-store"] = clone_product(third, inputs / "moved", third.name)
 
     assert len(resolve_sources(cases.values())) == len(cases)
-    logger = logging.getLogger("pipeline.ingest")
+    logger = logging.getLogger("pipeline.ingest.scene_ingest")
     records: list[logging.LogRecord] = []
     handler = logging.Handler()
     handler.emit = records.append  # type: ignore[method-assign]

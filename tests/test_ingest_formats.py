@@ -18,12 +18,12 @@ import zarr
 from odc.geo.geobox import GeoBox
 from shapely.geometry import box
 
-import pipeline.scene_reader
-from pipeline.catalog import INDEX_COLUMNS, scene_geobox, window_clear_fraction
-from pipeline.ingest import ingest_row, ingest_scene, ingest_source
-from pipeline.landsat import clear_fraction, pansharpen_brovey, read_mtl
-from pipeline.metadata import read_metadata_file
-from pipeline.sources import resolve_sources
+import pipeline.ingest.scene_reader
+from pipeline.ingest.catalog import INDEX_COLUMNS, scene_geobox, window_clear_fraction
+from pipeline.ingest.landsat import clear_fraction, pansharpen_brovey, read_mtl
+from pipeline.ingest.mtl import read_metadata_file
+from pipeline.ingest.scene_ingest import ingest_row, ingest_scene, ingest_source
+from pipeline.ingest.sources import resolve_sources
 from tests.ingest_inputs import (
     L1_DIR,
     L1_ID,
@@ -158,7 +158,7 @@ def test_index_row_has_every_column_and_the_clear_fraction(
 def test_window_clear_fraction_reads_only_the_window(
     tiny_world: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    monkeypatch.setattr(pipeline.scene_reader, "CHUNK", 64)  # a 5 x 5 chunk grid
+    monkeypatch.setattr(pipeline.ingest.scene_reader, "CHUNK", 64)  # a 5 x 5 chunk grid
     folder = products(tiny_world)[2]
     store = tmp_path / "scenes.zarr"
     assert ingest_scene(folder, store).status == "ingested"

@@ -17,11 +17,11 @@ from pathlib import Path
 import pytest
 import zarr
 
-from pipeline import scene_store
-from pipeline.catalog import read_index
-from pipeline.ingest import ingest_scene, ingest_source
-from pipeline.scene_store import clear_killed_temporaries
-from pipeline.sources import folder_source
+from pipeline.ingest import scene_store
+from pipeline.ingest.catalog import read_index
+from pipeline.ingest.scene_ingest import ingest_scene, ingest_source
+from pipeline.ingest.scene_store import clear_killed_temporaries
+from pipeline.ingest.sources import folder_source
 from tests.ingest_inputs import assert_same_scene, ingest_like_the_flow, products
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -31,8 +31,8 @@ ROOT = Path(__file__).resolve().parents[1]
 STALLING_INGEST = """
 import sys, time
 from pathlib import Path
-import pipeline.scene_store as scene_store
-from pipeline.ingest import ingest_scene
+import pipeline.ingest.scene_store as scene_store
+from pipeline.ingest.scene_ingest import ingest_scene
 
 real_write, calls = scene_store.write_pixels, []
 

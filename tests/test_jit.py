@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 from numba.core import config
 
-from pipeline.jit import cached_njit, temporary_cache_dir
+from pipeline.core.jit import cached_njit, temporary_cache_dir
 
 
 def _double(x: np.ndarray) -> np.ndarray:

@@ -10,7 +10,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from pipeline.landsat import (
+from pipeline.ingest.landsat import (
     PAN_WEIGHTS,
     MTLError,
     clear_fraction,

@@ -15,12 +15,17 @@ import pytest
 import rasterio
 from affine import Affine
 
-from pipeline.events import EIGHT_CONNECTED
-from pipeline.loss_pieces import plan_blocks, tile_pieces, tiles_in_block, year_mask
-from pipeline.map_tiles import HALO_PIXELS, TILE_METRES, MapTile, tile_indices, zone_of_lon
-from pipeline.piece_merge import LOGIT_COLUMNS, driver_fields, drop_small_events, merge_pieces
-from pipeline.provinces import provinces
-from pipeline.tile_inputs import year_groups
+from pipeline.core.provinces import provinces
+from pipeline.mapping.loss_pieces import plan_blocks, tile_pieces, tiles_in_block, year_mask
+from pipeline.mapping.piece_merge import (
+    LOGIT_COLUMNS,
+    driver_fields,
+    drop_small_events,
+    merge_pieces,
+)
+from pipeline.mapping.tile_inputs import year_groups
+from pipeline.mapping.tiles import HALO_PIXELS, TILE_METRES, MapTile, tile_indices, zone_of_lon
+from pipeline.training_set.events import EIGHT_CONNECTED
 
 RES = 0.00025  # GFC pixel
 

@@ -17,9 +17,9 @@ import pytest
 import rasterio
 import shapely
 
-from pipeline.export import AREA_TABLE, DRIVER_MAP_FIELDS, DRIVER_MAP_LAYER
-from pipeline.loss_pieces import year_mask
-from pipeline.provinces import select_provinces
+from pipeline.core.provinces import select_provinces
+from pipeline.export.geopackage import AREA_TABLE, DRIVER_MAP_FIELDS, DRIVER_MAP_LAYER
+from pipeline.mapping.loss_pieces import year_mask
 from tests.map_job import BORDER, forestnet, geopackages, make_map_job, read_map
 
 # Every CLI run here talks to the session's Prefect server, not a temporary API.

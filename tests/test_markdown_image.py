@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from pipeline.markdown_image import png_data_uri, png_file_markdown, png_markdown
+from pipeline.core.markdown_image import png_data_uri, png_file_markdown, png_markdown
 
 IMAGE = re.compile(r"^!\[(?P<alt>[^\]]*)\]\(data:image/png;base64,(?P<data>[A-Za-z0-9+/=]+)\)$")
 

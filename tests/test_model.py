@@ -27,7 +27,7 @@ from forestnet_model.model import (
     region_mean_logits,
     segmentation_net,
 )
-from pipeline.runtime import tune_malloc_for_tensors
+from pipeline.core.runtime import tune_malloc_for_tensors
 
 SMALL = "resnet18"  # fast encoder for tests that do not need EfficientNet-B2
 

@@ -16,9 +16,9 @@ from safetensors.torch import load_file
 from forestnet_model.model import build_model
 from forestnet_model.pretrain import pretrain_encoder
 from forestnet_model.specs import ModelSpec, TrainSpec
-from pipeline.chip_store import open_chips
-from pipeline.chips import ChipSpec
+from pipeline.imagery.views import ChipSpec
 from pipeline.sample_world.landcover import LANDCOVER_CLASSES
+from pipeline.training_set.chip_store import open_chips
 from tests.world_chips import world_chip_store
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
@@ -102,7 +102,7 @@ def test_cli_pretrain_writes_the_encoder(chips_path: Path, tmp_path: Path):
     import yaml
     from typer.testing import CliRunner
 
-    from flows.cli import app
+    from flows.cli.app import app
 
     config = tmp_path / "config.yaml"
     config.write_text(yaml.safe_dump({

@@ -6,8 +6,8 @@ import geopandas as gpd
 import pytest
 from shapely.geometry import Point
 
-from pipeline.grid import EQUAL_AREA_CRS
-from pipeline.provinces import (
+from pipeline.core.grid import EQUAL_AREA_CRS
+from pipeline.core.provinces import (
     BOUNDARIES,
     UnknownProvinceError,
     province_names,

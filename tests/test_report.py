@@ -15,7 +15,7 @@ from PIL import Image
 from typer.testing import CliRunner
 
 import flows.evaluate  # noqa: F401  (Prefect's log handlers bind to the real stderr, not CliRunner's)
-from flows.cli import app
+from flows.cli.app import app
 from flows.evaluate import run_evaluation, summary_lines
 from forestnet_model.baseline import select_forest
 from forestnet_model.bundle import save_bundle
@@ -32,8 +32,8 @@ from forestnet_model.report import (
     render_metrics_markdown,
     write_evaluation_report,
 )
-from pipeline.chip_store import open_chips
-from pipeline.drivers import DRIVER_CLASSES
+from pipeline.core.drivers import DRIVER_CLASSES
+from pipeline.training_set.chip_store import open_chips
 from tests.ingest_inputs import threads_cluster
 from tests.test_baseline import write_synthetic_chips, write_tiny_chips
 

@@ -8,8 +8,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from pipeline.drivers import DRIVER_CLASSES
-from pipeline.run_summary import (
+from pipeline.core.drivers import DRIVER_CLASSES
+from pipeline.export.run_summary import (
     SUMMARY_SCHEMA,
     render_summary_markdown,
     summarise_run,

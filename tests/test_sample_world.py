@@ -17,7 +17,7 @@ import rasterio
 from rasterio import features
 from scipy import ndimage
 
-from pipeline.drivers import DRIVER_CLASSES, FINE_TO_MERGED
+from pipeline.core.drivers import DRIVER_CLASSES, FINE_TO_MERGED
 from pipeline.sample_world import WorldExistsError, WorldSpec, generate_world
 
 C2_ID = re.compile(r"^LC08_L1TP_(\d{3})(\d{3})_(\d{8})_(\d{8})_02_T1$")

@@ -11,12 +11,12 @@ import pytest
 import rasterio
 import zarr
 
-import pipeline.scene_reader
-from pipeline import scene_store
-from pipeline.ingest import ingest_scene
-from pipeline.landsat import SceneMetadata
-from pipeline.scene_reader import plan_product, present_bands
-from pipeline.sources import band_locations, folder_source, read_source_metadata
+import pipeline.ingest.scene_reader
+from pipeline.ingest import scene_store
+from pipeline.ingest.landsat import SceneMetadata
+from pipeline.ingest.scene_ingest import ingest_scene
+from pipeline.ingest.scene_reader import plan_product, present_bands
+from pipeline.ingest.sources import band_locations, folder_source, read_source_metadata
 from tests.ingest_inputs import assert_same_scene, products
 
 
@@ -31,7 +31,7 @@ def _layout(product: Path):
 def test_pieces_cover_every_row_of_every_band_once(
     tiny_world: Path, monkeypatch: pytest.MonkeyPatch, threads: int
 ) -> None:
-    monkeypatch.setattr(pipeline.scene_reader, "CHUNK", 64)
+    monkeypatch.setattr(pipeline.ingest.scene_reader, "CHUNK", 64)
     layout = _layout(products(tiny_world)[0])  # Level-1: pan at twice the rows
     pieces = scene_store._pieces(layout, threads)
     for name, paths in layout.sources.items():
@@ -51,7 +51,7 @@ def test_pieces_cover_every_row_of_every_band_once(
 def test_each_row_of_chunks_is_one_shard_file(
     tiny_world: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    monkeypatch.setattr(pipeline.scene_reader, "CHUNK", 64)
+    monkeypatch.setattr(pipeline.ingest.scene_reader, "CHUNK", 64)
     product = products(tiny_world)[0]
     store = tmp_path / "scenes.zarr"
     assert ingest_scene(product, store).status == "ingested"
@@ -68,7 +68,7 @@ def test_each_row_of_chunks_is_one_shard_file(
 def test_one_thread_and_many_write_the_same_scene(
     tiny_world: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    monkeypatch.setattr(pipeline.scene_reader, "CHUNK", 64)
+    monkeypatch.setattr(pipeline.ingest.scene_reader, "CHUNK", 64)
     product = products(tiny_world)[0]
     stores = {}
     for threads in (1, 3):

@@ -8,22 +8,22 @@ from pathlib import Path
 
 import pytest
 
-from pipeline.landsat import MTLError
-from pipeline.metadata import (
+from pipeline.ingest.landsat import MTLError
+from pipeline.ingest.mtl import (
     UnsupportedProductError,
     check_supported,
     find_metadata,
     mtl_format,
     preferred_mtl,
 )
-from pipeline.sources import (
+from pipeline.ingest.sources import (
     band_locations,
     folder_source,
     read_source_metadata,
     resolve_sources,
     tar_source,
 )
-from pipeline.stac import gdal_path, is_url, item_sources, resolve_href
+from pipeline.ingest.stac_items import gdal_path, is_url, item_sources, resolve_href
 from tests.ingest_inputs import (
     L1_DIR,
     L1_ID,

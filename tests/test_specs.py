@@ -13,7 +13,7 @@ from forestnet_model.specs import ModelSpec, TrainSpec
 
 def test_loading_the_config_module_does_not_import_torch():
     heavy = ("torch", "segmentation_models_pytorch")
-    code = ("import sys, flows.config, forestnet_model.specs; "
+    code = ("import sys, flows.config.schema, forestnet_model.specs; "
             f"print(sorted(m for m in {heavy!r} if m in sys.modules))")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
                          timeout=300, check=True)

@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 from shapely.geometry import box
 
-from pipeline.splits import (
+from pipeline.training_set.splits import (
     BLOCK_CRS,
     SplitError,
     assign_splits,

@@ -10,8 +10,8 @@ import pytest
 from PIL import Image
 from shapely.geometry import box
 
-from pipeline.drivers import DRIVER_CLASSES, DRIVER_COLOURS
-from pipeline.summary_map import write_driver_png
+from pipeline.core.drivers import DRIVER_CLASSES, DRIVER_COLOURS
+from pipeline.export.summary_map import write_driver_png
 from tests.mapped_features import NO_IMAGERY, make_features, utm_squares
 
 

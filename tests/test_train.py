@@ -16,10 +16,15 @@ from forestnet_model.bundle import load_bundle
 from forestnet_model.data import ChipDataset, normalisation_stats, split_indices
 from forestnet_model.model import ModelSpec
 from forestnet_model.train import TrainSpec, train_model
-from pipeline.auxiliary import AUX_BANDS, AUX_SCALARS
-from pipeline.chip_store import finalize_chip_store, init_chip_store, open_chips, write_chip_batch
-from pipeline.chips import CHIP_BANDS, ChipSpec, EventChip, chip_geobox
-from pipeline.drivers import DRIVER_CLASSES
+from pipeline.core.drivers import DRIVER_CLASSES
+from pipeline.imagery.views import CHIP_BANDS, ChipSpec, EventChip, chip_geobox
+from pipeline.training_set.auxiliary import AUX_BANDS, AUX_SCALARS
+from pipeline.training_set.chip_store import (
+    finalize_chip_store,
+    init_chip_store,
+    open_chips,
+    write_chip_batch,
+)
 
 #: 48 px chips: not a multiple of 32, so evaluation has to pad them (to 64).
 SPEC = ChipSpec(size=48, max_single_views=2)

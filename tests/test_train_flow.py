@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 
 import flows.train as train_flow
-from flows.config import PipelineConfig
+from flows.config.schema import PipelineConfig
 from forestnet_model.specs import TrainSpec
 
 

@@ -13,10 +13,10 @@ from pathlib import Path
 
 import pytest
 
-from flows.config import load_config
+from flows.config.schema import load_config
 from flows.training_set import training_set_flow
-from pipeline.chip_store import open_chips
-from pipeline.events import read_events
+from pipeline.training_set.chip_store import open_chips
+from pipeline.training_set.events import read_events
 from tests.ingest_inputs import threads_cluster
 from tests.tiny_config import write_tiny_config
 

@@ -14,14 +14,14 @@ from rasterio.enums import Resampling
 from rasterio.warp import reproject
 from shapely.geometry import shape
 
-from flows.config import PipelineConfig
+from flows.config.schema import PipelineConfig
 from flows.training_set import make_events
 from forestnet_model.data import normalisation_stats, split_indices
-from pipeline.auxiliary import AUX_SCALARS, MAX_DISTANCE_KM, AuxSources, aux_for_chip
-from pipeline.chip_store import finalize_chip_store, init_chip_store, open_chips
-from pipeline.chips import ChipSpec, build_event_chip, chip_geobox, scene_on_grid
-from pipeline.events import write_events
-from pipeline.training_set import build_chip_batch
+from pipeline.imagery.views import ChipSpec, build_event_chip, chip_geobox, scene_on_grid
+from pipeline.training_set.auxiliary import AUX_SCALARS, MAX_DISTANCE_KM, AuxSources, aux_for_chip
+from pipeline.training_set.batches import build_chip_batch
+from pipeline.training_set.chip_store import finalize_chip_store, init_chip_store, open_chips
+from pipeline.training_set.events import write_events
 
 
 @pytest.fixture(scope="module")

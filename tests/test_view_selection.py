@@ -10,9 +10,9 @@ import numpy as np
 import pandas as pd
 import pytest
 
-import pipeline.chips as chips
-from pipeline.chips import ChipSpec, SceneView, composite_views, scene_views
-from pipeline.grid import centred_geobox
+import pipeline.imagery.views as chips
+from pipeline.core.grid import centred_geobox
+from pipeline.imagery.views import ChipSpec, SceneView, composite_views, scene_views
 
 GEOBOX = centred_geobox(113.5, -2.0, 20, 15.0)
 SPEC = ChipSpec(max_view_cloud=0.5, composite_pool=5)

@@ -9,7 +9,7 @@ import pytest
 import zarr
 from zarr.codecs import BloscCodec, ZstdCodec
 
-from pipeline.zarr_chunks import _DirectWriter, row_shards, strip_writer
+from pipeline.ingest.zarr_shards import _DirectWriter, row_shards, strip_writer
 
 BLOSC = BloscCodec(cname="lz4", clevel=5, shuffle="bitshuffle")
 

@@ -10,13 +10,13 @@ from __future__ import annotations
 from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
 
-from pipeline.auxiliary import AuxSources
-from pipeline.catalog import scene_row, write_index
-from pipeline.chip_store import finalize_chip_store, init_chip_store
-from pipeline.chips import ChipSpec
-from pipeline.events import events_from_forestnet_csvs, write_events
-from pipeline.ingest import ingest_scene
-from pipeline.training_set import build_chip_batch, plan_batches
+from pipeline.imagery.views import ChipSpec
+from pipeline.ingest.catalog import scene_row, write_index
+from pipeline.ingest.scene_ingest import ingest_scene
+from pipeline.training_set.auxiliary import AuxSources
+from pipeline.training_set.batches import build_chip_batch, plan_batches
+from pipeline.training_set.chip_store import finalize_chip_store, init_chip_store
+from pipeline.training_set.events import events_from_forestnet_csvs, write_events
 
 
 def world_sources(world: Path) -> AuxSources:

@@ -12,8 +12,8 @@ from shapely import affinity
 from shapely.geometry import Point, Polygon, box
 from shapely.prepared import PreparedGeometry, prep
 
-from pipeline.drivers import DRIVER_CLASSES, FINE_TO_MERGED
-from pipeline.grid import EQUAL_AREA_CRS
+from pipeline.core.drivers import DRIVER_CLASSES, FINE_TO_MERGED
+from pipeline.core.grid import EQUAL_AREA_CRS
 
 from .features import Features
 from .noise import stream

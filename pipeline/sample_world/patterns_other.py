@@ -6,7 +6,7 @@ import numpy as np
 
 from . import spectra as sp
 from .noise import smooth_noise
-from .patterns import Ctx, Patch, cell_index, grid_distance, line_alpha, rotate
+from .pattern_geometry import Ctx, Patch, cell_index, grid_distance, line_alpha, rotate
 
 
 def render_other(fine: str, ctx: Ctx) -> Patch:

@@ -6,7 +6,6 @@ import json
 import math
 from dataclasses import dataclass
 from functools import lru_cache
-from pathlib import Path
 from typing import TypeVar
 
 import numpy as np
@@ -18,7 +17,8 @@ from pyproj import Transformer
 from shapely.geometry import Point, shape
 from shapely.geometry.base import BaseGeometry
 
-from pipeline.grid import utm_epsg
+from pipeline.core.grid import utm_epsg
+from pipeline.core.provinces import BOUNDARIES
 
 from .spec import WorldSpec
 
@@ -32,9 +32,6 @@ FEATURE_MARGIN_M = 4500.0
 
 Coord = float | np.ndarray
 G = TypeVar("G", bound=BaseGeometry)
-
-_PROVINCES = Path(__file__).resolve().parent.parent / "data" / "indonesia-38-provinces.geojson"
-
 
 @dataclass(frozen=True)
 class Region:
@@ -176,7 +173,7 @@ def _lonlat_bounds(epsg: int, bounds: tuple[float, float, float, float]) -> tupl
 @lru_cache(maxsize=4)
 def province_of(lon: float, lat: float) -> str:
     """Name of the Indonesian province holding the point (from the bundled boundaries)."""
-    data = json.loads(_PROVINCES.read_text())
+    data = json.loads(BOUNDARIES.read_text())
     pt = Point(lon, lat)
     for feature in data["features"]:
         if shape(feature["geometry"]).contains(pt):

@@ -10,7 +10,7 @@ from collections import Counter
 from pathlib import Path
 from typing import Any
 
-from pipeline.drivers import DRIVER_CLASSES
+from pipeline.core.drivers import DRIVER_CLASSES
 
 from .ancillary import write_ancillary
 from .events_csv import write_events

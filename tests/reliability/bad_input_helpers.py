@@ -64,5 +64,5 @@ def listing(folder: Path) -> dict[str, bytes | None]:
 
 
 def temporaries(folder: Path) -> list[str]:
-    """Leftover temporary outputs (``pipeline.atomic`` and GeoPackage temp names)."""
+    """Leftover temporary outputs (``pipeline.core.atomic`` and GeoPackage temp names)."""
     return sorted(str(p) for p in Path(folder).rglob("*") if ".tmp-" in p.name)

@@ -37,11 +37,11 @@ import pyogrio
 import pytest
 from typer.testing import CliRunner
 
-from flows.cli import app
+from flows.cli.app import app
 from forestnet_model.bundle import MANIFEST, WEIGHTS
-from pipeline.atomic import atomic_output
-from pipeline.events import write_events
-from pipeline.export import write_driver_geopackage
+from pipeline.core.atomic import atomic_output
+from pipeline.export.geopackage import write_driver_geopackage
+from pipeline.training_set.events import write_events
 from tests.mapped_features import make_features, utm_squares
 from tests.reliability.bad_input_helpers import (
     listing,

@@ -46,7 +46,7 @@ import rasterio
 from shapely.geometry import box
 from typer.testing import CliRunner
 
-from pipeline.catalog import read_index
+from pipeline.ingest.catalog import read_index
 from tests.ingest_inputs import (
     L1_DIR,
     L1_ID,
@@ -124,7 +124,7 @@ def ingest_run(tiny_world: Path, tmp_path_factory: pytest.TempPathFactory) -> di
 
 def app():
     import flows.ingest  # noqa: F401  (Prefect binds its log handlers to the real stderr first)
-    from flows.cli import app
+    from flows.cli.app import app
 
     return app
 
@@ -174,13 +174,13 @@ def test_all_cloud_and_outside_scenes_are_per_event_reasons(
     tiny_world: Path, tiny_events: gpd.GeoDataFrame, tmp_path: Path
 ) -> None:
     from forestnet_model.data import split_indices
-    from pipeline.auxiliary import AuxSources
-    from pipeline.catalog import scene_row, write_index
-    from pipeline.chip_store import finalize_chip_store, init_chip_store, open_chips
-    from pipeline.chips import ChipSpec
-    from pipeline.events import write_events
-    from pipeline.ingest import ingest_scene
-    from pipeline.training_set import build_chip_batch
+    from pipeline.imagery.views import ChipSpec
+    from pipeline.ingest.catalog import scene_row, write_index
+    from pipeline.ingest.scene_ingest import ingest_scene
+    from pipeline.training_set.auxiliary import AuxSources
+    from pipeline.training_set.batches import build_chip_batch
+    from pipeline.training_set.chip_store import finalize_chip_store, init_chip_store, open_chips
+    from pipeline.training_set.events import write_events
 
     clear = products(tiny_world)[0]  # acquired 2017
     cloudy = _all_cloud_copy(products(tiny_world)[1], tmp_path / "inputs")  # acquired 2018

@@ -39,12 +39,12 @@ import typer
 from shapely.geometry import Polygon, box
 from typer.testing import CliRunner
 
-from flows.cli import _guard, app
-from pipeline.auxiliary import AuxSources
-from pipeline.chip_store import finalize_chip_store, init_chip_store, open_chips
-from pipeline.chips import CHIP_BANDS, ChipSpec
-from pipeline.events import EventInputError, write_events
-from pipeline.reproject import RasterInputError
+from flows.cli.app import _guard, app
+from pipeline.imagery.reproject import RasterInputError
+from pipeline.imagery.views import CHIP_BANDS, ChipSpec
+from pipeline.training_set.auxiliary import AuxSources
+from pipeline.training_set.chip_store import finalize_chip_store, init_chip_store, open_chips
+from pipeline.training_set.events import EventInputError, write_events
 from tests.reliability.bad_input_helpers import (
     listing,
     map_ready,
@@ -83,7 +83,7 @@ def test_nan_in_an_aux_raster_is_no_data_end_to_end(
         scalar_stats,
         split_indices,
     )
-    from pipeline.training_set import build_chip_batch
+    from pipeline.training_set.batches import build_chip_batch
 
     events = tiny_events.iloc[:2].assign(split="train")
     dem = _dem_with_patch(tiny_world.parent, *_anchor(events), np.nan, tmp_path / "dem.tif")
@@ -119,8 +119,8 @@ def test_nan_in_an_aux_raster_is_no_data_end_to_end(
 def test_inf_in_an_aux_raster_is_refused_naming_the_file(
     tiny_world: Path, tiny_events: gpd.GeoDataFrame, tmp_path: Path, capsys
 ) -> None:
-    from pipeline.auxiliary import aux_for_chip
-    from pipeline.chips import chip_geobox, rasterize_region
+    from pipeline.imagery.views import chip_geobox, rasterize_region
+    from pipeline.training_set.auxiliary import aux_for_chip
 
     dem = _dem_with_patch(tiny_world.parent, *_anchor(tiny_events), np.inf, tmp_path / "dem.tif")
     geometry = tiny_events.geometry.iloc[0]
@@ -146,8 +146,8 @@ def test_inf_in_an_aux_raster_is_refused_naming_the_file(
 def test_inf_in_an_aux_raster_fails_its_map_tile_with_the_reason(
     tiny_world: Path, tiny_scene_store: Path, tiny_events: gpd.GeoDataFrame, tmp_path: Path
 ) -> None:
-    from pipeline.map_tiles import MapTile, tile_indices
-    from pipeline.tile_inputs import prepare_tiles
+    from pipeline.mapping.tile_inputs import prepare_tiles
+    from pipeline.mapping.tiles import MapTile, tile_indices
 
     lon, lat = _anchor(tiny_events)
     dem = _dem_with_patch(tiny_world.parent, lon, lat, np.inf, tmp_path / "dem.tif")
@@ -165,8 +165,8 @@ def test_inf_in_an_aux_raster_fails_its_map_tile_with_the_reason(
 
 def test_inf_in_release_aux_is_no_data_with_a_note(tmp_path: Path) -> None:
     from forestnet_model.data import normalisation_stats
-    from pipeline.forestnet_release import plan_release
-    from pipeline.training_set import import_release_batch
+    from pipeline.training_set.batches import import_release_batch
+    from pipeline.training_set.release_import import plan_release
     from tests.release_fixture import EXAMPLES, write_release
 
     release = write_release(tmp_path, EXAMPLES[:2])
@@ -195,8 +195,8 @@ def test_inf_in_release_aux_is_no_data_with_a_note(tmp_path: Path) -> None:
 
 def test_chip_store_writes_non_finite_aux_as_no_data(tiny_events: gpd.GeoDataFrame,
                                                      tmp_path: Path) -> None:
-    from pipeline.chip_store import write_chip_batch
-    from pipeline.chips import EventChip, chip_geobox
+    from pipeline.imagery.views import EventChip, chip_geobox
+    from pipeline.training_set.chip_store import write_chip_batch
 
     events = tiny_events.iloc[:1]
     spec = ChipSpec(size=32, max_single_views=0)
@@ -245,7 +245,7 @@ GOOD = box(113.52, -1.96, 113.525, -1.955)
 
 
 def _vector_config(path: Path):
-    from flows.config import PipelineConfig
+    from flows.config.schema import PipelineConfig
 
     return PipelineConfig.model_validate({"events": {
         "source": "vector", "vector": {"path": str(path), "year_column": "year"}}})
@@ -306,7 +306,7 @@ def test_unknown_csv_label_is_refused_before_anything_runs(
 
 
 def test_unknown_release_label_names_the_csv(tmp_path: Path) -> None:
-    from pipeline.forestnet_release import plan_release
+    from pipeline.training_set.release_import import plan_release
     from tests.release_fixture import EXAMPLES, write_release
 
     release = write_release(tmp_path, EXAMPLES[:2])

@@ -20,7 +20,7 @@ import httpx
 import pyogrio
 import pytest
 
-from pipeline.export import DRIVER_MAP_LAYER
+from pipeline.export.geopackage import DRIVER_MAP_LAYER
 from tests.map_job import make_map_job
 from tests.prefect_server import PREFECT, REPO, prefect_server, session_process, tail
 
@@ -63,7 +63,8 @@ def served(server: dict, tiny_config: Path) -> Iterator[Path]:
     """`forestnet deploy --serve` in the background; returns at once, so that its start
     overlaps the setup (tests wait for its deployments with ``_wait_for_deployments``)."""
     log = server["home"] / "serve.log"
-    args = [sys.executable, "-m", "flows.cli", "deploy", "--serve", "--config", str(tiny_config)]
+    args = [sys.executable, "-m", "flows.cli.app", "deploy", "--serve",
+            "--config", str(tiny_config)]
     with session_process(args, log, server["env"]):
         yield log
 

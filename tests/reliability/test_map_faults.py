@@ -47,7 +47,7 @@ def reset(job: dict) -> None:
 
 
 def start_map(job: dict) -> subprocess.Popen:
-    return subprocess.Popen([sys.executable, "-m", "flows.cli", "map", "--config",
+    return subprocess.Popen([sys.executable, "-m", "flows.cli.app", "map", "--config",
                              str(job["config"])], stdout=subprocess.PIPE,
                             stderr=subprocess.PIPE, text=True, start_new_session=True)
 

@@ -12,11 +12,11 @@ from pathlib import Path
 
 import pytest
 
-from pipeline.run_lock import OutputLockedError, output_lock
+from pipeline.core.run_lock import OutputLockedError, output_lock
 
 HOLD = """
 import sys, time
-from pipeline.run_lock import output_lock
+from pipeline.core.run_lock import output_lock
 with output_lock(sys.argv[1], "map"):
     print("held", flush=True)
     time.sleep(60)

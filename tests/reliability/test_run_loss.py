@@ -25,17 +25,17 @@ import psutil
 import pytest
 import xarray as xr
 
-from pipeline.catalog import INDEX_NAME, read_index
-from pipeline.chip_store import (
+from pipeline.ingest.catalog import INDEX_NAME, read_index
+from pipeline.ingest.scene_store import COMPLETE_ATTR
+from pipeline.training_set.batches import build_chip_batch, plan_batches
+from pipeline.training_set.chip_store import (
     finalize_chip_store,
     init_chip_store,
     open_chips,
     partial_path,
     progress_dir,
 )
-from pipeline.events import read_events, write_events
-from pipeline.scene_store import COMPLETE_ATTR
-from pipeline.training_set import build_chip_batch, plan_batches
+from pipeline.training_set.events import read_events, write_events
 from tests.ingest_inputs import (
     assert_same_scene,
     derived_product,
@@ -66,7 +66,7 @@ def start_cli(log: Path, *args: str) -> subprocess.Popen:
     stall the run.
     """
     with log.open("w") as out:
-        return subprocess.Popen([sys.executable, "-m", "flows.cli", *args], stdout=out,
+        return subprocess.Popen([sys.executable, "-m", "flows.cli.app", *args], stdout=out,
                                 stderr=subprocess.STDOUT, text=True, start_new_session=True)
 
 
@@ -215,7 +215,7 @@ def clean_chips(tiny_world: Path, tiny_scene_store: Path,
     In process rather than through the CLI: a command costs ~45 s here, mostly imports
     and Prefect's server, and the module has four to run already.
     """
-    from flows.config import load_config
+    from flows.config.schema import load_config
     from flows.training_set import aux_sources, chip_spec, make_events
 
     cfg = load_config(chips_config(tmp_path_factory.mktemp("clean_chips"), tiny_world.parent,

@@ -1,9 +1,10 @@
 """R4, safe loading: nothing the pipeline reads can make it run code.
 
 - (a) A static scan (``ast``) of pipeline/, forestnet_model/ and flows/: no pickle loading
-  except through the restricted unpickler (pipeline/safe_pickle.py), ``torch.load`` only
-  with ``weights_only=True``, no ``np.load(allow_pickle=True)``, ``pandas.read_pickle``,
-  ``joblib``/``dill``/``marshal``/``shelve`` loads. Adding an unsafe call fails this test.
+  except through the restricted unpickler (pipeline/training_set/safe_pickle.py),
+  ``torch.load`` only with ``weights_only=True``, no ``np.load(allow_pickle=True)``,
+  ``pandas.read_pickle``, ``joblib``/``dill``/``marshal``/``shelve`` loads.
+  Adding an unsafe call fails this test.
 - (b) A malicious ``forest_loss_region.pkl`` (its ``__reduce__`` runs a shell command that
   creates a marker file) is refused naming the file; the marker never appears.
 - (c) A malicious training ``checkpoint.pt`` in a model folder: resuming training refuses it
@@ -25,7 +26,7 @@ import pytest
 
 ROOT = Path(__file__).resolve().parents[2]
 PACKAGES = ("pipeline", "forestnet_model", "flows")
-SAFE_UNPICKLER = Path("pipeline/safe_pickle.py")
+SAFE_UNPICKLER = Path("pipeline/training_set/safe_pickle.py")
 
 # --- (a) the static scan ------------------------------------------------------------------------
 
@@ -174,9 +175,9 @@ def test_the_payload_is_live(tmp_path: Path) -> None:
 
 @pytest.mark.parametrize("protocol", [0, 2, pickle.HIGHEST_PROTOCOL])
 def test_malicious_loss_region_pickle_is_refused(tmp_path: Path, protocol: int) -> None:
-    from pipeline.chips import ChipSpec
-    from pipeline.forestnet_release import plan_release
-    from pipeline.safe_pickle import UnsafePickleError, load_geometry
+    from pipeline.imagery.views import ChipSpec
+    from pipeline.training_set.release_import import plan_release
+    from pipeline.training_set.safe_pickle import UnsafePickleError, load_geometry
     from tests.release_fixture import EXAMPLES, write_release
 
     release = write_release(tmp_path / "release", EXAMPLES[:2])
@@ -200,9 +201,13 @@ def _tiny_chip_store(folder: Path) -> Path:
     import geopandas as gpd
     from shapely.geometry import box
 
-    from pipeline.chip_store import finalize_chip_store, init_chip_store, write_chip_batch
-    from pipeline.chips import CHIP_BANDS, ChipSpec, EventChip, chip_geobox
-    from pipeline.drivers import DRIVER_CLASSES
+    from pipeline.core.drivers import DRIVER_CLASSES
+    from pipeline.imagery.views import CHIP_BANDS, ChipSpec, EventChip, chip_geobox
+    from pipeline.training_set.chip_store import (
+        finalize_chip_store,
+        init_chip_store,
+        write_chip_batch,
+    )
 
     spec = ChipSpec(size=32, max_single_views=0)
     splits = ["train", "train", "val", "test"]
@@ -293,7 +298,7 @@ def test_map_refuses_pickled_bundle_weights(tiny_world: Path, bundle: Path,
                                             tmp_path: Path) -> None:
     from typer.testing import CliRunner
 
-    from flows.cli import app
+    from flows.cli.app import app
     from forestnet_model.bundle import WEIGHTS
     from tests.reliability.bad_input_helpers import map_ready, one_line_error
 

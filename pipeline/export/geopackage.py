@@ -1,0 +1,302 @@
+"""The driver map GeoPackage: merge per-tile parts and write one QGIS-ready file, atomically.
+
+Tiles are vectorised in parallel and each writes a GeoParquet part; a GeoPackage has one
+writer, so :func:`read_parts` merges the parts and :func:`write_driver_geopackage` writes
+``<province>.gpkg`` with the driver layer, the area table, a QGIS default style and the run
+provenance. Areas are always computed in the project's equal-area CRS.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import datetime as dt
+import logging
+import os
+import sqlite3
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+
+import geopandas as gpd
+import numpy as np
+import pandas as pd
+import pyogrio
+from shapely.geometry import MultiPolygon
+
+from pipeline.core.drivers import DRIVER_CLASSES, DRIVER_KEYS, driver_code
+from pipeline.core.errors import ForestNetError
+from pipeline.core.grid import EQUAL_AREA_CRS
+from pipeline.export.qgis_style import categorized_qml, write_layer_style
+
+logger = logging.getLogger(__name__)
+
+DRIVER_MAP_LAYER = "forest_loss_drivers"
+AREA_TABLE = "driver_area_by_year"
+#: Geometry column name in the GeoPackage (GDAL's default, set explicitly so it never drifts).
+GEOMETRY_COLUMN = "geom"
+OUTPUT_CRS = "EPSG:4326"
+STYLE_NAME = "driver"
+_LAYER_DESC = "Forest loss events with their predicted deforestation driver"
+
+#: Fields of the driver layer, in order, with their dtypes (the map's public contract).
+DRIVER_MAP_FIELDS: dict[str, str] = {
+    "event_id": "str",
+    "province": "str",
+    "loss_year": "int32",
+    "driver": "str",
+    "driver_code": "int16",
+    **{f"p_{key}": "float64" for key in DRIVER_KEYS},
+    "confidence": "float64",
+    "area_ha": "float64",
+    "n_pixels": "int32",
+    "scene_ids": "str",
+    "scene_dates": "str",
+    "model_id": "str",
+    "run_id": "str",
+}
+
+#: Columns of the area table, in order, with their dtypes.
+AREA_TABLE_FIELDS: dict[str, str] = {
+    "province": "str",
+    "year": "int32",
+    "driver": "str",
+    "area_ha": "float64",
+    "n_events": "int32",
+}
+
+#: Text fields that must never be null: they key the map and the area table.
+_NON_NULL_TEXT = ("event_id", "province", "driver")
+
+
+class DriverMapPartError(ForestNetError, ValueError):
+    """A per-tile part file is unreadable or does not follow the driver-map contract."""
+
+
+def empty_driver_frame() -> gpd.GeoDataFrame:
+    """An empty driver-map frame with every field, its dtype and the output CRS."""
+    columns = {name: pd.Series([], dtype=_dtype(k)) for name, k in DRIVER_MAP_FIELDS.items()}
+    return gpd.GeoDataFrame(columns, geometry=gpd.GeoSeries([], crs=OUTPUT_CRS), crs=OUTPUT_CRS)
+
+
+def add_area_ha(gdf: gpd.GeoDataFrame) -> gpd.GeoDataFrame:
+    """Return a copy of ``gdf`` with ``area_ha`` measured in the equal-area CRS (EPSG:6933).
+
+    Degrees are not a unit of area, and a UTM zone distorts areas away from its meridian;
+    Indonesia spans nine zones, so one equal-area CRS keeps every province comparable.
+    """
+    if gdf.crs is None:
+        raise ValueError("features have no CRS; set it with gdf.set_crs('EPSG:4326') first")
+    out = gdf.copy()
+    out["area_ha"] = gdf.geometry.to_crs(EQUAL_AREA_CRS.proj).area.to_numpy() / 10_000.0
+    return out
+
+
+def driver_area_by_year(gdf: pd.DataFrame) -> pd.DataFrame:
+    """Total ``area_ha`` and event count per province, loss year and driver, sorted."""
+    frame = gdf if "area_ha" in gdf.columns else add_area_ha(gdf)
+    keys = ["province", "loss_year", "driver"]
+    if frame.empty:
+        grouped = pd.DataFrame(columns=list(AREA_TABLE_FIELDS))
+    else:
+        grouped = (
+            pd.DataFrame(frame[[*keys, "area_ha"]])
+            .groupby(keys, sort=True)
+            .agg(area_ha=("area_ha", "sum"), n_events=("area_ha", "size"))
+            .reset_index()
+            .rename(columns={"loss_year": "year"})
+        )
+    table = pd.DataFrame({c: grouped[c].astype(_dtype(k)) for c, k in AREA_TABLE_FIELDS.items()})
+    return table.sort_values(["province", "year", "driver"], kind="stable").reset_index(drop=True)
+
+
+def read_parts(paths: Sequence[Path], *, required: Sequence[str] | None = None) -> gpd.GeoDataFrame:
+    """Merge GeoParquet parts into one frame sorted by ``event_id``, one row per event.
+
+    Parts are read in path order (sorted, so the result does not depend on how a glob or
+    the parallel writers listed them); an event in several parts (tile overlap, a retried
+    batch) keeps its first row. ``required`` defaults to every field of the map.
+    """
+    needed = list(DRIVER_MAP_FIELDS if required is None else required)
+    frames = [_read_part(Path(p), needed) for p in sorted(paths, key=str)]
+    frames = [f for f in frames if not f.empty]
+    if not frames:
+        return empty_driver_frame()
+    merged = gpd.GeoDataFrame(pd.concat(frames, ignore_index=True), crs=OUTPUT_CRS)
+    merged["event_id"] = merged["event_id"].astype(str)
+    merged = merged.sort_values("event_id", kind="stable")
+    duplicated = merged["event_id"].duplicated(keep="first")
+    if duplicated.any():
+        sample = ", ".join(merged.loc[duplicated, "event_id"].unique()[:5])
+        logger.warning("dropped %d duplicate event rows (e.g. %s)", int(duplicated.sum()), sample)
+    return merged.loc[~duplicated].reset_index(drop=True)
+
+
+def write_driver_geopackage(
+    features: gpd.GeoDataFrame, path: Path, *, metadata: Mapping[str, str]
+) -> Path:
+    """Write the driver map GeoPackage at ``path`` in one atomic step and return ``path``.
+
+    Everything goes into a hidden temp file in the same folder, which is checked and then
+    renamed over ``path``; on any failure the temp file is removed and an existing
+    ``path`` is left untouched, so readers never see a half-written map.
+    """
+    path = Path(path)
+    frame = _prepare(features)
+    table = driver_area_by_year(frame)
+    # GDAL stores metadata as KEY=VALUE items, so a key holding '=' would not read back.
+    if bad_keys := [k for k in metadata if not k or "=" in k]:
+        raise ValueError(f"metadata keys must be non-empty and free of '=': {bad_keys}")
+    provenance = {key: str(value) for key, value in metadata.items()}
+    tmp = path.parent / f".{path.name}.tmp-{os.getpid()}.gpkg"
+    _ensure_writable(path, tmp)
+    try:
+        _write_layer(frame, tmp, provenance)
+        _write_area_table(table, tmp)
+        write_layer_style(
+            tmp, DRIVER_MAP_LAYER, categorized_qml(), STYLE_NAME, "Forest loss coloured by driver"
+        )
+        _check_geopackage(tmp, expected_features=len(frame))
+        os.replace(tmp, path)
+    finally:  # after a successful replace only sidecars remain to clean
+        _remove_temp_files(tmp)
+    logger.info("wrote %d driver polygons to %s", len(frame), path)
+    return path
+
+
+def _dtype(kind: str) -> str:
+    return "object" if kind == "str" else kind
+
+
+def _read_part(path: Path, required: list[str]) -> gpd.GeoDataFrame:
+    try:
+        part = gpd.read_parquet(path)
+    except Exception as exc:  # pyarrow and geopandas raise many types for a bad file
+        raise DriverMapPartError(f"cannot read driver-map part {path}: {exc}") from exc
+    missing = [name for name in required if name not in part.columns]
+    if missing:
+        raise DriverMapPartError(f"driver-map part {path} lacks columns: {', '.join(missing)}")
+    if part.crs is None:
+        raise DriverMapPartError(f"driver-map part {path} has no CRS; write parts in EPSG:4326")
+    if not part.crs.equals(OUTPUT_CRS):
+        part = part.to_crs(OUTPUT_CRS)
+    return part.rename_geometry("geometry") if part.geometry.name != "geometry" else part
+
+
+def _text(value: object) -> str | None:
+    """Field value -> text; lists of scene ids or dates become comma-separated strings."""
+    if value is None or (isinstance(value, float) and pd.isna(value)):
+        return None
+    if isinstance(value, list | tuple | np.ndarray):
+        return ",".join(_text(v) or "" for v in value)
+    if isinstance(value, dt.date):
+        return value.isoformat()
+    return str(value)
+
+
+def _prepare(features: gpd.GeoDataFrame) -> gpd.GeoDataFrame:
+    """Validate and cast ``features`` to the map contract, in EPSG:4326 MultiPolygons."""
+    if not isinstance(features, gpd.GeoDataFrame):
+        raise TypeError(f"features must be a GeoDataFrame, not {type(features).__name__}")
+    missing = [name for name in DRIVER_MAP_FIELDS if name not in features.columns]
+    if missing:
+        raise ValueError(f"driver map features lack required fields: {', '.join(missing)}")
+    if features.crs is None:
+        raise ValueError("features have no CRS; set it with gdf.set_crs('EPSG:4326') first")
+    if not features.crs.equals(OUTPUT_CRS):
+        features = features.to_crs(OUTPUT_CRS)
+    columns: dict[str, pd.Series] = {}
+    for name, kind in DRIVER_MAP_FIELDS.items():
+        series = features[name]
+        if kind == "str":
+            series = series.map(_text).astype(object)
+        if (nulls := series.isna()).any() and (kind != "str" or name in _NON_NULL_TEXT):
+            raise ValueError(f"field {name!r} has nulls (event_ids: {_ids(features, nulls)})")
+        columns[name] = pd.to_numeric(series).astype(kind) if kind != "str" else series
+    frame = pd.DataFrame(columns).reset_index(drop=True)
+    unknown = sorted(set(frame["driver"]) - set(DRIVER_CLASSES))
+    if unknown:
+        raise ValueError(f"unknown driver classes {unknown}; expected {', '.join(DRIVER_CLASSES)}")
+    expected_codes = frame["driver"].map(driver_code)
+    if (frame["driver_code"] != expected_codes).any():
+        raise ValueError("driver_code does not match driver; set it with drivers.driver_code()")
+    if frame["event_id"].duplicated().any():
+        raise ValueError("event_id is not unique; merge parts with read_parts() first")
+    return gpd.GeoDataFrame(frame, geometry=_multipolygons(features), crs=OUTPUT_CRS)
+
+
+def _multipolygons(features: gpd.GeoDataFrame) -> list[MultiPolygon]:
+    """Promote Polygons so the layer has one geometry type; reject anything else."""
+    bad = ~features.geometry.geom_type.isin(["Polygon", "MultiPolygon"]).to_numpy()
+    bad |= features.geometry.is_empty.to_numpy()
+    if bad.any():
+        raise ValueError(f"driver map needs non-empty polygons (event_ids: {_ids(features, bad)})")
+    return [g if isinstance(g, MultiPolygon) else MultiPolygon([g]) for g in features.geometry]
+
+
+def _ids(features: pd.DataFrame, mask: object) -> str:
+    return ", ".join(map(str, features.loc[mask, "event_id"].head(5).tolist()))
+
+
+def _ensure_writable(path: Path, tmp: Path) -> None:
+    """Fail early, naming ``path``, when the output folder cannot hold the temp file."""
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp.unlink(missing_ok=True)  # a stale temp file from a crashed run with our pid
+        tmp.touch()
+        tmp.unlink()
+    except PermissionError as exc:
+        message = f"cannot write driver map {path}: folder {path.parent} is not writable"
+        raise PermissionError(message) from exc
+    except OSError as exc:
+        raise OSError(f"cannot write driver map {path}: {exc.strerror or exc}") from exc
+
+
+def _write_layer(frame: gpd.GeoDataFrame, tmp: Path, provenance: dict[str, str]) -> None:
+    # Explicit geometry type and name, so an empty map still gets a MultiPolygon 'geom' layer.
+    # Provenance goes in the layer metadata: as dataset metadata, GDAL readers (and QGIS)
+    # would drop a .aux.xml sidecar next to the file on every read.
+    options = {"SPATIAL_INDEX": "YES", "GEOMETRY_NAME": GEOMETRY_COLUMN, "DESCRIPTION": _LAYER_DESC}
+    pyogrio.write_dataframe(
+        frame,
+        tmp,
+        layer=DRIVER_MAP_LAYER,
+        driver="GPKG",
+        geometry_type="MultiPolygon",
+        layer_options=options,
+        layer_metadata=provenance or None,
+    )
+
+
+def _write_area_table(table: pd.DataFrame, tmp: Path) -> None:
+    # No geometry column: GDAL registers it in gpkg_contents as an 'attributes' table.
+    options = {"DESCRIPTION": "Forest loss area (ha) by province, year and driver"}
+    pyogrio.write_dataframe(table, tmp, layer=AREA_TABLE, driver="GPKG", layer_options=options)
+
+
+def _check_geopackage(tmp: Path, *, expected_features: int) -> None:
+    """Refuse to publish a file that is not a GeoPackage with both tables and a full R-tree.
+
+    Plain sqlite3 on purpose: a GDAL read-only open of a GeoPackage with dataset metadata
+    leaves a ``.aux.xml`` sidecar behind.
+    """
+    rtree = f"rtree_{DRIVER_MAP_LAYER}_{GEOMETRY_COLUMN}"
+    with contextlib.closing(sqlite3.connect(tmp)) as con:
+        (application_id,) = con.execute("PRAGMA application_id").fetchone()
+        tables = {name for (name,) in con.execute("SELECT table_name FROM gpkg_contents")}
+        has_rtree = con.execute(
+            "SELECT count(*) FROM sqlite_master WHERE type = 'table' AND name = ?", (rtree,)
+        ).fetchone()[0]
+        indexed = con.execute(f'SELECT count(*) FROM "{rtree}"').fetchone()[0] if has_rtree else -1
+    problems = [
+        f"application_id is {application_id:#x}, not GPKG" if application_id != 0x47504B47 else "",
+        "" if {DRIVER_MAP_LAYER, AREA_TABLE} <= tables else f"tables are {sorted(tables)}",
+        "" if indexed == expected_features else f"{rtree} holds {indexed} of {expected_features}",
+    ]
+    if any(problems):
+        raise RuntimeError(f"{tmp} is not a valid driver map: {'; '.join(filter(None, problems))}")
+
+
+def _remove_temp_files(tmp: Path) -> None:
+    """Remove the temp GeoPackage and any SQLite or GDAL sidecar it may have left."""
+    for suffix in ("", "-journal", "-wal", "-shm", ".aux.xml"):
+        with contextlib.suppress(OSError):
+            Path(f"{tmp}{suffix}").unlink(missing_ok=True)

@@ -1,0 +1,135 @@
+"""Bring rasters onto a target grid (a chip or tile ``GeoBox``), reading only what is needed."""
+
+from __future__ import annotations
+
+import warnings
+from pathlib import Path
+
+import numpy as np
+import rasterio
+import xarray as xr
+from odc.geo.geobox import GeoBox
+from rasterio.enums import Resampling
+from rasterio.vrt import WarpedVRT
+from rasterio.warp import reproject
+
+from pipeline.core.errors import ForestNetError
+from pipeline.core.grid import geobox_from_rio
+from pipeline.imagery.fast_warp import fast_warp
+
+
+class RasterInputError(ForestNetError, ValueError):
+    """A raster that cannot be used; the message names the file and the reason."""
+
+
+def read_file_to_grid(
+    path: Path,
+    geobox: GeoBox,
+    resampling: Resampling = Resampling.bilinear,
+    bands: int | list[int] = 1,
+) -> np.ndarray:
+    """Read band(s) of a raster file warped onto ``geobox``, as float32 with NaN for nodata.
+
+    A ``WarpedVRT`` reads only the source blocks under the target grid, so a
+    country-wide raster is never loaded whole.
+    """
+    path = Path(path)
+    try:
+        src = rasterio.open(path)
+    except rasterio.errors.RasterioIOError as exc:
+        raise RasterInputError(f"{path}: cannot open raster ({exc})") from exc
+    with src:
+        if src.crs is None:
+            raise RasterInputError(f"{path}: raster has no CRS; cannot place it on a grid")
+        nodata = src.nodata
+        # Continuous values are resampled in float32: an int16 DEM resampled in its own
+        # type rounds to whole metres, which turns slopes on a 15 m grid into terraces.
+        # Outside the source (or on its nodata) they come out NaN, never a silent zero.
+        continuous = resampling != Resampling.nearest
+        with WarpedVRT(
+            src,
+            crs=geobox.crs.to_wkt(),
+            transform=geobox.affine,
+            width=geobox.shape[1],
+            height=geobox.shape[0],
+            resampling=resampling,
+            src_nodata=nodata,
+            nodata=np.nan if continuous else nodata,
+            dtype="float32" if continuous else None,
+        ) as vrt:
+            data = vrt.read(bands, masked=not continuous and nodata is not None)
+    if np.ma.isMaskedArray(data):
+        data = data.astype(np.float32).filled(np.nan)
+    out = np.asarray(data, dtype=np.float32)
+    if not np.isfinite(out[~np.isnan(out)]).all():
+        raise RasterInputError(f"{path}: contains infinite values")
+    return out
+
+
+def scene_window_to_grid(
+    da: xr.DataArray,
+    source_box: GeoBox,
+    target: GeoBox,
+    resampling: Resampling,
+    margin: int = 4,
+) -> np.ndarray:
+    """Reproject the part of a (lazy) scene array under ``target`` onto ``target``.
+
+    ``da`` is ``(..., y, x)`` on ``source_box``. Only the window covering the target
+    (plus a few pixels for the resampling kernel) is loaded. Pixels outside the scene or
+    NaN in the source come out NaN.
+    """
+    roi = window_roi(source_box, target, margin)
+    lead = da.shape[:-2]
+    if roi is None:
+        return np.full((*lead, *target.shape), np.nan, dtype=np.float32)
+    window = da.isel(y=roi[0], x=roi[1]) if da.dims[-1] == "x" else da[..., roi[0], roi[1]]
+    return array_to_grid(np.asarray(window.values, dtype=np.float32), source_box[roi], target,
+                         resampling)
+
+
+def array_to_grid(
+    src: np.ndarray, src_box: GeoBox, target: GeoBox, resampling: Resampling
+) -> np.ndarray:
+    """Reproject ``src (..., y, x)`` on ``src_box`` onto ``target``: float32, NaN outside.
+
+    NaN in the source is nodata. Same-CRS, north-up grids go through ``fast_warp``
+    (a numba kernel, GDAL's numbers); anything else through GDAL.
+    """
+    src = np.asarray(src, dtype=np.float32)
+    fast = fast_warp(src, src_box, target, resampling)
+    if fast is not None:
+        return fast
+    dst = np.full((*src.shape[:-2], *target.shape), np.nan, dtype=np.float32)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        reproject(
+            source=src, destination=dst,
+            src_transform=src_box.affine, src_crs=src_box.crs.to_wkt(), src_nodata=np.nan,
+            dst_transform=target.affine, dst_crs=target.crs.to_wkt(), dst_nodata=np.nan,
+            resampling=resampling,
+        )
+    return dst
+
+
+def window_roi(source: GeoBox, target: GeoBox, margin: int = 4) -> tuple[slice, slice] | None:
+    """Row/column slices of ``source`` covering ``target`` (any CRS), or None if disjoint."""
+    bbox = target.extent.to_crs(source.crs).boundingbox
+    inv = ~source.affine
+    cols, rows = zip(
+        *(inv * (x, y) for x in (bbox.left, bbox.right) for y in (bbox.bottom, bbox.top)),
+        strict=True,
+    )
+    r0 = max(int(np.floor(min(rows))) - margin, 0)
+    r1 = min(int(np.ceil(max(rows))) + margin, source.shape[0])
+    c0 = max(int(np.floor(min(cols))) - margin, 0)
+    c1 = min(int(np.ceil(max(cols))) + margin, source.shape[1])
+    if r1 <= r0 or c1 <= c0:
+        return None
+    return slice(r0, r1), slice(c0, c1)
+
+
+def raster_geobox(path: Path) -> GeoBox:
+    """The grid of a raster file."""
+    with rasterio.open(path) as src:
+        return geobox_from_rio(src.crs, src.transform, src.shape)

@@ -1,0 +1,203 @@
+"""The scene index (``<store>/index.parquet``, GeoParquet) and queries over it.
+
+One row per scene and source: scene_id, product, level, acquired, path, row, epsg,
+cloud_cover, sun_elevation, clear_fraction, footprint (EPSG:4326), status, error, source.
+The index is written by one process (the flow), atomically, as the per-scene tasks report
+back. ``window_clear_fraction`` reads the clear fraction of one window of a stored scene.
+"""
+
+from __future__ import annotations
+
+import warnings
+from collections.abc import Iterable
+from datetime import datetime
+from pathlib import Path
+
+import geopandas as gpd
+import numpy as np
+import pandas as pd
+import rioxarray  # noqa: F401  (registers the .rio accessor used by scene_geobox)
+import shapely
+import xarray as xr
+from odc.geo.geobox import GeoBox
+from odc.geo.geom import Geometry
+from shapely.geometry.base import BaseGeometry
+
+from pipeline.core.atomic import atomic_output
+from pipeline.core.grid import geobox_from_rio
+from pipeline.ingest.landsat import clear_fraction
+
+INDEX_NAME = "index.parquet"
+INDEX_COLUMNS = [
+    "scene_id", "product", "level", "acquired", "path", "row", "epsg", "cloud_cover",
+    "sun_elevation", "clear_fraction", "status", "error", "source",
+]
+#: Statuses of scenes that are in the store.
+OK_STATUSES = ("ingested", "skipped")
+
+
+def open_scene(store: Path, scene_id: str) -> xr.Dataset:
+    """Open one scene group lazily; values decode to reflectance."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        return xr.open_zarr(str(store), group=scene_id, consolidated=False, chunks=None)
+
+
+def scene_geobox(ds: xr.Dataset):
+    """The 30 m ``GeoBox`` of an opened scene group."""
+    da = ds["multispectral"]
+    return geobox_from_rio(da.rio.crs, da.rio.transform(), (da.sizes["y"], da.sizes["x"]))
+
+
+def pan_geobox(ds: xr.Dataset):
+    """The 15 m ``GeoBox`` of an opened scene's pan band, from its stored coordinates."""
+    from affine import Affine
+    from odc.geo.geobox import GeoBox
+
+    x, y = ds["x_pan"].values, ds["y_pan"].values
+    rx, ry = float(x[1] - x[0]), float(y[1] - y[0])
+    affine = Affine(rx, 0.0, float(x[0]) - rx / 2, 0.0, ry, float(y[0]) - ry / 2)
+    return GeoBox((len(y), len(x)), affine, scene_geobox(ds).crs)
+
+
+def scene_row(store: Path, scene_id: str, status: str, source: str = "") -> dict:
+    """Index row of an ingested scene, read back from its group."""
+    ds = open_scene(store, scene_id)
+    return row_from_attrs(scene_id, ds.attrs, scene_geobox(ds), status, source)
+
+
+def row_from_attrs(
+    scene_id: str, attrs: dict, geobox: GeoBox, status: str, source: str = ""
+) -> dict:
+    """Index row from a scene group's attributes and its 30 m grid."""
+    footprint = geobox.extent.to_crs("EPSG:4326").geom
+    return {
+        "scene_id": scene_id,
+        "product": scene_id[:4],
+        "level": str(attrs["processing_level"]),
+        "acquired": pd.Timestamp(attrs["acquired"]),
+        "path": int(attrs["wrs_path"]),
+        "row": int(attrs["wrs_row"]),
+        "epsg": int(attrs["epsg"]),
+        "cloud_cover": float(attrs["cloud_cover"]),
+        "sun_elevation": float(attrs["sun_elevation"]),
+        "clear_fraction": float(attrs.get("clear_fraction", np.nan)),
+        "status": status,
+        "error": "",
+        "source": source,
+        "footprint": footprint,
+    }
+
+
+def failed_row(scene_id: str, source: str, error: str) -> dict:
+    """Index row recording a scene that could not be ingested."""
+    row = {c: None for c in INDEX_COLUMNS}
+    row.update(scene_id=scene_id, status="failed", error=error, source=source, footprint=None)
+    return row
+
+
+def write_index(store: Path, rows: Iterable[dict]) -> Path:
+    """Merge rows into the store's index, atomically.
+
+    A new row replaces the old rows of its scene_id, and the old failed rows of its
+    source; but a failure (a duplicate, say) never hides the scene ingested from another
+    source, so the index can hold one good row and failed rows under one scene_id.
+    """
+    store = Path(store)
+    new = gpd.GeoDataFrame(list(rows), geometry="footprint", crs="EPSG:4326")
+    old = read_index(store) if (store / INDEX_NAME).exists() else None
+    if old is not None and len(old):
+        old = old[~_replaced(old, new)]
+        frames = [f for f in (old, new) if len(f)]
+        merged = gpd.GeoDataFrame(pd.concat(frames, ignore_index=True), geometry="footprint",
+                                  crs="EPSG:4326")
+    else:
+        merged = new
+    merged = merged.sort_values("scene_id").reset_index(drop=True)
+    with atomic_output(store / INDEX_NAME) as tmp:
+        merged.to_parquet(tmp, index=False)
+    return store / INDEX_NAME
+
+
+def _replaced(old: pd.DataFrame, new: pd.DataFrame) -> np.ndarray:
+    """Which old rows the new rows replace (see ``write_index``)."""
+    drop = np.zeros(len(old), dtype=bool)
+    old_ok = old["status"].isin(OK_STATUSES).to_numpy()
+    old_failed = (old["status"] == "failed").to_numpy()
+    for row in new.itertuples(index=False):
+        same_id = (old["scene_id"] == row.scene_id).to_numpy()
+        if row.status == "failed":
+            same_id &= ~(old_ok & (old["source"] != row.source).to_numpy())
+        same_source = (old["source"] == row.source).to_numpy() & old_failed & bool(row.source)
+        drop |= same_id | same_source
+    return drop
+
+
+def read_index(store: Path) -> gpd.GeoDataFrame:
+    """Read the scene index; a clear error when the store has none."""
+    path = Path(store) / INDEX_NAME
+    if not path.exists():
+        raise FileNotFoundError(f"{path}: no scene index; run `forestnet ingest` first")
+    return gpd.read_parquet(path)
+
+
+def query_scenes(
+    index: gpd.GeoDataFrame,
+    geometry: BaseGeometry,
+    start: datetime | None = None,
+    end: datetime | None = None,
+    max_cloud_cover: float | None = None,
+) -> gpd.GeoDataFrame:
+    """Ingested scenes whose footprint intersects ``geometry`` (EPSG:4326) in a date range.
+
+    Least cloudy first (then by scene id). Filters are numpy masks and one selection at
+    the end: chip building asks this once per event, and chained DataFrame filters cost
+    ~8 ms a call, a quarter of a plain read of the event's windows.
+    """
+    keep = index["status"].isin(OK_STATUSES).to_numpy().copy()
+    acquired = index["acquired"]
+    if start is not None:
+        keep &= (acquired >= pd.Timestamp(start)).to_numpy()
+    if end is not None:
+        keep &= (acquired <= pd.Timestamp(end)).to_numpy()
+    if max_cloud_cover is not None:
+        keep &= (index["cloud_cover"] <= max_cloud_cover).to_numpy()
+    rows = np.flatnonzero(keep)
+    footprints = np.asarray(index.geometry.array)[rows]
+    rows = rows[shapely.intersects(footprints, geometry)]
+    order = np.lexsort((index["scene_id"].to_numpy()[rows],
+                        index["cloud_cover"].to_numpy()[rows]))
+    return index.iloc[rows[order]]
+
+
+def window_clear_fraction(store: Path, scene_id: str, window: BaseGeometry | GeoBox) -> float:
+    """Clear fraction of a stored scene inside a lon/lat polygon or a ``GeoBox``.
+
+    Only the QA_PIXEL chunks under the window's bounding box are read. Pixels whose
+    centre lies in the window count; fill pixels do not. 0.0 when none is valid.
+    """
+    import math
+
+    from rasterio.features import geometry_mask
+    from rasterio.windows import Window, from_bounds
+    from rasterio.windows import transform as window_transform
+
+    from pipeline.ingest.scene_store import read_qa_window
+
+    box = scene_geobox(open_scene(store, scene_id))
+    if isinstance(window, GeoBox):
+        area = window.extent.to_crs(box.crs)
+    else:
+        area = Geometry(window, "EPSG:4326").to_crs(box.crs)
+    h, w = box.shape
+    # Whole pixels covering the bounding box, clipped to the scene.
+    bounds = from_bounds(*area.boundingbox, transform=box.affine)
+    r0, c0 = max(0, math.floor(bounds.row_off)), max(0, math.floor(bounds.col_off))
+    r1 = min(h, math.ceil(bounds.row_off + bounds.height))
+    c1 = min(w, math.ceil(bounds.col_off + bounds.width))
+    if r1 <= r0 or c1 <= c0:
+        return 0.0  # the window misses the scene
+    qa = read_qa_window(store, scene_id, slice(r0, r1), slice(c0, c1))
+    transform = window_transform(Window(c0, r0, c1 - c0, r1 - r0), box.affine)
+    inside = geometry_mask([area.geom], out_shape=qa.shape, transform=transform, invert=True)
+    return clear_fraction(qa, within=inside)

@@ -1,0 +1,306 @@
+"""Plan one product's scene group from its band files' headers, validated against its MTL.
+
+Paths are anything GDAL opens: local files, ``/vsitar/`` members of USGS bundles,
+``/vsicurl/`` or ``/vsis3/`` objects. Every check that can fail on bad input (missing,
+truncated or foreign files, a grid that disagrees with the MTL) runs here, before anything
+is written, and its message names the file.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import warnings
+from collections.abc import Iterator
+from dataclasses import dataclass
+
+import numpy as np
+import rasterio
+from affine import Affine
+from odc.geo import CRS
+from odc.geo.geobox import GeoBox
+
+from pipeline.ingest.landsat import (
+    MULTISPECTRAL_BANDS,
+    QA_BITS,
+    SceneInputError,
+    SceneMetadata,
+    reflectance_scaling,
+)
+
+log = logging.getLogger("pipeline.ingest.scene_ingest")  # one logger for the whole ingest stage
+
+#: Bands a scene must have to be useful for ForestNet chips (coastal is optional).
+REQUIRED_BANDS = ("blue", "green", "red", "nir", "swir1", "swir2")
+#: Chunk edge in 30 m pixels; the pan band uses twice this, so chunks cover the same ground.
+#: A multiple of the 256-pixel tiles of USGS GeoTIFFs: a strip of chunk rows decodes each
+#: tile once (an uneven edge, 800 -> 2 x 400 say, would decode the shared tile row twice).
+CHUNK = 512
+#: QA value written when a product has no QA_PIXEL band: every pixel "clear".
+QA_ALL_CLEAR = np.uint16(1 << QA_BITS["clear"])
+#: GDAL settings while a scene is read. Strips read each tile once, so GDAL's block cache
+#: (5% of RAM by default) would only hold a decoded copy of the scene: capping it cut the
+#: peak memory of a 3,200-pixel scene by ~190 MB at equal speed (bench/bench_ingest.py).
+#: No directory listing on open: USGS products have no sidecar files, and listing a
+#: remote (/vsicurl/) folder costs a request.
+READ_OPTIONS = {"GDAL_CACHEMAX": 64 * 2**20, "GDAL_DISABLE_READDIR_ON_OPEN": "EMPTY_DIR"}
+
+
+def present_bands(found: dict[str, str], missing: dict[str, str]) -> dict[str, str]:
+    """The band paths to read; a required band that is missing is an error naming its file."""
+    for band in REQUIRED_BANDS:
+        where = missing.get(band)
+        if where is None and not _exists(found[band]):
+            where = found[band]
+        if where is not None:
+            raise SceneInputError(f"{where}: missing {band} band file")
+    return {b: p for b, p in found.items() if _exists(p)}
+
+
+def _exists(path: str) -> bool:
+    # GDAL virtual paths are checked when opened (a tar member was checked when listed).
+    return path.startswith("/vsi") or os.path.exists(path)
+
+
+def multispectral_names(paths: dict[str, str]) -> list[str]:
+    """The multispectral bands present, in band-number order."""
+    return [b for b in MULTISPECTRAL_BANDS.values() if b in paths]
+
+
+def store_chunks(shape: tuple[int, int]) -> tuple[int, int]:
+    """Zarr chunk edges of a 30 m grid (``CHUNK``, or the whole grid when smaller)."""
+    return min(shape[0], CHUNK), min(shape[1], CHUNK)
+
+
+@dataclass(frozen=True)
+class SceneLayout:
+    """What a scene group will hold, known from file headers and the MTL (no pixels read).
+
+    ``sources`` lists each stored array's band files in order (``multispectral``: one per
+    band; ``qa_pixel``: ``(None,)`` when the product has none, written as all clear).
+    ``array_attrs`` holds each array's CF scale/offset, fill value and provenance.
+    """
+
+    geobox: GeoBox  # the 30 m grid
+    pan_box: GeoBox | None  # the 15 m pan grid, Level-1 only
+    bands: tuple[str, ...]
+    sources: dict[str, tuple[str | None, ...]]
+    attrs: dict
+    array_attrs: dict[str, dict]
+
+    def shape(self, name: str) -> tuple[int, ...]:
+        """Shape of one stored array."""
+        if name == "pan" and self.pan_box is not None:
+            return tuple(self.pan_box.shape)
+        if name == "multispectral":
+            return (len(self.bands), *self.geobox.shape)
+        return tuple(self.geobox.shape)
+
+
+def plan_product(paths: dict[str, str], meta: SceneMetadata) -> SceneLayout:
+    """Validate a product's band files against each other and its MTL; its scene layout.
+
+    Every file is opened once here (header, dtype, first and last block), so bad input
+    fails before anything is written; the pixels are read by the writer, strip by strip.
+    """
+    bands = multispectral_names(paths)
+    geobox = reflective_geobox(paths[bands[0]], meta)
+    shape = tuple(geobox.shape)
+    for band in bands:
+        _check_band(paths[band], shape)
+    qa_path = paths.get("qa_pixel")
+    if qa_path is None:
+        log.warning(
+            "%s: QA_PIXEL file missing; the cloud mask is unknown, every pixel is treated as clear",
+            meta.band_files.get("qa_pixel", meta.product_id),
+        )
+    else:
+        _check_band(qa_path, shape)
+    sources: dict[str, tuple[str | None, ...]] = {
+        "multispectral": tuple(paths[b] for b in bands), "qa_pixel": (qa_path,)}
+    pan_box = None
+    if meta.level == "L1" and "pan" in paths:
+        pan_box = _pan_box(paths["pan"], geobox)
+        sources["pan"] = (paths["pan"],)
+    array_attrs = cf_scaling(meta, bands, pan_box is not None)
+    array_attrs["qa_pixel"] = {
+        "qa_source": os.path.basename(qa_path) if qa_path else "absent"}
+    return SceneLayout(geobox, pan_box, tuple(bands), sources, scene_attrs(meta, geobox),
+                       array_attrs)
+
+
+def reflective_geobox(first_band: str, meta: SceneMetadata) -> GeoBox:
+    """The 30 m grid: from the GeoTIFF, or from the MTL when the file lost its georeferencing."""
+    with open_raster(first_band) as src:
+        shape, crs, transform = src.shape, src.crs, src.transform
+    if meta.reflective_shape and tuple(meta.reflective_shape) != tuple(shape):
+        raise SceneInputError(
+            f"{first_band}: shape {shape} does not match its MTL's REFLECTIVE_LINES/SAMPLES "
+            f"{meta.reflective_shape}; the MTL belongs to another product",
+            scene_id=meta.product_id,
+        )
+    if crs is not None and transform != Affine.identity():
+        _check_against_mtl(first_band, CRS(crs), transform, meta)
+        return GeoBox(shape, transform, CRS(crs))
+    if meta.corner_ul_xy is None:
+        raise SceneInputError(f"{first_band}: no CRS in the file and no corner coordinates in MTL")
+    # MTL corners are pixel centres; USGS grids use the northern UTM zone (negative
+    # northings south of the equator), so the CRS is EPSG:326<zone>.
+    cell = meta.reflective_cell
+    ulx, uly = meta.corner_ul_xy
+    affine = Affine(cell, 0.0, ulx - cell / 2, 0.0, -cell, uly + cell / 2)
+    log.warning(
+        "%s has no georeferencing; georeferenced from %s's MTL (EPSG:326%02d, UL %.1f, %.1f)",
+        os.path.basename(first_band), meta.product_id, meta.utm_zone, ulx, uly,
+    )
+    return GeoBox(shape, affine, CRS(f"EPSG:326{meta.utm_zone:02d}"))
+
+
+def _check_against_mtl(path: str, crs: CRS, transform: Affine, meta: SceneMetadata) -> None:
+    """A georeferenced file must sit where its MTL says: same UTM zone, same UL corner."""
+    epsg = crs.epsg or 0
+    if epsg // 100 in (326, 327) and epsg % 100 != meta.utm_zone:
+        raise SceneInputError(
+            f"{path}: file is in UTM zone {epsg % 100} but the MTL says zone {meta.utm_zone}; "
+            "the MTL belongs to another product", scene_id=meta.product_id,
+        )
+    if meta.corner_ul_xy is None or epsg // 100 not in (326, 327):
+        return
+    x, y = transform * (0.5, 0.5)
+    dx, dy = abs(x - meta.corner_ul_xy[0]), abs(y - meta.corner_ul_xy[1])
+    # The MTL may give southern-hemisphere northings with or without the 10,000 km offset.
+    dy = min(dy, abs(dy - 10_000_000.0))
+    if dx > meta.reflective_cell or dy > meta.reflective_cell:
+        raise SceneInputError(
+            f"{path}: first pixel centre ({x:.1f}, {y:.1f}) is not the MTL's UL corner "
+            f"{meta.corner_ul_xy}; the MTL belongs to another product",
+            scene_id=meta.product_id,
+        )
+
+
+def open_raster(path: str) -> rasterio.DatasetReader:
+    """Open a GeoTIFF (any GDAL path); a clear error naming the file when that fails."""
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", rasterio.errors.NotGeoreferencedWarning)
+            return rasterio.open(path)
+    except rasterio.errors.RasterioIOError as exc:
+        raise SceneInputError(f"{path}: cannot open as a GeoTIFF ({exc})") from exc
+
+
+def _check_decodable(src: rasterio.DatasetReader, path: str) -> None:
+    """Decode the first and last blocks, so a truncated file fails here, named, not mid-write.
+
+    One block each, not whole rows: on a tiled file a row costs a whole row of tiles.
+    """
+    block_h, block_w = src.block_shapes[0]
+    last_row = (src.height - 1) // block_h * block_h
+    last_col = (src.width - 1) // block_w * block_w
+    try:
+        for row, col in ((0, 0), (last_row, last_col)):
+            window = rasterio.windows.Window(
+                col, row, min(block_w, src.width - col), min(block_h, src.height - row)
+            )
+            src.read(1, window=window)
+    except rasterio.errors.RasterioIOError as exc:
+        raise SceneInputError(f"{path}: cannot read pixels; truncated or corrupt ({exc})") from exc
+
+
+def _check_band(path: str, shape: tuple[int, ...]) -> None:
+    with open_raster(path) as src:
+        if src.shape != tuple(shape):
+            raise SceneInputError(f"{path}: shape {src.shape} differs from the scene's {shape}")
+        if src.dtypes[0] != "uint16":
+            raise SceneInputError(f"{path}: dtype {src.dtypes[0]}, expected uint16 DN")
+        _check_decodable(src, path)
+
+
+def _pan_box(path: str, geobox: GeoBox) -> GeoBox:
+    """Pan band grid at 15 m (the file's, or the USGS layout when it has none)."""
+    with open_raster(path) as src:
+        shape, crs, transform = src.shape, src.crs, src.transform
+        if src.dtypes[0] != "uint16":
+            raise SceneInputError(f"{path}: dtype {src.dtypes[0]}, expected uint16 DN")
+        _check_decodable(src, path)
+    expected = (geobox.shape[0] * 2, geobox.shape[1] * 2)
+    if abs(shape[0] - expected[0]) > 1 or abs(shape[1] - expected[1]) > 1:
+        raise SceneInputError(f"{path}: pan shape {shape} is not twice the 30 m shape")
+    if crs is not None and transform != Affine.identity():
+        return GeoBox(shape, transform, CRS(crs))
+    # USGS products centre the first pan pixel on the first 30 m pixel's centre (a full
+    # scene has 2n - 1 pan lines), so the pan grid starts half a pan pixel inside the
+    # 30 m grid's corner.
+    a = geobox.affine
+    return GeoBox(
+        shape, Affine(a.a / 2, 0.0, a.c + a.a / 4, 0.0, a.e / 2, a.f + a.e / 4), geobox.crs
+    )
+
+
+def read_strips(
+    path: str, rows: int, start: int = 0, stop: int | None = None
+) -> Iterator[tuple[int, np.ndarray]]:
+    """``(first row, pixels)`` of full-width strips of ``rows`` lines, from row ``start``
+    (a multiple of ``rows``) to ``stop`` (default: the last row), top to bottom.
+
+    A strip as high as a row of store chunks decodes each tile of a tiled GeoTIFF once.
+    A read that fails (a file truncated past the blocks checked up front) names the file.
+    """
+    with open_raster(path) as src:
+        height, width = src.shape
+        stop = height if stop is None else min(stop, height)
+        for top in range(start, stop, rows):
+            window = rasterio.windows.Window(0, top, width, min(rows, stop - top))
+            try:
+                yield top, src.read(1, window=window)
+            except rasterio.errors.RasterioIOError as exc:
+                raise SceneInputError(
+                    f"{path}: cannot read pixels; truncated or corrupt ({exc})") from exc
+
+
+def scene_attrs(meta: SceneMetadata, geobox: GeoBox) -> dict:
+    """Group attributes: what the index and the chip builder need without the MTL."""
+    return {
+        "product_id": meta.product_id,
+        "processing_level": meta.processing_level,
+        "spacecraft": meta.spacecraft,
+        "wrs_path": meta.wrs_path,
+        "wrs_row": meta.wrs_row,
+        "acquired": meta.acquired.isoformat(),
+        "sun_elevation": meta.sun_elevation,
+        "sun_azimuth": meta.sun_azimuth,
+        "cloud_cover": meta.cloud_cover,
+        "epsg": int(geobox.crs.epsg),
+        "reflectance": "toa_sun_corrected" if meta.level == "L1" else "surface",
+    }
+
+
+def cf_scaling(meta: SceneMetadata, bands: list[str], with_pan: bool) -> dict[str, dict]:
+    """Each array's CF attributes: one scale/offset for all multispectral bands, fill DN 0."""
+    pairs = {reflectance_scaling(meta, b) for b in bands}
+    if len(pairs) != 1:
+        raise SceneInputError(
+            f"{meta.product_id}: bands have different reflectance coefficients {sorted(pairs)}; "
+            "one CF scale_factor per array cannot decode them"
+        )
+    scale, offset = pairs.pop()
+    # DN 0 is Collection 2 fill: readers decode it to NaN.
+    out = {"multispectral": {"scale_factor": scale, "add_offset": offset, "_FillValue": 0}}
+    if with_pan:
+        out["pan"] = {"_FillValue": 0}
+        if "pan" in meta.rescaling:
+            pscale, poffset = reflectance_scaling(meta, "pan")
+            out["pan"].update(scale_factor=pscale, add_offset=poffset)
+    return out
+
+
+def expected_shapes(paths: dict[str, str], meta: SceneMetadata) -> dict[str, tuple[int, ...]]:
+    """Array shapes a complete group of this product has, from file headers only (cheap)."""
+    bands = multispectral_names(paths)
+    with open_raster(paths[bands[0]]) as src:
+        shape = src.shape
+    shapes: dict[str, tuple[int, ...]] = {"multispectral": (len(bands), *shape),
+                                          "qa_pixel": tuple(shape)}
+    if meta.level == "L1" and "pan" in paths:
+        with open_raster(paths["pan"]) as src:
+            shapes["pan"] = tuple(src.shape)
+    return shapes

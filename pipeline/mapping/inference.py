@@ -1,0 +1,101 @@
+"""The model half of mapping: tile inputs -> region-mean logits per piece -> a part per tile.
+
+The bundle is loaded once per worker process (:func:`cached_bundle`) and tiles are run
+through it in batches. Per-pixel logits never leave this function: only each piece's
+region mean (and its pixel count, the weight used when pieces merge across tiles) is kept.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import geopandas as gpd
+import numpy as np
+import torch
+
+from forestnet_model.data import normalise, pad_to_multiple
+from forestnet_model.predict import cached_bundle
+from forestnet_model.train import pick_device
+from pipeline.core.atomic import atomic_output
+from pipeline.mapping.piece_merge import LOGIT_COLUMNS
+from pipeline.mapping.tile_inputs import TileInput
+
+
+def infer_tiles(
+    inputs: list[TileInput], bundle: Path, part_paths: dict[str, str], batch_size: int = 4,
+    device: str = "auto",
+) -> list[dict]:
+    """Predict every piece of ``inputs`` and write one GeoParquet part per tile.
+
+    Failed tiles (``error`` set) write nothing, so a rerun tries them again.
+    """
+    dev = pick_device(device)
+    model, meta = cached_bundle(str(Path(bundle).resolve()), dev.type)
+    expected = meta.model.in_channels
+    samples = [(t, s) for t in inputs if not t.error for s in t.samples]
+    for _, sample in samples:
+        if sample.image.shape[0] != expected:
+            raise ValueError(f"{bundle}: model expects {expected} input channels "
+                             f"({meta.model.in_bands + meta.model.aux_bands}), "
+                             f"got {sample.image.shape[0]}")
+    logits: list[np.ndarray] = []
+    with torch.inference_mode():
+        for start in range(0, len(samples), batch_size):
+            chunk = samples[start:start + batch_size]
+            x = np.stack([pad_to_multiple(normalise(s.image, meta.normalisation))
+                          for _, s in chunk])
+            xt = torch.from_numpy(x).to(dev)
+            if dev.type == "cuda":
+                xt = xt.contiguous(memory_format=torch.channels_last)
+            with torch.autocast(dev.type, dtype=torch.bfloat16, enabled=dev.type == "cuda"):
+                out = model(xt)
+            logits.extend(out.float().cpu().numpy())
+    per_piece: dict[int, dict[int, tuple[np.ndarray, float, TileInput]]] = {}
+    for (tile, sample), pixel_logits in zip(samples, logits, strict=True):
+        labels = pad_to_multiple(sample.labels)
+        means, counts = region_means(pixel_logits, labels, len(sample.pieces))
+        for k, row in enumerate(sample.pieces):
+            per_piece.setdefault(id(tile), {})[row] = (means[k], counts[k], sample)
+    results = []
+    for tile in inputs:
+        if tile.error:
+            results.append({"tile_id": tile.tile_id, "status": "failed", "error": tile.error})
+            continue
+        part = tile_part(tile, per_piece.get(id(tile), {}), meta.model_id)
+        with atomic_output(Path(part_paths[tile.tile_id])) as tmp:
+            part.to_parquet(tmp, index=False)
+        results.append({"tile_id": tile.tile_id, "status": "done", "pieces": len(part),
+                        "notes": tile.notes})
+    return results
+
+
+def region_means(
+    pixel_logits: np.ndarray, labels: np.ndarray, n: int
+) -> tuple[np.ndarray, np.ndarray]:
+    """Mean logits ``(n, classes)`` over each label 1..n, and the pixel counts."""
+    flat = labels.ravel()
+    counts = np.bincount(flat, minlength=n + 1)[1:n + 1].astype(np.float64)
+    sums = np.stack([np.bincount(flat, weights=c.ravel(), minlength=n + 1)[1:n + 1]
+                     for c in pixel_logits], axis=1)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        return sums / counts[:, None], counts
+
+
+def tile_part(tile: TileInput, predicted: dict, model_id: str) -> gpd.GeoDataFrame:
+    """The tile's pieces with their logits, weights, scenes and model id (no run id: parts
+    are shared by every run with the same inputs)."""
+    part = tile.pieces.copy()
+    n = len(part)
+    logits = np.full((n, len(LOGIT_COLUMNS)), np.nan)
+    weight = np.zeros(n)
+    scene_ids, scene_dates = [""] * n, [""] * n
+    for row, (mean, count, sample) in predicted.items():
+        logits[row], weight[row] = mean, count
+        scene_ids[row] = ",".join(sample.scene_ids)
+        scene_dates[row] = ",".join(sorted(sample.scene_dates))
+    for k, column in enumerate(LOGIT_COLUMNS):
+        part[column] = logits[:, k]
+    part["logit_weight"] = weight
+    part["scene_ids"], part["scene_dates"] = scene_ids, scene_dates
+    part["model_id"] = model_id
+    return part

@@ -1,0 +1,86 @@
+"""Per-tile map parts: where they live and how the one writer reads them back.
+
+A part holds one tile's pieces with their region-mean logits. Its path derives from
+everything that decides its content (tile, loss years, model bundle, inputs' version,
+chip settings), never from the province selection or the run, so a province mapped later
+reuses the border tiles an earlier run already predicted, and a rerun skips finished
+tiles.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from collections.abc import Iterable
+from pathlib import Path
+
+import geopandas as gpd
+import pandas as pd
+import pyarrow.parquet as pq
+
+from pipeline.core.errors import ForestNetError
+from pipeline.mapping.loss_pieces import PIECE_COLUMNS, empty_pieces
+from pipeline.mapping.piece_merge import LOGIT_COLUMNS
+from pipeline.mapping.tiles import MapTile
+
+PART_COLUMNS = [*PIECE_COLUMNS[:-1], *LOGIT_COLUMNS, "logit_weight", "scene_ids",
+                "scene_dates", "model_id", "geometry"]
+
+
+class MapPartError(ForestNetError, ValueError):
+    """A part file that cannot be read or lacks columns; the message names the file."""
+
+
+def file_version(path: Path | None) -> str:
+    """Cheap identity of an input file: name, size and modification time (not content:
+    national rasters are tens of GB)."""
+    if path is None:
+        return "-"
+    stat = Path(path).stat()
+    return f"{Path(path).resolve()}:{stat.st_size}:{stat.st_mtime_ns}"
+
+
+def parts_key(years: tuple[int, int], model_id: str, inputs: dict[str, str],
+              settings: dict) -> str:
+    """Hash naming the parts folder of one (years, model, inputs, settings) combination."""
+    blob = json.dumps({"years": list(years), "model": model_id, "inputs": inputs,
+                       "settings": settings}, sort_keys=True, default=str)
+    return hashlib.sha256(blob.encode()).hexdigest()[:16]
+
+
+def part_path(parts_dir: Path, tile: MapTile) -> Path:
+    """``<parts_dir>/z<zone>/<tile_id>.parquet``: one folder per zone keeps listings short."""
+    return Path(parts_dir) / f"z{tile.zone:02d}" / f"{tile.tile_id}.parquet"
+
+
+def part_provinces(path: Path) -> list[str]:
+    """Provinces present in a finished part (reads one column only)."""
+    try:
+        column = pq.read_table(path, columns=["province"]).column("province").to_pylist()
+    except Exception as exc:  # pyarrow raises several types for damaged files
+        raise MapPartError(f"{path}: unreadable map part ({exc})") from exc
+    return sorted(set(column))
+
+
+def read_pieces(paths: Iterable[Path], province: str | None = None) -> gpd.GeoDataFrame:
+    """Pieces of the given parts (of one province, when given), in path order."""
+    frames = []
+    for path in sorted(paths, key=str):
+        try:
+            kwargs = {"filters": [("province", "==", province)]} if province else {}
+            frame = gpd.read_parquet(path, **kwargs)
+        except Exception as exc:  # damaged or foreign files: name the file
+            raise MapPartError(f"{path}: unreadable map part ({exc})") from exc
+        missing = [c for c in PART_COLUMNS if c not in frame.columns]
+        if missing:
+            raise MapPartError(f"{path}: map part lacks columns {missing}")
+        if len(frame):
+            frames.append(frame[PART_COLUMNS])
+    if not frames:
+        empty = empty_pieces()
+        for column in PART_COLUMNS:
+            if column not in empty.columns:
+                empty[column] = pd.Series(dtype="float64" if "logit" in column else "object")
+        return empty[PART_COLUMNS]
+    return gpd.GeoDataFrame(pd.concat(frames, ignore_index=True), crs="EPSG:4326")
+

@@ -1,0 +1,237 @@
+"""Import the published ForestNet dataset (``ForestNetDataset`` folder or zip) into chips.zarr.
+
+The store has the same contract as one built from scenes, so training cannot tell the
+sources apart:
+
+- each CSV row (train/val/test, split kept, fine label merged) is one event, its chip the
+  ``centred_geobox`` of the CSV lat/lon (pixel (166, 166) is that point);
+- ``forest_loss_region.pkl`` is a pickled shapely polygon in pixel coordinates, read by
+  ``pipeline.training_set.safe_pickle`` (never ``pickle.load``); pixel coordinate (c, r) is
+  the centre of pixel (c, r), and ``loss_mask`` holds the pixels whose centre lies inside it;
+- view 0 is ``composite``; views 1.. are the ``YYYY_MM_DD_cloud_<N>`` scenes, least cloudy
+  first (cloud fraction N / 100), each PNG (red, green, blue) with the infrared ``.npy`` of
+  the same stem (nir, swir1, swir2); a scene without its pair is skipped with a note;
+- every image value v (PNG 0-255, and the NPYs, which ForestNet reads as uint8) is stored
+  as ``v * IMAGE_SCALE`` (255 -> 0.4), a reflectance-like range like the built chips';
+- ``auxiliary/`` files present are mapped by :data:`AUX_NPY` and :data:`AUX_JSON`; the
+  rest stay NaN (and are noted). Slope and aspect are read as hundredths of degrees, the
+  units of ForestNet's own feature-scaling constants (slope up to 8421, aspect +-18000).
+
+An example with a missing folder or polygon is left out at planning; one with a missing
+image is kept with ``chip_ok = 0`` and the reason. Both are reported, the rest imported.
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import posixpath
+import re
+
+import geopandas as gpd
+import numpy as np
+import shapely
+from odc.geo.geobox import GeoBox
+from PIL import Image
+from shapely.geometry.base import BaseGeometry
+
+from pipeline.core.errors import ForestNetError
+from pipeline.core.grid import centred_geobox
+from pipeline.imagery.views import CHIP_BANDS, ChipSpec, EventChip, rasterize_region
+from pipeline.training_set.events import event_id, finish_events, read_forestnet_csvs
+from pipeline.training_set.release_reader import ReleaseError, ReleaseReader
+from pipeline.training_set.safe_pickle import UnsafePickleError, loads_geometry
+
+IMAGE_SCALE = 0.4 / 255.0
+IMAGE_SCALING = "value * 0.4 / 255 for PNG (red, green, blue) and NPY (nir, swir1, swir2)"
+SCENE_STEM = re.compile(r"^(\d{4})_(\d{2})_(\d{2})_cloud_(\d+)$")
+POLYGON_FILE = "forest_loss_region.pkl"
+#: Release aux rasters (file stem) -> (store aux band, scale to the store's units).
+AUX_NPY = {"altitude": ("elevation", 1.0), "elevation": ("elevation", 1.0),
+           "slope": ("slope", 0.01), "aspect": ("aspect", 0.01),
+           "treecover2000": ("treecover2000", 1.0), "treecover": ("treecover2000", 1.0)}
+#: Release JSON keys (containing this word) -> store aux feature.
+AUX_JSON = {"street": "street_dist_km", "city": "city_dist_km", "peat": "peat_fraction"}
+MAX_DISTANCE_KM = 50.0  # as the built chips (pipeline.training_set.auxiliary)
+
+
+class ExampleError(ForestNetError, ValueError):
+    """One example cannot be imported; the message is its reason."""
+
+
+def plan_release(release: str, spec: ChipSpec) -> tuple[gpd.GeoDataFrame, list[str]]:
+    """Events of the release (one per CSV row that has a folder and a polygon) + problems."""
+    if spec.size != 332 or spec.resolution != 15.0:
+        raise ReleaseError(f"the release's chips are 332 x 332 at 15 m, not {spec.size} x "
+                           f"{spec.size} at {spec.resolution} m; set chips.size/resolution")
+    records, problems = [], []
+    with ReleaseReader(release) as reader:
+        csvs = {name[:-4]: (reader.describe(name), io.BytesIO(reader.read(name)))
+                for name in ("train.csv", "val.csv", "test.csv") if reader.exists(name)}
+        table = read_forestnet_csvs(csvs)
+        seen: dict[str, int] = {}
+        for row in table.itertuples(index=False):
+            lat, lon, year = float(row.latitude), float(row.longitude), int(row.year)
+            try:
+                folder, reason = reader.example_folder(str(row.example_path), lat, lon)
+                if folder is None:
+                    raise ExampleError(reason)
+                pixels = _pixel_polygon(reader, folder)
+            except (ExampleError, ReleaseError, UnsafePickleError) as exc:
+                problems.append(f"{row.example_path}: {exc}")
+                continue
+            geobox = centred_geobox(lon, lat, spec.size, spec.resolution)
+            region = pixels_to_crs(pixels, geobox)
+            eid = event_id(lat, lon, year)
+            seen[eid] = seen.get(eid, 0) + 1
+            records.append({
+                "event_id": eid if seen[eid] == 1 else f"{eid}-{seen[eid]}",
+                "loss_year": year, "label": str(row.label), "merged_label": row.merged_label,
+                "split": row.split, "source": "forestnet_release",
+                "n_pixels": int(rasterize_region(region, geobox).sum()),
+                "geometry": gpd.GeoSeries([region], crs=geobox.crs.to_wkt()).to_crs(4326).iloc[0],
+                "anchor_lon": lon, "anchor_lat": lat, "example": folder,
+            })
+    return finish_events(records), problems
+
+
+def _pixel_polygon(reader: ReleaseReader, folder: str) -> BaseGeometry:
+    rel = f"{folder}/{POLYGON_FILE}"
+    if not reader.exists(rel):
+        raise ExampleError(f"missing {POLYGON_FILE}")
+    geom = loads_geometry(reader.read(rel), reader.describe(rel))
+    if geom.is_empty or geom.geom_type not in ("Polygon", "MultiPolygon"):
+        raise ExampleError(f"{reader.describe(rel)}: {geom.geom_type} is not a loss polygon")
+    return geom
+
+
+def pixels_to_crs(pixels: BaseGeometry, geobox: GeoBox) -> BaseGeometry:
+    """A pixel-coordinate geometry (pixel (c, r) at its centre) in the chip's CRS."""
+    a = geobox.affine
+    return shapely.transform(pixels, lambda xy: np.column_stack([
+        a.c + a.a * (xy[:, 0] + 0.5) + a.b * (xy[:, 1] + 0.5),
+        a.f + a.d * (xy[:, 0] + 0.5) + a.e * (xy[:, 1] + 0.5)]))
+
+
+def read_example(
+    reader: ReleaseReader, row, spec: ChipSpec
+) -> tuple[EventChip, dict[str, np.ndarray], dict[str, float]]:
+    """One example as an ``EventChip`` plus the aux bands and scalars the release has.
+
+    A missing or unreadable composite makes the chip's status that reason; a bad single
+    scene is skipped with a note.
+    """
+    geobox = centred_geobox(row.anchor_lon, row.anchor_lat, spec.size, spec.resolution)
+    region = pixels_to_crs(_pixel_polygon(reader, row.example), geobox)
+    image = np.zeros((spec.n_views, len(CHIP_BANDS), spec.size, spec.size), np.float32)
+    dates, clouds, notes = [""] * spec.n_views, [1.0] * spec.n_views, []
+    status = "ok"
+    try:
+        image[0] = _view(reader, row.example, "composite", spec.size)
+        dates[0] = "composite"
+        v = 1
+        for stem, date, cloud in _scenes(reader, row.example, notes):
+            if v == spec.n_views:
+                break
+            try:
+                image[v] = _view(reader, row.example, stem, spec.size)
+            except ExampleError as exc:
+                notes.append(f"{stem}: scene skipped ({exc})")
+                continue
+            dates[v], clouds[v], v = date, cloud, v + 1
+        clouds[0] = float(np.mean(clouds[1:v])) if v > 1 else float("nan")
+    except (ExampleError, ReleaseError) as exc:
+        status = str(exc)
+    bands, scalars = _aux(reader, row.example, spec.size, notes)
+    chip = EventChip(geobox, image, dates, clouds, [], rasterize_region(region, geobox), region,
+                     status, notes)
+    return chip, bands, scalars
+
+
+def _scenes(reader: ReleaseReader, folder: str, notes: list[str]) -> list[tuple[str, str, float]]:
+    """(stem, date, cloud) of the single scenes that have an IR pair, least cloudy first."""
+    infrared = set(reader.listdir(f"{folder}/images/infrared"))
+    scenes = []
+    for name in reader.listdir(f"{folder}/images/visible"):
+        stem, ext = posixpath.splitext(name)
+        match = SCENE_STEM.match(stem)
+        if ext != ".png" or match is None:
+            continue
+        if f"{stem}.npy" not in infrared:
+            notes.append(f"images/visible/{name}: no infrared {stem}.npy; scene skipped")
+            continue
+        y, m, d, cloud = match.groups()
+        scenes.append((min(int(cloud) / 100.0, 1.0), f"{y}-{m}-{d}", stem))
+    return [(stem, date, cloud) for cloud, date, stem in sorted(scenes)]
+
+
+def _view(reader: ReleaseReader, folder: str, stem: str, size: int) -> np.ndarray:
+    """``(band, y, x)`` in chip band order, scaled by ``IMAGE_SCALE``."""
+    rel = f"{folder}/images/visible/{stem}.png"
+    for need in (rel, f"{folder}/images/infrared/{stem}.npy"):
+        if not reader.exists(need):
+            raise ExampleError(f"missing {need.removeprefix(folder + '/')} in "
+                               f"{reader.describe(folder)}")
+    try:
+        with Image.open(io.BytesIO(reader.read(rel))) as im:
+            rgb = np.asarray(im.convert("RGB")).transpose(2, 0, 1)
+    except OSError as exc:
+        raise ExampleError(f"{reader.describe(rel)}: not a readable PNG ({exc})") from None
+    ir = _npy(reader, f"{folder}/images/infrared/{stem}.npy")
+    if ir.ndim == 3 and ir.shape[-1] == 3:
+        ir = ir.transpose(2, 0, 1)
+    for what, arr in ((rel, rgb), (f"{folder}/images/infrared/{stem}.npy", ir)):
+        if arr.shape != (3, size, size):
+            raise ExampleError(f"{reader.describe(what)}: shape {arr.shape}, expected "
+                               f"{size} x {size} x 3")
+    return np.concatenate([rgb, ir]).astype(np.float32) * IMAGE_SCALE
+
+
+def _npy(reader: ReleaseReader, rel: str) -> np.ndarray:
+    try:  # allow_pickle=False: an object array would be a pickle in disguise
+        return np.load(io.BytesIO(reader.read(rel)), allow_pickle=False)
+    except ValueError as exc:
+        raise ExampleError(f"{reader.describe(rel)}: not a plain numeric .npy ({exc})") from None
+
+
+def _aux(reader: ReleaseReader, folder: str, size: int,
+         notes: list[str]) -> tuple[dict[str, np.ndarray], dict[str, float]]:
+    bands: dict[str, np.ndarray] = {}
+    scalars: dict[str, float] = {}
+    base = f"{folder}/auxiliary"
+    for rel in reader.files_under(base):
+        stem, ext = posixpath.splitext(posixpath.basename(rel))
+        stem = stem.lower()
+        try:
+            if ext == ".npy" and stem in AUX_NPY:
+                band, scale = AUX_NPY[stem]
+                arr = np.squeeze(_npy(reader, f"{base}/{rel}")).astype(np.float32) * scale
+                if arr.shape != (size, size):
+                    raise ExampleError(f"shape {arr.shape}, expected {size} x {size}")
+                if (n_inf := int(np.isinf(arr).sum())):  # no data, never a huge value
+                    notes.append(f"auxiliary/{rel}: {n_inf} infinite values read as no data")
+                    arr = np.where(np.isinf(arr), np.float32(np.nan), arr)
+                bands[band] = arr % 360.0 if band == "aspect" else arr
+            elif ext == ".npy" and stem == "tavg":  # NCEP: kelvin x 100 (ForestNet scaling)
+                scalars["temperature_c"] = float(np.nanmean(_npy(reader, f"{base}/{rel}"))
+                                                 / 100.0 - 273.15)
+            elif ext == ".json":
+                scalars.update(_json_scalars(json.loads(reader.read(f"{base}/{rel}"))))
+            else:
+                notes.append(f"auxiliary/{rel}: no store equivalent; not imported")
+        except (ExampleError, ValueError, TypeError) as exc:
+            notes.append(f"auxiliary/{rel}: not imported ({exc})")
+    return bands, scalars
+
+
+def _json_scalars(data: object) -> dict[str, float]:
+    if not isinstance(data, dict):
+        raise ExampleError("JSON is not an object of named values")
+    out = {}
+    for key, value in data.items():
+        feature = next((f for word, f in AUX_JSON.items() if word in str(key).lower()), None)
+        if feature is None or not isinstance(value, int | float):  # bool is an int
+            continue
+        value = float(value)
+        out[feature] = min(value, MAX_DISTANCE_KM) if feature.endswith("_km") else value
+    return out
