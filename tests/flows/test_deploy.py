@@ -17,7 +17,7 @@ from flows.cli.app import app
 from flows.config.schema import ConfigError, load_config
 from pipeline.core.provinces import UnknownProvinceError
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 PREFECT_YAML = ROOT / "prefect.yaml"
 DEMO = "configs/demo.yaml"
 

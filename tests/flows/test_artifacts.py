@@ -38,7 +38,7 @@ from pipeline.export.geopackage import empty_driver_frame
 from pipeline.export.summary_map import write_driver_png
 from tests.ingest_inputs import threads_cluster
 from tests.map_job import make_map_job
-from tests.test_report import METRICS
+from tests.model.test_report import METRICS
 
 INLINE_PNG = re.compile(r"!\[[^\]]*\]\(data:image/png;base64,([A-Za-z0-9+/=]+)\)")
 

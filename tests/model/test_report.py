@@ -35,7 +35,7 @@ from forestnet_model.report import (
 from pipeline.core.drivers import DRIVER_CLASSES
 from pipeline.training_set.chip_store import open_chips
 from tests.ingest_inputs import threads_cluster
-from tests.test_baseline import write_synthetic_chips, write_tiny_chips
+from tests.model.test_baseline import write_synthetic_chips, write_tiny_chips
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
 

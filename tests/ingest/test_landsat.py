@@ -24,7 +24,7 @@ from pipeline.ingest.landsat import (
     usable_mask,
 )
 
-DATA = Path(__file__).parent / "data" / "landsat"
+DATA = Path(__file__).parents[1] / "data" / "landsat"
 L1_ID = "LC08_L1TP_017051_20151205_20200908_02_T1"
 L2_ID = "LC08_L2SP_017051_20151205_20200908_02_T1"
 L1_MTL = DATA / f"{L1_ID}-cropped" / f"{L1_ID}_MTL.txt"

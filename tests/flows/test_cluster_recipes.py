@@ -20,7 +20,7 @@ from flows.config.cluster import ClusterConfig
 from flows.config.schema import ConfigError, load_config
 from flows.runtime.cluster import dask_client
 
-RECIPES = Path(__file__).resolve().parents[1] / "configs" / "clusters"
+RECIPES = Path(__file__).resolve().parents[2] / "configs" / "clusters"
 KINDS = {"local": "local", "existing-scheduler": "address", "slurm-gpu": "slurm",
          "kubernetes-gpu": "kubernetes"}
 

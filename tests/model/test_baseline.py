@@ -36,7 +36,7 @@ from pipeline.training_set.chip_store import (
     open_chips,
     write_chip_batch,
 )
-from tests.test_train import SPEC, _chips, _events
+from tests.model.test_train import SPEC, _chips, _events
 
 #: One point: the grid search itself is tested with a two-point grid below.
 SMALL_GRID = {"n_estimators": (50,), "max_depth": (None,), "max_features": ("sqrt",)}

@@ -24,7 +24,7 @@ from pipeline.ingest.scene_store import clear_killed_temporaries
 from pipeline.ingest.sources import folder_source
 from tests.ingest_inputs import assert_same_scene, ingest_like_the_flow, products
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 
 #: Ingests the products one by one and stalls inside the second scene's temporary group,
 #: after its pixels are written and before it is marked complete and renamed into place.

@@ -9,7 +9,7 @@ import yaml
 
 from flows.config.schema import ConfigError, PipelineConfig, load_config, require_file
 
-DEMO = Path(__file__).resolve().parents[1] / "configs" / "demo.yaml"
+DEMO = Path(__file__).resolve().parents[2] / "configs" / "demo.yaml"
 
 
 def _write(tmp_path: Path, data: object, name: str = "run.yaml") -> Path:

@@ -1,0 +1,127 @@
+"""Event chips from the scene store: grid, loss mask, views, composite and pan-sharpening."""
+
+from __future__ import annotations
+
+import math
+import re
+from pathlib import Path
+
+import geopandas as gpd
+import numpy as np
+import pytest
+import rasterio
+from rasterio.enums import Resampling
+from rasterio.warp import reproject
+from shapely import affinity
+
+from pipeline.imagery.composite import composite
+from pipeline.imagery.views import (
+    ChipSpec,
+    build_event_chip,
+    chip_geobox,
+)
+from tests.training_set.tiny_world_grid import TO_UTM, UTM
+
+
+def test_chip_geobox_is_332_at_15m_in_utm_centred_on_the_event(event):
+    geobox = chip_geobox(event.geometry, ChipSpec())
+    assert tuple(geobox.shape) == (332, 332)
+    assert geobox.crs.epsg == 32749
+    assert geobox.affine.a == 15.0 and geobox.affine.e == -15.0
+    anchor = event.geometry.representative_point()
+    assert event.geometry.contains(anchor)
+    x, y = TO_UTM.transform(anchor.x, anchor.y)
+    cx, cy = geobox.affine * (166.5, 166.5)  # centre of pixel (166, 166)
+    assert cx == pytest.approx(x, abs=1e-3)
+    assert cy == pytest.approx(y, abs=1e-3)
+
+
+def test_event_chip_shape_mask_area_and_views(chip, event):
+    assert chip.status == "ok"
+    assert chip.image.shape == (5, 6, 332, 332)
+    assert np.isfinite(chip.image[0]).all()
+    assert np.abs(chip.image[0]).max() > 0.01  # real reflectance, not the zero fill
+    area_utm = gpd.GeoSeries([event.geometry], crs="EPSG:4326").to_crs(UTM).area.iloc[0]
+    assert chip.loss_mask.sum() * 225.0 == pytest.approx(area_utm, rel=0.15)
+    # The loss region sits at the chip centre.
+    assert chip.loss_mask[166, 166] == 1
+
+    assert chip.view_dates[0] == "composite"
+    dated = chip.view_dates[1:4]
+    assert sorted(dated) == ["2017-06-12", "2018-07-18", "2019-07-21"]
+    clouds = chip.view_cloud[1:4]
+    assert clouds == sorted(clouds)
+    assert dated != sorted(dated)  # the cloud order is not the date order here
+    assert chip.view_dates[4] == "" and chip.view_cloud[4] == 1.0
+    assert not np.any(chip.image[4])
+    for v in range(1, 4):
+        assert np.isfinite(chip.image[v]).all()
+
+
+def test_composite_is_the_median_of_usable_pixels():
+    values = np.array([
+        # pixel:   (0,0)  (0,1)  (1,0)  (1,1)
+        [[0.10, 0.50, 0.30, np.nan]],
+        [[0.20, 0.70, 0.90, np.nan]],
+        [[0.60, 0.90, 0.10, np.nan]],
+    ], dtype=np.float32).reshape(3, 1, 2, 2)
+    usable = np.array([
+        [[True, True], [False, False]],
+        [[True, False], [False, False]],
+        [[True, True], [False, False]],
+    ])
+    images = np.concatenate([values, 2 * values], axis=1)
+    out = composite(images, usable)
+    expected = np.array([
+        [0.20, (0.50 + 0.90) / 2],  # median of 3 usable; median of the 2 usable
+        [0.30, 0.0],  # cloudy everywhere: median of all views; outside every scene: 0
+    ], dtype=np.float32)
+    assert out.shape == (2, 2, 2)
+    np.testing.assert_allclose(out[0], expected, atol=1e-6)
+    np.testing.assert_allclose(out[1], 2 * expected, atol=1e-6)
+
+
+def _mtl_float(folder: Path, key: str) -> float:
+    text = next(folder.glob("*_MTL.txt")).read_text()
+    match = re.search(rf"^\s*{key} = \"?([^\"\n]+)\"?\s*$", text, flags=re.MULTILINE)
+    assert match, key
+    return float(match.group(1))
+
+
+def test_pansharpened_rgb_follows_the_pan_band(chip, world):
+    # View 1 is the least cloudy scene, 2017-06-12; read its 15 m pan band independently.
+    folder = next((world / "landsat").glob("*_20170612_*"))
+    with rasterio.open(next(folder.glob("*_B8.TIF"))) as src:
+        dn = src.read(1).astype(np.float32)
+        pan = np.full(tuple(chip.geobox.shape), np.nan, np.float32)
+        reproject(dn, pan, src_transform=src.transform, src_crs=src.crs, src_nodata=0,
+                  dst_transform=chip.geobox.affine, dst_crs=chip.geobox.crs.to_wkt(),
+                  dst_nodata=np.nan, resampling=Resampling.bilinear)
+    sin_sun = math.sin(math.radians(_mtl_float(folder, "SUN_ELEVATION")))
+    toa = (_mtl_float(folder, "REFLECTANCE_MULT_BAND_8") * pan
+           + _mtl_float(folder, "REFLECTANCE_ADD_BAND_8")) / sin_sun
+    inside = np.isfinite(toa)
+    assert inside.mean() > 0.5
+    red, green, blue = chip.image[1, 0], chip.image[1, 1], chip.image[1, 2]
+    for band in (red, green, blue):
+        assert np.corrcoef(band[inside], toa[inside])[0, 1] > 0.95
+    # Weighted Brovey: the pan-weighted intensity of the sharpened bands is the pan band.
+    intensity = 0.1 * blue + 0.5 * green + 0.4 * red
+    assert np.corrcoef(intensity[inside], toa[inside])[0, 1] > 0.9999
+    np.testing.assert_allclose(intensity[inside], toa[inside], atol=1e-5)
+
+
+def test_event_outside_every_scene_is_flagged_not_dropped(event, store, index):
+    far = affinity.translate(event.geometry, xoff=1.0)  # 110 km east: no scene there
+    chip = build_event_chip(far, int(event.loss_year), store, index, ChipSpec())
+    assert chip.status != "ok"
+    assert "scene" in chip.status
+    assert chip.image.shape == (5, 6, 332, 332)
+    assert not np.any(chip.image)
+    assert chip.loss_mask.sum() > 0
+    assert chip.geobox.crs.epsg == 32750  # 114.5 E is in the next zone
+
+
+# --- auxiliary predictors -----------------------------------------------------------------------
+
+AUX_LON, AUX_LAT = 113.55, -1.95
