@@ -141,7 +141,8 @@ def write_composite(inputs: list, zone: int, bounds: tuple, path: Path) -> Path:
 
 def scene_scaling(scene: Path) -> tuple[np.ndarray, np.ndarray]:
     """Per band (DN -> TOA reflectance) multiplier and offset, sun-corrected, from the MTL."""
-    from pipeline.ingest.landsat import MULTISPECTRAL_BANDS, find_mtl, read_mtl, reflectance_scaling
+    from pipeline.ingest.landsat import MULTISPECTRAL_BANDS, reflectance_scaling
+    from pipeline.ingest.mtl import find_mtl, read_mtl
 
     meta = read_mtl(find_mtl(scene))
     pairs = [reflectance_scaling(meta, MULTISPECTRAL_BANDS[int(b[1:])]) for b in BANDS]

@@ -8,17 +8,18 @@ parse into the same nested dict, so they give equal ``SceneMetadata``.
 from __future__ import annotations
 
 import json
+import math
 import xml.etree.ElementTree as ElementTree
+from datetime import datetime
 from pathlib import Path
 
 from pipeline.ingest.landsat import (
+    MULTISPECTRAL_BANDS,
+    PAN_BAND,
     PRODUCT_ID_RE,
     MTLError,
     SceneInputError,
     SceneMetadata,
-    metadata_from_tree,
-    odl_value,
-    parse_odl,
 )
 
 #: MTL file suffixes, in order of preference (the text is what every USGS tool reads).
@@ -68,6 +69,139 @@ def find_metadata(folder: Path) -> Path:
     return folder / found
 
 
+def parse_odl(text: str) -> dict:
+    """Parse USGS ODL (``GROUP = ... END_GROUP``) into nested dicts with typed values."""
+    root: dict = {}
+    stack = [root]
+    for lineno, raw in enumerate(text.splitlines(), start=1):
+        line = raw.strip()
+        if not line or line == "END":
+            continue
+        if "=" not in line:
+            raise MTLError(f"line {lineno}: expected 'KEY = VALUE', got {line!r}")
+        key, value = (part.strip() for part in line.split("=", 1))
+        if key == "GROUP":
+            group: dict = {}
+            stack[-1][value] = group
+            stack.append(group)
+        elif key == "END_GROUP":
+            if len(stack) == 1:
+                raise MTLError(f"line {lineno}: END_GROUP without GROUP")
+            stack.pop()
+        else:
+            stack[-1][key] = odl_value(value)
+    if len(stack) > 1:
+        # A truncated file (interrupted download) ends inside a group.
+        raise MTLError(f"end of text inside {len(stack) - 1} unclosed GROUP(s); truncated file?")
+    return root
+
+
+def odl_value(value: str) -> str | int | float:
+    """An ODL value typed as USGS writes it: quoted -> str, else int, float or str."""
+    if len(value) >= 2 and value[0] == value[-1] == '"':
+        return value[1:-1]
+    try:
+        return int(value)
+    except ValueError:
+        pass
+    try:
+        return float(value)
+    except ValueError:
+        return value
+
+
+def find_mtl(folder: Path) -> Path:
+    """The ``*_MTL.txt`` of a product folder, or a clear error."""
+    found = sorted(Path(folder).glob("*_MTL.txt"))
+    if len(found) != 1:
+        what = "no *_MTL.txt" if not found else f"{len(found)} MTL files"
+        raise MTLError(f"{folder}: {what}; a Landsat product folder holds exactly one")
+    return found[0]
+
+
+def metadata_from_tree(tree: dict, where: str) -> SceneMetadata:
+    """``SceneMetadata`` from a parsed MTL (ODL, JSON or XML: the same groups and keys)."""
+    try:
+        return _scene_metadata(tree)
+    except (KeyError, TypeError, ValueError, AttributeError) as exc:
+        raise MTLError(f"{where}: incomplete or invalid MTL ({exc})") from exc
+
+
+def _scene_metadata(tree: dict) -> SceneMetadata:
+    meta = tree["LANDSAT_METADATA_FILE"]
+    contents = meta["PRODUCT_CONTENTS"]
+    image = meta["IMAGE_ATTRIBUTES"]
+    projection = meta["PROJECTION_ATTRIBUTES"]
+    level = contents["PROCESSING_LEVEL"]
+    product_id = contents["LANDSAT_PRODUCT_ID"]
+    if not PRODUCT_ID_RE.match(str(product_id)):
+        raise ValueError(f"LANDSAT_PRODUCT_ID {product_id!r} is not a Collection 2 product id")
+
+    band_files: dict[str, str] = {}
+    for number, name in MULTISPECTRAL_BANDS.items():
+        key = f"FILE_NAME_BAND_{number}"
+        if key in contents:
+            band_files[name] = contents[key]
+    if f"FILE_NAME_BAND_{PAN_BAND}" in contents and level.startswith("L1"):
+        band_files["pan"] = contents[f"FILE_NAME_BAND_{PAN_BAND}"]
+    qa_key = "FILE_NAME_QUALITY_L1_PIXEL"
+    if qa_key in contents:
+        band_files["qa_pixel"] = contents[qa_key]
+
+    rescaling = _rescaling(meta, level)
+    acquired = datetime.fromisoformat(
+        f"{image['DATE_ACQUIRED']}T{str(image['SCENE_CENTER_TIME']).rstrip('Z')[:15]}"
+    )
+    ul = lr = shape = None
+    if "CORNER_UL_PROJECTION_X_PRODUCT" in projection:
+        ul = (
+            float(projection["CORNER_UL_PROJECTION_X_PRODUCT"]),
+            float(projection["CORNER_UL_PROJECTION_Y_PRODUCT"]),
+        )
+        lr = (
+            float(projection["CORNER_LR_PROJECTION_X_PRODUCT"]),
+            float(projection["CORNER_LR_PROJECTION_Y_PRODUCT"]),
+        )
+    if "REFLECTIVE_LINES" in projection:
+        shape = (int(projection["REFLECTIVE_LINES"]), int(projection["REFLECTIVE_SAMPLES"]))
+    return SceneMetadata(
+        product_id=product_id,
+        processing_level=level,
+        spacecraft=str(image.get("SPACECRAFT_ID", "")),
+        wrs_path=int(image["WRS_PATH"]),
+        wrs_row=int(image["WRS_ROW"]),
+        acquired=acquired,
+        sun_elevation=float(image["SUN_ELEVATION"]),
+        sun_azimuth=float(image.get("SUN_AZIMUTH", math.nan)),
+        cloud_cover=float(image.get("CLOUD_COVER", math.nan)),
+        utm_zone=int(projection["UTM_ZONE"]),
+        band_files=band_files,
+        rescaling=rescaling,
+        corner_ul_xy=ul,
+        corner_lr_xy=lr,
+        reflective_shape=shape,
+        reflective_cell=float(projection.get("GRID_CELL_SIZE_REFLECTIVE", 30.0)),
+    )
+
+
+def _rescaling(meta: dict, level: str) -> dict[str, tuple[float, float]]:
+    """Reflectance (mult, add) per band: TOA for Level-1, surface reflectance for Level-2."""
+    if level.startswith("L2"):
+        group = meta["LEVEL2_SURFACE_REFLECTANCE_PARAMETERS"]
+    else:
+        group = meta["LEVEL1_RADIOMETRIC_RESCALING"]
+    out: dict[str, tuple[float, float]] = {}
+    numbers = {**MULTISPECTRAL_BANDS, PAN_BAND: "pan"}
+    for number, name in numbers.items():
+        mult = group.get(f"REFLECTANCE_MULT_BAND_{number}")
+        add = group.get(f"REFLECTANCE_ADD_BAND_{number}")
+        if mult is not None and add is not None:
+            out[name] = (float(mult), float(add))
+    if not out:
+        raise ValueError("no REFLECTANCE_MULT/ADD coefficients")
+    return out
+
+
 def parse_metadata(data: bytes | str, fmt: str, where: str) -> SceneMetadata:
     """Parse MTL bytes of format ``fmt`` into ``SceneMetadata``; refuse unsupported products.
 
@@ -89,8 +223,8 @@ def parse_metadata(data: bytes | str, fmt: str, where: str) -> SceneMetadata:
     return metadata_from_tree(tree, where)
 
 
-def read_metadata_file(path: Path) -> SceneMetadata:
-    """Read one local MTL file of any flavour."""
+def read_mtl(path: Path) -> SceneMetadata:
+    """Read one local MTL file of any flavour (ODL text, JSON or XML) and validate it."""
     path = Path(path)
     fmt = mtl_format(path.name)
     if fmt is None:

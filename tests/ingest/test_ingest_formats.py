@@ -20,8 +20,8 @@ from shapely.geometry import box
 
 import pipeline.ingest.scene_reader
 from pipeline.ingest.catalog import INDEX_COLUMNS, scene_geobox, window_clear_fraction
-from pipeline.ingest.landsat import clear_fraction, pansharpen_brovey, read_mtl
-from pipeline.ingest.mtl import read_metadata_file
+from pipeline.ingest.landsat import clear_fraction, pansharpen_brovey
+from pipeline.ingest.mtl import read_mtl
 from pipeline.ingest.scene_ingest import ingest_row, ingest_scene, ingest_source
 from pipeline.ingest.sources import resolve_sources
 from tests.ingest_inputs import (
@@ -64,8 +64,8 @@ def test_mtl_txt_json_xml_give_equal_metadata(which: str, tiny_world: Path, tmp_
     txt = next(folder.glob("*_MTL.txt"))
     stem = txt.name.removesuffix("_MTL.txt")
     from_txt = read_mtl(txt)
-    from_json = read_metadata_file(write_mtl_json(txt, tmp_path / f"{stem}_MTL.json"))
-    from_xml = read_metadata_file(write_mtl_xml(txt, tmp_path / f"{stem}_MTL.xml"))
+    from_json = read_mtl(write_mtl_json(txt, tmp_path / f"{stem}_MTL.json"))
+    from_xml = read_mtl(write_mtl_xml(txt, tmp_path / f"{stem}_MTL.xml"))
     assert from_json == from_txt
     assert from_xml == from_txt
     # The comparison covers what the ingest relies on (not vacuous):
@@ -78,7 +78,7 @@ def test_xml_with_a_namespace(tmp_path: Path) -> None:
     text = xml.read_text().replace("<LANDSAT_METADATA_FILE>",
                                    '<LANDSAT_METADATA_FILE xmlns="https://landsat.usgs.gov/x">')
     xml.write_text(text)
-    assert read_metadata_file(xml) == read_mtl(L2_DIR / f"{L2_ID}_MTL.txt")
+    assert read_mtl(xml) == read_mtl(L2_DIR / f"{L2_ID}_MTL.txt")
 
 
 @pytest.mark.parametrize("fmt", ["json", "xml"])

@@ -14,15 +14,13 @@ from pipeline.ingest.landsat import (
     PAN_WEIGHTS,
     MTLError,
     clear_fraction,
-    find_mtl,
     pansharpen_brovey,
-    parse_odl,
     qa_flag,
     qa_masks,
-    read_mtl,
     reflectance_scaling,
     usable_mask,
 )
+from pipeline.ingest.mtl import UnsupportedProductError, find_mtl, parse_odl, read_mtl
 
 DATA = Path(__file__).parents[1] / "data" / "landsat"
 L1_ID = "LC08_L1TP_017051_20151205_20200908_02_T1"
@@ -177,7 +175,7 @@ def test_read_mtl_missing_file(tmp_path: Path) -> None:
 def test_read_mtl_rejects_non_collection2_product_id(tmp_path: Path) -> None:
     path = tmp_path / "old_MTL.txt"
     path.write_text(L1_MTL.read_text().replace(L1_ID, "LC80170512015339LGN01"))
-    with pytest.raises(MTLError, match="Collection 2") as info:
+    with pytest.raises(UnsupportedProductError, match="not a Collection 2 product id") as info:
         read_mtl(path)
     assert str(path) in str(info.value)
 
