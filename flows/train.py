@@ -9,25 +9,9 @@ from prefect import flow, get_run_logger, task
 
 from flows.config.schema import PipelineConfig
 from flows.runtime.artifacts import publish_training
+from flows.runtime.cluster import matching_resources
 from flows.runtime.provenance import RUN_RECORD, run_record, write_run_record
 from forestnet_model.bundle import BundleMeta, read_bundle_meta
-
-
-def matching_resources(client: Client, wanted: dict[str, float]) -> dict[str, float] | None:
-    """``wanted`` when some worker holds every resource in it (e.g. ``{"GPU": 1}``), else
-    None: the task then runs on any worker, which is a CPU one."""
-    if not wanted:
-        return None
-    try:
-        info = client.scheduler_info(n_workers=-1)  # all workers, not the first few
-    except TypeError:  # distributed before n_workers existed lists them all anyway
-        info = client.scheduler_info()
-    workers = info.get("workers", {})
-    for worker in workers.values():
-        held = worker.get("resources", {})
-        if all(held.get(name, 0) >= amount for name, amount in wanted.items()):
-            return dict(wanted)
-    return None
 
 
 def _train(*args):

@@ -160,19 +160,29 @@ def _wait_for_workers(client: Client, cfg: ClusterConfig, expected: int) -> None
                     joined, expected, cfg.startup_timeout_s)
 
 
-def gpu_resources(client: Client) -> dict[str, float] | None:
-    """``{"GPU": 1}`` when some worker holds a GPU resource, else None (CPU fallback)."""
-    workers = client.scheduler_info(n_workers=-1).get("workers", {}) if _accepts_n(client) \
-        else client.scheduler_info().get("workers", {})
-    if any(w.get("resources", {}).get("GPU", 0) >= 1 for w in workers.values()):
-        return {"GPU": 1}
+#: What GPU work asks for when a worker holds it (DESIGN: a Dask worker with resource GPU).
+GPU = {"GPU": 1.0}
+
+
+def matching_resources(client: Client, wanted: dict[str, float]) -> dict[str, float] | None:
+    """``wanted`` when some worker holds every resource in it (e.g. ``{"GPU": 1}``), else
+    None: the task then runs on any worker, which is a CPU one (the CPU fallback)."""
+    if not wanted:
+        return None
+    try:
+        info = client.scheduler_info(n_workers=-1)  # all workers, not the first few
+    except TypeError:  # distributed before n_workers existed lists them all anyway
+        info = client.scheduler_info()
+    for worker in info.get("workers", {}).values():
+        held = worker.get("resources", {})
+        if all(held.get(name, 0) >= amount for name, amount in wanted.items()):
+            return dict(wanted)
     return None
 
 
-def _accepts_n(client: Client) -> bool:
-    import inspect
-
-    return "n_workers" in inspect.signature(client.scheduler_info).parameters
+def gpu_resources(client: Client) -> dict[str, float] | None:
+    """``{"GPU": 1}`` when some worker holds a GPU resource, else None (CPU fallback)."""
+    return matching_resources(client, GPU)
 
 
 def gather_with_progress(

@@ -9,6 +9,7 @@ import pytest
 
 import flows.train as train_flow
 from flows.config.schema import PipelineConfig
+from flows.runtime.cluster import gpu_resources, matching_resources
 from forestnet_model.specs import TrainSpec
 
 
@@ -54,7 +55,14 @@ def _workers(*resources: dict) -> dict:
 ])
 def test_matching_resources(workers, wanted, expected):
     FakeClient.workers = workers
-    assert train_flow.matching_resources(FakeClient("x"), wanted) == expected
+    assert matching_resources(FakeClient("x"), wanted) == expected
+
+
+@pytest.mark.parametrize(("workers", "expected"), [
+    (_workers({}, {"GPU": 1}), {"GPU": 1.0}), (_workers({}, {"MEM": 8}), None)])
+def test_gpu_work_asks_for_a_gpu_only_when_a_worker_holds_one(workers, expected):
+    FakeClient.workers = workers
+    assert gpu_resources(FakeClient("x")) == expected
 
 
 @pytest.mark.parametrize(("workers", "resources"), [
