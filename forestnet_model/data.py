@@ -11,7 +11,6 @@ from __future__ import annotations
 import os
 import random
 import warnings
-from collections import OrderedDict
 from collections.abc import Iterator, Sequence
 
 import numpy as np
@@ -22,6 +21,7 @@ from torch.utils.data import Dataset, Sampler
 
 from forestnet_model.losses import IGNORE_INDEX
 from pipeline.core.drivers import DRIVER_CLASSES
+from pipeline.core.lru_cache import ByteBoundedLRU
 from pipeline.training_set.chip_store import open_chips
 
 #: A dataset key: an index (augmented from the dataset's own generator) or an index and a
@@ -179,7 +179,7 @@ class ChipDataset(Dataset):
         self.fill = enc.get("_FillValue")
         self.rng = np.random.default_rng(seed)
         self._group: tuple[int, zarr.Group] | None = None
-        self.cache = _ChipCache(int(cache_mb * 2**20)) if cache_mb > 0 else None
+        self.cache = ByteBoundedLRU(int(cache_mb * 2**20)) if cache_mb > 0 else None
 
     def __len__(self) -> int:
         return len(self.indices)
@@ -264,7 +264,7 @@ class ChipDataset(Dataset):
         # A worker process gets the settings, not the parent's cache or Zarr handle.
         state = dict(self.__dict__)
         state["_group"] = None
-        state["cache"] = _ChipCache(self.cache.budget) if self.cache is not None else None
+        state["cache"] = ByteBoundedLRU(self.cache.max_bytes) if self.cache is not None else None
         return state
 
     def __getitem__(self, key: Key) -> dict[str, torch.Tensor]:
@@ -300,31 +300,6 @@ class ChipDataset(Dataset):
         }
         if target is not None:
             item["target"] = torch.from_numpy(np.ascontiguousarray(planes[1]))
-        return item
-
-
-class _ChipCache:
-    """Least-recently-used store of decoded events, bounded in bytes."""
-
-    def __init__(self, budget: int) -> None:
-        self.budget, self.used = budget, 0
-        self._items: OrderedDict[int, tuple] = OrderedDict()
-
-    def get(self, key: int) -> tuple | None:
-        item = self._items.get(key)
-        if item is not None:
-            self._items.move_to_end(key)
-        return item
-
-    def put(self, key: int, item: tuple) -> tuple:
-        size = sum(a.nbytes for a in item if a is not None)
-        if size > self.budget:
-            return item  # larger than the whole budget: serve it uncached
-        while self.used + size > self.budget and self._items:
-            _, old = self._items.popitem(last=False)
-            self.used -= sum(a.nbytes for a in old if a is not None)
-        self._items[key] = item
-        self.used += size
         return item
 
 

@@ -10,9 +10,7 @@ the CF scale/offset (``SceneHandle.decode``) to the few pixels they use.
 from __future__ import annotations
 
 import os
-import threading
 import warnings
-from collections import OrderedDict
 from dataclasses import dataclass
 from functools import lru_cache
 from pathlib import Path
@@ -23,6 +21,8 @@ import zarr
 from affine import Affine
 from odc.geo import CRS
 from odc.geo.geobox import GeoBox
+
+from pipeline.core.lru_cache import ByteBoundedLRU
 
 #: Bytes of decoded chunks kept per process (a 512 x 512 uint16 chunk is 0.5 MiB).
 CACHE_BYTES = int(os.environ.get("FORESTNET_CHUNK_CACHE_MB", "256")) * 2**20
@@ -85,42 +85,7 @@ def _grid(x: np.ndarray, y: np.ndarray, crs: CRS) -> GeoBox:
     return GeoBox((len(y), len(x)), affine, crs)
 
 
-class ChunkCache:
-    """Decoded chunks by key, least recently used dropped first past ``max_bytes``."""
-
-    def __init__(self, max_bytes: int) -> None:
-        self.max_bytes, self.nbytes = max_bytes, 0
-        self._items: OrderedDict[tuple, np.ndarray] = OrderedDict()
-        self._lock = threading.Lock()
-        self.hits = self.misses = 0
-
-    def get(self, key: tuple) -> np.ndarray | None:
-        with self._lock:
-            value = self._items.get(key)
-            if value is None:
-                self.misses += 1
-                return None
-            self._items.move_to_end(key)
-            self.hits += 1
-            return value
-
-    def put(self, key: tuple, value: np.ndarray) -> None:
-        with self._lock:
-            if key in self._items:
-                return
-            self._items[key] = value
-            self.nbytes += value.nbytes
-            while self.nbytes > self.max_bytes and len(self._items) > 1:
-                _, old = self._items.popitem(last=False)
-                self.nbytes -= old.nbytes
-
-    def clear(self) -> None:
-        with self._lock:
-            self._items.clear()
-            self.nbytes = 0
-
-
-CACHE = ChunkCache(CACHE_BYTES)
+CACHE = ByteBoundedLRU(CACHE_BYTES)
 
 
 def read_window(
