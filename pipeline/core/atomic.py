@@ -20,15 +20,16 @@ def _host_tag() -> str:
     return "".join(c for c in socket.gethostname() if c.isalnum())[:24] or "host"
 
 
-def temp_sibling(final: Path) -> Path:
+def temp_sibling(final: Path, suffix: str = "") -> Path:
     """A unique temporary name next to ``final`` (same filesystem, so rename is atomic).
 
     The name carries the writer's pid and host, so a later run can tell a killed writer's
     leftovers from the temporaries of a writer still at work (``writer_is_gone``).
+    ``suffix`` keeps an extension that a writer needs (GDAL's GPKG driver wants ``.gpkg``).
     """
     final = Path(final)
     return final.with_name(
-        f".{final.name}.tmp-{os.getpid()}-{_host_tag()}-{uuid.uuid4().hex[:8]}")
+        f".{final.name}.tmp-{os.getpid()}-{_host_tag()}-{uuid.uuid4().hex[:8]}{suffix}")
 
 
 def _writer(name: str) -> tuple[int, str | None] | None:
@@ -70,18 +71,19 @@ def _remove(path: Path) -> None:
 
 
 @contextmanager
-def atomic_output(final: Path) -> Iterator[Path]:
+def atomic_output(final: Path, suffix: str = "") -> Iterator[Path]:
     """Yield a temporary path to write; on success it replaces ``final`` atomically.
 
     Works for files and for directories (Zarr stores, model bundles). On error the
-    temporary output is removed and ``final`` is left untouched.
+    temporary output is removed and ``final`` is left untouched. ``suffix`` ends the
+    temporary's name (see ``temp_sibling``).
     """
     final = Path(final)
     parent = final.parent
     parent.mkdir(parents=True, exist_ok=True)
     if not os.access(parent, os.W_OK):
         raise PermissionError(f"cannot write {final}: folder {parent} is not writable")
-    tmp = temp_sibling(final)
+    tmp = temp_sibling(final, suffix)
     try:
         yield tmp
         if not tmp.exists():

@@ -1,9 +1,8 @@
-"""The driver map GeoPackage: merge per-tile parts and write one QGIS-ready file, atomically.
+"""The driver map GeoPackage: one QGIS-ready file per province, written atomically.
 
-Tiles are vectorised in parallel and each writes a GeoParquet part; a GeoPackage has one
-writer, so :func:`read_parts` merges the parts and :func:`write_driver_geopackage` writes
-``<province>.gpkg`` with the driver layer, the area table, a QGIS default style and the run
-provenance. Areas are always computed in the project's equal-area CRS.
+A GeoPackage has one writer: the map parts are merged first (``pipeline.mapping.parts``),
+then :func:`write_driver_geopackage` writes ``<province>.gpkg`` with the driver layer, the
+area table, a QGIS default style and the run provenance. Areas are always computed in the project's equal-area CRS.
 """
 
 from __future__ import annotations
@@ -11,9 +10,8 @@ from __future__ import annotations
 import contextlib
 import datetime as dt
 import logging
-import os
 import sqlite3
-from collections.abc import Mapping, Sequence
+from collections.abc import Mapping
 from pathlib import Path
 
 import geopandas as gpd
@@ -22,8 +20,8 @@ import pandas as pd
 import pyogrio
 from shapely.geometry import MultiPolygon
 
+from pipeline.core.atomic import atomic_output
 from pipeline.core.drivers import DRIVER_CLASSES, DRIVER_KEYS, driver_code
-from pipeline.core.errors import ForestNetError
 from pipeline.core.grid import EQUAL_AREA_CRS
 from pipeline.export.qgis_style import categorized_qml, write_layer_style
 
@@ -67,10 +65,6 @@ AREA_TABLE_FIELDS: dict[str, str] = {
 _NON_NULL_TEXT = ("event_id", "province", "driver")
 
 
-class DriverMapPartError(ForestNetError, ValueError):
-    """A per-tile part file is unreadable or does not follow the driver-map contract."""
-
-
 def empty_driver_frame() -> gpd.GeoDataFrame:
     """An empty driver-map frame with every field, its dtype and the output CRS."""
     columns = {name: pd.Series([], dtype=_dtype(k)) for name, k in DRIVER_MAP_FIELDS.items()}
@@ -108,28 +102,6 @@ def driver_area_by_year(gdf: pd.DataFrame) -> pd.DataFrame:
     return table.sort_values(["province", "year", "driver"], kind="stable").reset_index(drop=True)
 
 
-def read_parts(paths: Sequence[Path], *, required: Sequence[str] | None = None) -> gpd.GeoDataFrame:
-    """Merge GeoParquet parts into one frame sorted by ``event_id``, one row per event.
-
-    Parts are read in path order (sorted, so the result does not depend on how a glob or
-    the parallel writers listed them); an event in several parts (tile overlap, a retried
-    batch) keeps its first row. ``required`` defaults to every field of the map.
-    """
-    needed = list(DRIVER_MAP_FIELDS if required is None else required)
-    frames = [_read_part(Path(p), needed) for p in sorted(paths, key=str)]
-    frames = [f for f in frames if not f.empty]
-    if not frames:
-        return empty_driver_frame()
-    merged = gpd.GeoDataFrame(pd.concat(frames, ignore_index=True), crs=OUTPUT_CRS)
-    merged["event_id"] = merged["event_id"].astype(str)
-    merged = merged.sort_values("event_id", kind="stable")
-    duplicated = merged["event_id"].duplicated(keep="first")
-    if duplicated.any():
-        sample = ", ".join(merged.loc[duplicated, "event_id"].unique()[:5])
-        logger.warning("dropped %d duplicate event rows (e.g. %s)", int(duplicated.sum()), sample)
-    return merged.loc[~duplicated].reset_index(drop=True)
-
-
 def write_driver_geopackage(
     features: gpd.GeoDataFrame, path: Path, *, metadata: Mapping[str, str]
 ) -> Path:
@@ -146,39 +118,21 @@ def write_driver_geopackage(
     if bad_keys := [k for k in metadata if not k or "=" in k]:
         raise ValueError(f"metadata keys must be non-empty and free of '=': {bad_keys}")
     provenance = {key: str(value) for key, value in metadata.items()}
-    tmp = path.parent / f".{path.name}.tmp-{os.getpid()}.gpkg"
-    _ensure_writable(path, tmp)
-    try:
-        _write_layer(frame, tmp, provenance)
-        _write_area_table(table, tmp)
-        write_layer_style(
-            tmp, DRIVER_MAP_LAYER, categorized_qml(), STYLE_NAME, "Forest loss coloured by driver"
-        )
-        _check_geopackage(tmp, expected_features=len(frame))
-        os.replace(tmp, path)
-    finally:  # after a successful replace only sidecars remain to clean
-        _remove_temp_files(tmp)
+    with atomic_output(path, suffix=".gpkg") as tmp:
+        try:
+            _write_layer(frame, tmp, provenance)
+            _write_area_table(table, tmp)
+            write_layer_style(tmp, DRIVER_MAP_LAYER, categorized_qml(), STYLE_NAME,
+                              "Forest loss coloured by driver")
+            _check_geopackage(tmp, expected_features=len(frame))
+        finally:  # SQLite and GDAL sidecars never outlive the write
+            _remove_sidecars(tmp)
     logger.info("wrote %d driver polygons to %s", len(frame), path)
     return path
 
 
 def _dtype(kind: str) -> str:
     return "object" if kind == "str" else kind
-
-
-def _read_part(path: Path, required: list[str]) -> gpd.GeoDataFrame:
-    try:
-        part = gpd.read_parquet(path)
-    except Exception as exc:  # pyarrow and geopandas raise many types for a bad file
-        raise DriverMapPartError(f"cannot read driver-map part {path}: {exc}") from exc
-    missing = [name for name in required if name not in part.columns]
-    if missing:
-        raise DriverMapPartError(f"driver-map part {path} lacks columns: {', '.join(missing)}")
-    if part.crs is None:
-        raise DriverMapPartError(f"driver-map part {path} has no CRS; write parts in EPSG:4326")
-    if not part.crs.equals(OUTPUT_CRS):
-        part = part.to_crs(OUTPUT_CRS)
-    return part.rename_geometry("geometry") if part.geometry.name != "geometry" else part
 
 
 def _text(value: object) -> str | None:
@@ -219,7 +173,7 @@ def _prepare(features: gpd.GeoDataFrame) -> gpd.GeoDataFrame:
     if (frame["driver_code"] != expected_codes).any():
         raise ValueError("driver_code does not match driver; set it with drivers.driver_code()")
     if frame["event_id"].duplicated().any():
-        raise ValueError("event_id is not unique; merge parts with read_parts() first")
+        raise ValueError("event_id is not unique; merge the map parts first")
     return gpd.GeoDataFrame(frame, geometry=_multipolygons(features), crs=OUTPUT_CRS)
 
 
@@ -234,20 +188,6 @@ def _multipolygons(features: gpd.GeoDataFrame) -> list[MultiPolygon]:
 
 def _ids(features: pd.DataFrame, mask: object) -> str:
     return ", ".join(map(str, features.loc[mask, "event_id"].head(5).tolist()))
-
-
-def _ensure_writable(path: Path, tmp: Path) -> None:
-    """Fail early, naming ``path``, when the output folder cannot hold the temp file."""
-    try:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        tmp.unlink(missing_ok=True)  # a stale temp file from a crashed run with our pid
-        tmp.touch()
-        tmp.unlink()
-    except PermissionError as exc:
-        message = f"cannot write driver map {path}: folder {path.parent} is not writable"
-        raise PermissionError(message) from exc
-    except OSError as exc:
-        raise OSError(f"cannot write driver map {path}: {exc.strerror or exc}") from exc
 
 
 def _write_layer(frame: gpd.GeoDataFrame, tmp: Path, provenance: dict[str, str]) -> None:
@@ -295,8 +235,8 @@ def _check_geopackage(tmp: Path, *, expected_features: int) -> None:
         raise RuntimeError(f"{tmp} is not a valid driver map: {'; '.join(filter(None, problems))}")
 
 
-def _remove_temp_files(tmp: Path) -> None:
-    """Remove the temp GeoPackage and any SQLite or GDAL sidecar it may have left."""
-    for suffix in ("", "-journal", "-wal", "-shm", ".aux.xml"):
+def _remove_sidecars(tmp: Path) -> None:
+    """Remove any SQLite or GDAL sidecar the temporary GeoPackage may have left."""
+    for suffix in ("-journal", "-wal", "-shm", ".aux.xml"):
         with contextlib.suppress(OSError):
             Path(f"{tmp}{suffix}").unlink(missing_ok=True)

@@ -21,10 +21,9 @@ from pipeline.export.geopackage import (
     AREA_TABLE,
     DRIVER_MAP_FIELDS,
     DRIVER_MAP_LAYER,
-    DriverMapPartError,
     add_area_ha,
     driver_area_by_year,
-    read_parts,
+    empty_driver_frame,
     write_driver_geopackage,
 )
 from pipeline.export.qgis_style import categorized_qml, write_layer_style
@@ -259,10 +258,7 @@ def test_read_only_folder_gives_clear_error(tmp_path: Path, features) -> None:
 def test_unwritable_folder_error_names_path(tmp_path: Path, features, monkeypatch) -> None:
     """The same check without relying on chmod, so it also runs as root."""
 
-    def refuse(self: Path, *args: object, **kwargs: object) -> None:
-        raise PermissionError(13, "Permission denied", str(self))
-
-    monkeypatch.setattr(Path, "touch", refuse)
+    monkeypatch.setattr(os, "access", lambda *args, **kwargs: False)
     target = tmp_path / "out" / "riau.gpkg"
     with pytest.raises(PermissionError, match="riau.gpkg.*not writable"):
         write_driver_geopackage(features, target, metadata=METADATA)
@@ -285,30 +281,8 @@ def test_restyling_keeps_one_default(gpkg: Path) -> None:
     assert rows == [("driver", 0), ("second", 1)]
 
 
-def test_read_parts_merges_sorts_and_dedups(tmp_path: Path) -> None:
-    first, second = _features(4, start=2), _features(4, start=0)
-    first.to_parquet(tmp_path / "part-b.parquet")
-    second.assign(model_id="dup").to_parquet(tmp_path / "part-a.parquet")
-    merged = read_parts([tmp_path / "part-b.parquet", tmp_path / "part-a.parquet"])
-    assert list(merged["event_id"]) == [f"ev-{j:04d}" for j in range(6)]
-    # ev-0002/3 are in both parts: part-a sorts first, so its rows win whatever the order.
-    assert (merged.set_index("event_id").loc[["ev-0002", "ev-0003"], "model_id"] == "dup").all()
-    assert merged.crs == "EPSG:4326"
-
-
-def test_read_parts_reports_bad_parts_by_name(tmp_path: Path, features) -> None:
-    corrupt = tmp_path / "tile-07.parquet"
-    corrupt.write_bytes(b"not parquet at all")
-    with pytest.raises(DriverMapPartError, match="tile-07.parquet"):
-        read_parts([corrupt])
-    thin = tmp_path / "tile-08.parquet"
-    features.drop(columns=["n_pixels"]).to_parquet(thin)
-    with pytest.raises(DriverMapPartError, match=r"tile-08\.parquet lacks columns: n_pixels"):
-        read_parts([thin])
-
-
 def test_empty_input_writes_valid_empty_geopackage(tmp_path: Path) -> None:
-    empty = read_parts([])
+    empty = empty_driver_frame()
     assert list(empty.columns) == [*DRIVER_MAP_FIELDS, "geometry"] and empty.crs == "EPSG:4326"
     out = write_driver_geopackage(empty, tmp_path / "empty.gpkg", metadata=METADATA)
     info = pyogrio.read_info(out, layer=DRIVER_MAP_LAYER)
