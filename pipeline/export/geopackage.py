@@ -2,7 +2,8 @@
 
 A GeoPackage has one writer: the map parts are merged first (``pipeline.mapping.parts``),
 then :func:`write_driver_geopackage` writes ``<province>.gpkg`` with the driver layer, the
-area table, a QGIS default style and the run provenance. Areas are always computed in the project's equal-area CRS.
+area table, a QGIS default style and the run provenance. Areas are always computed in the
+project's equal-area CRS.
 """
 
 from __future__ import annotations
