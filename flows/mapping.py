@@ -27,7 +27,6 @@ import pandas as pd
 from distributed import Client
 from prefect import flow, get_run_logger, task
 from prefect.artifacts import create_markdown_artifact
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TimeElapsedColumn
 from shapely.geometry.base import BaseGeometry
 
 from flows.config.schema import PipelineConfig, require_file
@@ -38,6 +37,7 @@ from flows.runtime.waves import run_in_waves
 from flows.training_set import aux_sources, chip_spec
 from forestnet_model.bundle import BundleMeta, package_versions, read_bundle_meta
 from pipeline.core.atomic import atomic_output
+from pipeline.core.progress_bar import progress_bar
 from pipeline.core.provinces import province_names, select_provinces, slug, union
 from pipeline.core.run_lock import output_lock
 from pipeline.export.driver_grid import dominant_driver_grid, write_dominant_grid
@@ -168,10 +168,8 @@ def predict_tiles(config: PipelineConfig, tiles_path: str, parts_dir: str, meta:
         for tile_id in batch:
             tally["failed"][tile_id] = f"{type(exc).__name__}: {exc}"
 
-    columns = ("[progress.description]{task.description}", BarColumn(), MofNCompleteColumn(),
-               TimeElapsedColumn())
     try:
-        with Progress(*columns, transient=False) as progress:
+        with progress_bar() as progress:
             bar = progress.add_task("map tiles", total=len(batches))
             run_in_waves(client, batches, submit, config.mapping.max_in_flight, on_result,
                          on_error, advance=lambda: progress.advance(bar))

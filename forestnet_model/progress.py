@@ -45,21 +45,10 @@ class EpochBar(AbstractContextManager):
         self.enabled, self._progress, self._task = enabled, None, None
         if not enabled:
             return
-        from rich.console import Console
-        from rich.progress import (
-            BarColumn,
-            MofNCompleteColumn,
-            Progress,
-            TextColumn,
-            TimeElapsedColumn,
-            TimeRemainingColumn,
-        )
+        from pipeline.core.progress_bar import progress_bar
 
-        self._progress = Progress(
-            TextColumn(f"epoch {epoch}"), BarColumn(), MofNCompleteColumn(),
-            TextColumn("loss {task.fields[loss]}"), TimeElapsedColumn(), TimeRemainingColumn(),
-            console=Console(stderr=True), transient=False,
-        )
+        self._progress = progress_bar(f"epoch {epoch}", extra=("loss {task.fields[loss]}",),
+                                      remaining=True)
         self._task = self._progress.add_task("train", total=total, loss="-")
 
     def __enter__(self) -> EpochBar:

@@ -18,6 +18,7 @@ from distributed.deploy import Cluster
 
 from flows.config.cluster import ClusterConfig, KubernetesConfig, SlurmConfig
 from flows.config.schema import ConfigError
+from pipeline.core.progress_bar import progress_bar
 
 log = logging.getLogger(__name__)
 
@@ -194,13 +195,8 @@ def gather_with_progress(
     progress on disk, so a killed run keeps what finished.
     """
     from distributed import as_completed
-    from rich.console import Console
-    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TimeElapsedColumn
 
-    console = Console(stderr=True)
-    columns = ("[progress.description]{task.description}", BarColumn(), MofNCompleteColumn(),
-               TimeElapsedColumn())
-    with Progress(*columns, console=console, transient=False) as progress:
+    with progress_bar() as progress:
         bar = progress.add_task(description, total=len(futures))
         # The client is not the default one (set_as_default=False): hand its loop over.
         for future in as_completed(futures, loop=client.loop):
