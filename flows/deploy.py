@@ -19,10 +19,10 @@ from prefect import Flow, flow, get_run_logger
 from pydantic import ValidationError
 
 from flows.config.input_checks import preflight
+from flows.config.overrides import with_cluster_address, with_mapping
 from flows.config.schema import (
     ConfigError,
     PipelineConfig,
-    format_validation_error,
     load_config,
     parse_years,
 )
@@ -44,24 +44,13 @@ def job_config(
     years: str | None = None,
 ) -> PipelineConfig:
     """Load a config and apply a job's overrides (validated: a bad value is one line)."""
-    cfg = load_config(Path(config))
-    if dask_address:
-        # model_copy skips validation: ClusterConfig's rule "an address always wins" covers it.
-        cfg = cfg.model_copy(
-            update={"cluster": cfg.cluster.model_copy(update={"address": dask_address})}
-        )
+    cfg = with_cluster_address(load_config(Path(config)), dask_address)
     update: dict[str, Any] = {}
     if provinces:  # naming provinces replaces --all or an AOI from the config
         update.update({"provinces": list(provinces), "all": False, "aoi": None})
     if years:
         update["years"] = parse_years(years)
-    if update:
-        try:
-            mapping = type(cfg.mapping).model_validate({**cfg.mapping.model_dump(), **update})
-        except ValidationError as exc:
-            raise ConfigError(f"mapping override: {format_validation_error(exc)}") from None
-        cfg = cfg.model_copy(update={"mapping": mapping})
-    return cfg
+    return with_mapping(cfg, update, "mapping override")
 
 
 def _on_cluster(
@@ -178,7 +167,6 @@ def deployment_plan(
 def check_cron(cron: str) -> None:
     """A ConfigError unless ``cron`` is a valid 5-field cron string."""
     from prefect.client.schemas.schedules import CronSchedule
-    from pydantic import ValidationError
 
     try:
         CronSchedule(cron=cron, timezone=TIMEZONE)

@@ -11,7 +11,6 @@ from pathlib import Path
 from typing import Annotated
 
 import typer
-from pydantic import ValidationError
 
 from flows.cli.support import (
     DEFAULT_DEMO_CONFIG,
@@ -23,10 +22,10 @@ from flows.cli.support import (
     app,
     console,
 )
+from flows.config.overrides import with_mapping
 from flows.config.schema import (
     ConfigError,
     PipelineConfig,
-    format_validation_error,
     parse_years,
     require_file,
 )
@@ -200,14 +199,7 @@ def map_(
             update["driver_raster"] = True
         if dominant_grid:
             update["dominant_grid"] = True
-        if update:
-            merged = {**cfg.mapping.model_dump(), **update}
-            try:
-                mapping = type(cfg.mapping).model_validate(merged)
-            except ValidationError as exc:
-                raise ConfigError(f"map options: {format_validation_error(exc)}") from None
-            cfg = cfg.model_copy(update={"mapping": mapping})
-        result = _run(cfg, mapping_flow, "map")
+        result = _run(with_mapping(cfg, update), mapping_flow, "map")
         for gpkg in result["geopackages"]:
             typer.echo(f"GeoPackage: {gpkg}")
         tiles, summary = result["tiles"], result["summary"]

@@ -16,6 +16,7 @@ from rich.console import Console
 from rich.markup import escape
 
 from flows.config.input_checks import preflight
+from flows.config.overrides import with_cluster_address
 from flows.config.schema import (
     PipelineConfig,
     load_config,
@@ -43,12 +44,7 @@ def _user_errors() -> tuple[type[BaseException], ...]:
 
 
 def _load(config: Path | None, address: str | None) -> PipelineConfig:
-    cfg = load_config(config)
-    if address:
-        cfg = cfg.model_copy(
-            update={"cluster": cfg.cluster.model_copy(update={"address": address})}
-        )
-    return cfg
+    return with_cluster_address(load_config(config), address)
 
 
 def _run(config: PipelineConfig, flow: Callable[[PipelineConfig, str], dict], verb: str) -> dict:
