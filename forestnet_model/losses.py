@@ -29,13 +29,6 @@ def _empty(targets: torch.Tensor) -> bool:
     return bool((targets == IGNORE_INDEX).all())
 
 
-def region_cross_entropy(
-    logits: torch.Tensor, mask: torch.Tensor, labels: torch.Tensor,
-    class_weights: torch.Tensor | None = None,
-) -> torch.Tensor:
-    """Cross-entropy averaged over loss-region pixels (ForestNet's training objective)."""
-    return pixel_cross_entropy(logits, pixel_targets(mask, labels), class_weights)
-
 
 def pixel_cross_entropy(
     logits: torch.Tensor, targets: torch.Tensor, class_weights: torch.Tensor | None = None,

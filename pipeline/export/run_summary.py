@@ -14,14 +14,12 @@ import json
 import math
 import os
 from collections.abc import Mapping
-from pathlib import Path
 from typing import Any
 
 import geopandas as gpd
 import numpy as np
 import pandas as pd
 
-from pipeline.core.atomic import atomic_output
 from pipeline.core.drivers import DRIVER_CLASSES
 from pipeline.export.geopackage import add_area_ha, driver_area_by_year
 
@@ -92,18 +90,6 @@ def summarise_run(
         "extra": _json_safe(dict(extra or {})),
     }
 
-
-def write_run_summary(summary: Mapping[str, Any], path: Path) -> Path:
-    """Write ``summary`` as indented JSON at ``path`` atomically and return ``path``.
-
-    ``allow_nan=False``: NaN is not JSON, and a summary other tools cannot parse is worse
-    than a loud failure here.
-    """
-    text = json.dumps(summary, indent=2, allow_nan=False) + "\n"
-    path = Path(path)
-    with atomic_output(path) as tmp:
-        tmp.write_text(text, encoding="utf-8")
-    return path
 
 
 def render_summary_markdown(summary: Mapping[str, Any]) -> str:

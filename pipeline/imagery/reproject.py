@@ -14,7 +14,6 @@ from rasterio.vrt import WarpedVRT
 from rasterio.warp import reproject
 
 from pipeline.core.errors import ForestNetError
-from pipeline.core.grid import geobox_from_rio
 from pipeline.imagery.fast_warp import fast_warp
 
 
@@ -129,7 +128,3 @@ def window_roi(source: GeoBox, target: GeoBox, margin: int = 4) -> tuple[slice, 
     return slice(r0, r1), slice(c0, c1)
 
 
-def raster_geobox(path: Path) -> GeoBox:
-    """The grid of a raster file."""
-    with rasterio.open(path) as src:
-        return geobox_from_rio(src.crs, src.transform, src.shape)

@@ -49,16 +49,6 @@ def scene_geobox(ds: xr.Dataset):
     return geobox_from_rio(da.rio.crs, da.rio.transform(), (da.sizes["y"], da.sizes["x"]))
 
 
-def pan_geobox(ds: xr.Dataset):
-    """The 15 m ``GeoBox`` of an opened scene's pan band, from its stored coordinates."""
-    from affine import Affine
-    from odc.geo.geobox import GeoBox
-
-    x, y = ds["x_pan"].values, ds["y_pan"].values
-    rx, ry = float(x[1] - x[0]), float(y[1] - y[0])
-    affine = Affine(rx, 0.0, float(x[0]) - rx / 2, 0.0, ry, float(y[0]) - ry / 2)
-    return GeoBox((len(y), len(x)), affine, scene_geobox(ds).crs)
-
 
 def scene_row(store: Path, scene_id: str, status: str, source: str = "") -> dict:
     """Index row of an ingested scene, read back from its group."""

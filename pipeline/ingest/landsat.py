@@ -117,10 +117,6 @@ def qa_flag(qa: np.ndarray, name: str) -> np.ndarray:
     return (np.asarray(qa, dtype=np.uint16) >> QA_BITS[name]) & 1 == 1
 
 
-def qa_masks(qa: np.ndarray) -> dict[str, np.ndarray]:
-    """All named QA_PIXEL masks: fill, dilated_cloud, cirrus, cloud, cloud_shadow, ..."""
-    return {name: qa_flag(qa, name) for name in QA_BITS}
-
 
 def usable_mask(qa: np.ndarray) -> np.ndarray:
     """Pixels with usable surface: not fill, cloud, dilated cloud, cirrus or shadow."""

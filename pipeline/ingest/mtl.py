@@ -52,22 +52,6 @@ def preferred_mtl(names: list[str]) -> str | None:
     return ranked[0][1] if ranked else None
 
 
-def find_metadata(folder: Path) -> Path:
-    """The one MTL of a product folder to read (txt preferred), or a clear error."""
-    folder = Path(folder)
-    names = [p.name for p in folder.iterdir() if p.is_file()] if folder.is_dir() else []
-    found = preferred_mtl(names)
-    if found is None:
-        raise MTLError(
-            f"{folder}: no *_MTL.txt (nor _MTL.json / _MTL.xml); "
-            "a Landsat product folder holds one"
-        )
-    fmt = mtl_format(found)
-    same = [n for n in names if mtl_format(n) == fmt]
-    if len(same) > 1:
-        raise MTLError(f"{folder}: {len(same)} *_MTL.{fmt} files; a product folder holds one")
-    return folder / found
-
 
 def parse_odl(text: str) -> dict:
     """Parse USGS ODL (``GROUP = ... END_GROUP``) into nested dicts with typed values."""
@@ -111,12 +95,20 @@ def odl_value(value: str) -> str | int | float:
 
 
 def find_mtl(folder: Path) -> Path:
-    """The ``*_MTL.txt`` of a product folder, or a clear error."""
-    found = sorted(Path(folder).glob("*_MTL.txt"))
-    if len(found) != 1:
-        what = "no *_MTL.txt" if not found else f"{len(found)} MTL files"
-        raise MTLError(f"{folder}: {what}; a Landsat product folder holds exactly one")
-    return found[0]
+    """The one MTL of a product folder to read (txt, else json, else xml), or a clear error."""
+    folder = Path(folder)
+    names = [p.name for p in folder.iterdir() if p.is_file()] if folder.is_dir() else []
+    found = preferred_mtl(names)
+    if found is None:
+        raise MTLError(
+            f"{folder}: no *_MTL.txt (nor _MTL.json / _MTL.xml); "
+            "a Landsat product folder holds one"
+        )
+    fmt = mtl_format(found)
+    same = [n for n in names if mtl_format(n) == fmt]
+    if len(same) > 1:
+        raise MTLError(f"{folder}: {len(same)} *_MTL.{fmt} files; a product folder holds one")
+    return folder / found
 
 
 def metadata_from_tree(tree: dict, where: str) -> SceneMetadata:

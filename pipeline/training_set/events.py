@@ -25,7 +25,7 @@ from odc.geo import XY
 from odc.geo.geom import BoundingBox
 from odc.geo.gridspec import GridSpec
 from scipy import ndimage
-from shapely.geometry import Point, box, shape
+from shapely.geometry import Point, shape
 from shapely.geometry.base import BaseGeometry
 from shapely.ops import unary_union
 
@@ -174,10 +174,6 @@ def _tile_labels(mask: np.ndarray, transform) -> np.ndarray:
     return np.where(mask, ids, 0)
 
 
-def tile_index(lon: float, lat: float) -> tuple[int, int]:
-    """The (ix, iy) of the :data:`TILE_GRID` tile holding a point."""
-    return math.floor(lon / TILE_DEGREES), math.floor(lat / TILE_DEGREES)
-
 
 def snap_to_tiles(bounds: tuple[float, float, float, float]) -> tuple[float, float, float, float]:
     """Grow lon/lat ``bounds`` to whole :data:`TILE_GRID` tiles."""
@@ -269,11 +265,6 @@ def empty_events() -> gpd.GeoDataFrame:
     )
 
 
-def clip_to_area(events: gpd.GeoDataFrame, area: BaseGeometry) -> gpd.GeoDataFrame:
-    """Events whose anchor (representative point) lies inside ``area``: one owner per event."""
-    anchors = events.geometry.representative_point()
-    return events[anchors.within(area)].reset_index(drop=True)
-
 
 def write_events(events: gpd.GeoDataFrame, path: Path) -> Path:
     """Write ``events.parquet`` atomically."""
@@ -287,6 +278,3 @@ def read_events(path: Path) -> gpd.GeoDataFrame:
     return gpd.read_parquet(path)
 
 
-def bbox_polygon(bounds: tuple[float, float, float, float]) -> BaseGeometry:
-    """A lon/lat bounding box as a polygon."""
-    return box(*bounds)

@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import io
 import pickle
-from pathlib import Path
 
 import shapely
 from shapely.geometry.base import BaseGeometry
@@ -107,7 +106,3 @@ def loads_geometry(data: bytes, name: str = "<bytes>") -> BaseGeometry:
     return obj
 
 
-def load_geometry(path: Path) -> BaseGeometry:
-    """Read a pickled shapely geometry from a file, safely (see the module docstring)."""
-    path = Path(path)
-    return loads_geometry(path.read_bytes(), str(path))

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 import numpy as np
@@ -13,7 +12,6 @@ from pipeline.export.run_summary import (
     SUMMARY_SCHEMA,
     render_summary_markdown,
     summarise_run,
-    write_run_summary,
 )
 from tests.mapped_features import NO_IMAGERY, make_features, utm_squares
 
@@ -72,14 +70,6 @@ def test_tiles_time_and_extra_are_plain_json(summary):
     assert summary["extra"] == {"run_id": "abc", "n": 7, "out": "/maps/riau.gpkg"}
     assert type(summary["extra"]["n"]) is int
 
-
-def test_json_file_round_trips_and_replaces_atomically(summary, tmp_path):
-    path = tmp_path / "out" / "run_summary.json"
-    assert write_run_summary(summary, path) == path
-    assert json.loads(path.read_text()) == summary
-    write_run_summary({**summary, "seconds": 1.0}, path)  # overwrite in place
-    assert json.loads(path.read_text())["seconds"] == 1.0
-    assert [p.name for p in path.parent.iterdir()] == ["run_summary.json"]
 
 
 def test_missing_areas_are_measured_in_the_equal_area_crs(features):

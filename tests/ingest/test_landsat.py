@@ -12,11 +12,11 @@ import pytest
 
 from pipeline.ingest.landsat import (
     PAN_WEIGHTS,
+    QA_BITS,
     MTLError,
     clear_fraction,
     pansharpen_brovey,
     qa_flag,
-    qa_masks,
     reflectance_scaling,
     usable_mask,
 )
@@ -197,7 +197,7 @@ def test_find_mtl(tmp_path: Path) -> None:
         find_mtl(tmp_path)
     (tmp_path / "a_MTL.txt").write_text("")
     (tmp_path / "b_MTL.txt").write_text("")
-    with pytest.raises(MTLError, match="2 MTL files"):
+    with pytest.raises(MTLError, match=r"2 \*_MTL\.txt files"):
         find_mtl(tmp_path)
 
 
@@ -241,31 +241,6 @@ def test_scaling_unknown_band() -> None:
 def test_typical_clear_value() -> None:
     assert CLEAR == 21824  # the Collection 2 "clear, low confidence" value seen in real scenes
 
-
-@pytest.mark.parametrize(
-    ("value", "flags", "usable"),
-    [
-        (CLEAR, {"clear"}, True),
-        (FILL, {"fill"}, False),
-        (CLOUD, {"cloud"}, False),
-        (SHADOW, {"cloud_shadow"}, False),
-        (DILATED, {"dilated_cloud"}, False),
-        (CIRRUS, {"cirrus"}, False),
-        (WATER, {"water", "clear"}, True),
-        (SNOW, {"snow"}, True),
-        (0xFF00, set(), True),  # confidences alone set no flag
-        (CLOUD | SHADOW, {"cloud", "cloud_shadow"}, False),
-    ],
-)
-def test_qa_masks(value: int, flags: set[str], usable: bool) -> None:
-    qa = np.array([[value]], dtype=np.uint16)
-    masks = qa_masks(qa)
-    assert set(masks) == {
-        "fill", "dilated_cloud", "cirrus", "cloud", "cloud_shadow", "snow", "clear", "water",
-    }
-    assert {name for name, mask in masks.items() if mask[0, 0]} == flags
-    assert masks["cloud"].dtype == bool and masks["cloud"].shape == (1, 1)
-    assert bool(usable_mask(qa)[0, 0]) is usable
 
 
 def test_qa_flag_on_arrays() -> None:
@@ -330,6 +305,28 @@ def test_pansharpen_brovey_keeps_float32_and_numpys_numbers() -> None:
                          strict=True):
         assert got.dtype == np.float32 and got.shape == band.shape
         np.testing.assert_array_equal(got, band * ratio)
+
+
+@pytest.mark.parametrize(
+    ("value", "flags", "usable"),
+    [
+        (CLEAR, {"clear"}, True),
+        (FILL, {"fill"}, False),
+        (CLOUD, {"cloud"}, False),
+        (SHADOW, {"cloud_shadow"}, False),
+        (DILATED, {"dilated_cloud"}, False),
+        (CIRRUS, {"cirrus"}, False),
+        (WATER, {"water", "clear"}, True),
+        (SNOW, {"snow"}, True),
+        (0xFF00, set(), True),  # confidences alone set no flag
+        (CLOUD | SHADOW, {"cloud", "cloud_shadow"}, False),
+    ],
+)
+def test_qa_flags_and_usable_pixels(value: int, flags: set[str], usable: bool) -> None:
+    qa = np.array([[value]], dtype=np.uint16)
+    assert {name for name in QA_BITS if qa_flag(qa, name)[0, 0]} == flags
+    assert qa_flag(qa, "cloud").dtype == bool and qa_flag(qa, "cloud").shape == (1, 1)
+    assert bool(usable_mask(qa)[0, 0]) is usable
 
 
 def test_pansharpen_brovey_leaves_dark_and_invalid_pixels_unchanged() -> None:

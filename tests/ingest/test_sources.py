@@ -12,7 +12,7 @@ from pipeline.ingest.landsat import MTLError
 from pipeline.ingest.mtl import (
     UnsupportedProductError,
     check_supported,
-    find_metadata,
+    find_mtl,
     mtl_format,
     preferred_mtl,
 )
@@ -217,9 +217,9 @@ def test_mtl_preference_is_txt_then_json_then_xml(tmp_path: Path) -> None:
     assert mtl_format("X_mtl.JSON") == "json" and mtl_format("X_ANG.txt") is None
     (tmp_path / "p_MTL.xml").write_text("<x/>")
     (tmp_path / "p_MTL.json").write_text("{}")
-    assert find_metadata(tmp_path).name == "p_MTL.json"
+    assert find_mtl(tmp_path).name == "p_MTL.json"
     with pytest.raises(MTLError, match="no \\*_MTL.txt"):
-        find_metadata(tmp_path / "nothing-here")
+        find_mtl(tmp_path / "nothing-here")
 
 
 @pytest.mark.parametrize(("product_id", "reason"), [

@@ -14,7 +14,7 @@ import torch.nn.functional as F
 from safetensors.torch import save_file
 from torch import nn
 
-from forestnet_model.losses import region_cross_entropy
+from forestnet_model.losses import pixel_cross_entropy, pixel_targets
 from forestnet_model.metrics import classification_report, confusion_matrix, f1_per_class
 from forestnet_model.model import (
     ForestNetModel,
@@ -284,11 +284,11 @@ def test_region_cross_entropy_ignores_pixels_outside_the_mask():
     mask[0, 1:3, 1:4] = 1
     mask[1, 5, 0] = 1
     labels = torch.tensor([2, 0])
-    loss = region_cross_entropy(logits, mask, labels)
+    loss = pixel_cross_entropy(logits, pixel_targets(mask, labels))
 
     changed = logits.clone()
     changed[mask.bool().unsqueeze(1).expand_as(changed).logical_not()] = 100.0
-    torch.testing.assert_close(region_cross_entropy(changed, mask, labels), loss)
+    torch.testing.assert_close(pixel_cross_entropy(changed, pixel_targets(mask, labels)), loss)
 
     # Equals plain cross-entropy over the region pixels alone.
     inside = mask.bool()
@@ -296,13 +296,13 @@ def test_region_cross_entropy_ignores_pixels_outside_the_mask():
     targets = labels.view(-1, 1, 1).expand_as(mask)[inside]
     torch.testing.assert_close(loss, F.cross_entropy(pixels, targets))
     weights = torch.tensor([0.5, 1.0, 2.0, 4.0])
-    torch.testing.assert_close(region_cross_entropy(logits, mask, labels, weights),
+    torch.testing.assert_close(pixel_cross_entropy(logits, pixel_targets(mask, labels), weights),
                                F.cross_entropy(pixels, targets, weight=weights))
 
 
 def test_region_cross_entropy_of_empty_mask_is_zero_with_gradient():
     logits = torch.randn(2, 4, 5, 5, requires_grad=True)
-    loss = region_cross_entropy(logits, torch.zeros(2, 5, 5), torch.tensor([1, 3]))
+    loss = pixel_cross_entropy(logits, pixel_targets(torch.zeros(2, 5, 5), torch.tensor([1, 3])))
     assert loss.item() == 0.0
     assert loss.requires_grad
     loss.backward()

@@ -177,7 +177,7 @@ def test_the_payload_is_live(tmp_path: Path) -> None:
 def test_malicious_loss_region_pickle_is_refused(tmp_path: Path, protocol: int) -> None:
     from pipeline.imagery.views import ChipSpec
     from pipeline.training_set.release_import import plan_release
-    from pipeline.training_set.safe_pickle import UnsafePickleError, load_geometry
+    from pipeline.training_set.safe_pickle import UnsafePickleError, loads_geometry
     from tests.release_fixture import EXAMPLES, write_release
 
     release = write_release(tmp_path / "release", EXAMPLES[:2])
@@ -186,7 +186,7 @@ def test_malicious_loss_region_pickle_is_refused(tmp_path: Path, protocol: int) 
     pkl.write_bytes(pickle.dumps(ShellPayload(marker), protocol=protocol))
 
     with pytest.raises(UnsafePickleError) as info:
-        load_geometry(pkl)
+        loads_geometry(pkl.read_bytes(), str(pkl))
     assert str(pkl) in str(info.value) and "refused global" in str(info.value)
     events, problems = plan_release(str(release), ChipSpec())
     assert len(events) == 1 and len(problems) == 1  # the other example is imported

@@ -16,8 +16,6 @@ from shapely.geometry import Point, box
 from pipeline.training_set.events import (
     EVENT_COLUMNS,
     EventInputError,
-    bbox_polygon,
-    clip_to_area,
     events_from_forestnet_csvs,
     loss_regions,
     read_events,
@@ -275,30 +273,6 @@ def test_events_from_csvs_picks_the_nearest_region(tmp_path: Path, lossyear: Pat
 
 # --- Areas and files ---------------------------------------------------------------------------
 
-
-def test_clip_to_area_uses_the_representative_point(regions: gpd.GeoDataFrame) -> None:
-    # The area holds all of touch_2014 and the first column of touch_2015.
-    area = _pixel_box(75, 90, 75, 86)
-    kept = clip_to_area(regions, area)
-    assert list(kept.index) == list(range(len(kept)))
-    touch_2015 = _match(regions, "touch_2015")
-    assert touch_2015.geometry.intersects(area)  # it overlaps, yet another area owns it
-    assert list(kept["n_pixels"]) == [25] and list(kept["loss_year"]) == [2014]
-    everything = clip_to_area(regions, bbox_polygon(BOUNDS))
-    assert len(everything) == len(regions)
-    assert clip_to_area(regions, box(0, 0, 1, 1)).empty
-
-
-def test_clip_partitions_events_between_neighbouring_areas(regions: gpd.GeoDataFrame) -> None:
-    # Split the raster in two along a column that cuts through the blobs: each event is
-    # owned by exactly one side.
-    cut = WEST + 86 * RES
-    west = box(BOUNDS[0], BOUNDS[1], cut, BOUNDS[3])
-    east = box(cut, BOUNDS[1], BOUNDS[2], BOUNDS[3])
-    ids_west = set(clip_to_area(regions, west)["event_id"])
-    ids_east = set(clip_to_area(regions, east)["event_id"])
-    assert ids_west.isdisjoint(ids_east)
-    assert ids_west | ids_east == set(regions["event_id"])
 
 
 def test_write_and_read_events(regions: gpd.GeoDataFrame, tmp_path: Path) -> None:

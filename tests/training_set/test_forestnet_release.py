@@ -24,7 +24,7 @@ from pipeline.training_set.chip_store import finalize_chip_store, init_chip_stor
 from pipeline.training_set.events import write_events
 from pipeline.training_set.release_import import IMAGE_SCALE, plan_release
 from pipeline.training_set.release_reader import ReleaseError, ReleaseReader
-from pipeline.training_set.safe_pickle import UnsafePickleError, load_geometry, loads_geometry
+from pipeline.training_set.safe_pickle import UnsafePickleError, loads_geometry
 from tests.release_fixture import EXAMPLES, pixels, write_release, zip_release
 from tests.tiny_config import write_tiny_config
 
@@ -92,7 +92,7 @@ def test_malicious_pickle_is_refused_and_runs_nothing(tmp_path: Path) -> None:
     path = tmp_path / "forest_loss_region.pkl"
     path.write_bytes(pickle.dumps(_Evil(target)))
     with pytest.raises(UnsafePickleError, match="refused global") as info:
-        load_geometry(path)
+        loads_geometry(path.read_bytes(), str(path))
     assert str(path) in str(info.value)
     assert not target.exists()
 
