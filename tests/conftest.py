@@ -85,3 +85,12 @@ def cli_on_shared_prefect(shared_prefect_server: dict) -> Iterator[None]:
     with pytest.MonkeyPatch.context() as patch:
         patch.setenv("PREFECT_API_URL", shared_prefect_server["api"])
         yield
+
+
+@pytest.fixture(scope="session")
+def border_map_inputs(tmp_path_factory: pytest.TempPathFactory) -> dict:
+    """One tiny world on the Kalimantan Tengah / Selatan border, ingested, with an untrained
+    bundle: the mapping-flow, fault and deployment tests each clone it (``clone_map_job``)."""
+    from tests.map_job import make_map_job
+
+    return make_map_job(tmp_path_factory.mktemp("border-world"), {})

@@ -6,6 +6,7 @@ are random (seeded), which keeps these tests about tiling, merging, writing and 
 
 from __future__ import annotations
 
+import shutil
 import subprocess
 import sys
 from dataclasses import replace
@@ -50,6 +51,16 @@ def make_map_job(folder: Path, mapping: dict, centre: tuple[float, float] = BORD
     ingest_world(world, work / "scenes.zarr")
     untrained_bundle(work / "model" / "bundle")
     return {"folder": folder, "world": world, "config": config, "work": work}
+
+
+def clone_map_job(job: dict, folder: Path, mapping: dict) -> dict:
+    """A job of its own over ``job``'s world: a copy of its scene store and bundle, and a
+    config with other mapping settings. Runs in the clone never touch ``job``'s outputs."""
+    config = write_tiny_config(folder, job["world"], mapping=mapping)
+    work = Path(yaml.safe_load(config.read_text())["workdir"])
+    for name in ("scenes.zarr", "model"):
+        shutil.copytree(job["work"] / name, work / name)
+    return {"folder": folder, "world": job["world"], "config": config, "work": work}
 
 
 def geopackages(result: subprocess.CompletedProcess) -> list[Path]:

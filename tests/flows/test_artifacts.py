@@ -37,7 +37,7 @@ from pipeline.core.provinces import select_provinces
 from pipeline.export.geopackage import empty_driver_frame
 from pipeline.export.summary_map import write_driver_png
 from tests.ingest_inputs import threads_cluster
-from tests.map_job import make_map_job
+from tests.map_job import clone_map_job
 from tests.model.test_report import METRICS
 
 INLINE_PNG = re.compile(r"!\[[^\]]*\]\(data:image/png;base64,([A-Za-z0-9+/=]+)\)")
@@ -169,9 +169,10 @@ def test_quick_look_maps_are_published_inline(prefect_harness, tmp_path: Path) -
     assert inlined == [p.read_bytes() for p in pngs]
 
 
-def test_the_map_flow_publishes_its_quick_look(prefect_harness, tmp_path: Path) -> None:
-    job = make_map_job(tmp_path, {"provinces": ["Kalimantan Tengah"], "years": [2013, 2016],
-                                  "tiles_per_task": 2})
+def test_the_map_flow_publishes_its_quick_look(prefect_harness, border_map_inputs: dict,
+                                               tmp_path: Path) -> None:
+    job = clone_map_job(border_map_inputs, tmp_path, {
+        "provinces": ["Kalimantan Tengah"], "years": [2013, 2016], "tiles_per_task": 2})
     config = load_config(job["config"])
     with threads_cluster() as address:
         state = mapping_flow(config, address, return_state=True)

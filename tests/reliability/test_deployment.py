@@ -21,7 +21,7 @@ import pyogrio
 import pytest
 
 from pipeline.export.geopackage import DRIVER_MAP_LAYER
-from tests.map_job import make_map_job
+from tests.map_job import clone_map_job
 from tests.prefect_server import PREFECT, REPO, prefect_server, session_process, tail
 
 # Under load a served run has taken minutes on 2 shared cores.
@@ -47,9 +47,9 @@ def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict]:
 
 
 @pytest.fixture(scope="module")
-def map_job(tmp_path_factory: pytest.TempPathFactory) -> dict:
+def map_job(border_map_inputs: dict, tmp_path_factory: pytest.TempPathFactory) -> dict:
     """The inputs of the map deployment: scenes ingested, a bundle, a config."""
-    return make_map_job(tmp_path_factory.mktemp("deployed"), {
+    return clone_map_job(border_map_inputs, tmp_path_factory.mktemp("deployed"), {
         "provinces": ["Kalimantan Tengah"], "years": [2013, 2016], "tiles_per_task": 2})
 
 

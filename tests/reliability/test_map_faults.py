@@ -20,7 +20,7 @@ import pandas as pd
 import psutil
 import pytest
 
-from tests.map_job import forestnet, geopackages, make_map_job, read_map
+from tests.map_job import clone_map_job, forestnet, geopackages, read_map
 
 # Every CLI run here talks to the session's Prefect server, not a temporary API.
 pytestmark = [pytest.mark.slow, pytest.mark.usefixtures("cli_on_shared_prefect")]
@@ -29,10 +29,10 @@ PROVINCES = ["Kalimantan Tengah", "Kalimantan Selatan"]
 
 
 @pytest.fixture(scope="module")
-def job(tmp_path_factory: pytest.TempPathFactory) -> dict:
+def job(border_map_inputs: dict, tmp_path_factory: pytest.TempPathFactory) -> dict:
     # One tile per task and one task in flight: the run advances tile by tile, so a kill
     # lands between finished and unfinished tiles.
-    return make_map_job(tmp_path_factory.mktemp("faults"), {
+    return clone_map_job(border_map_inputs, tmp_path_factory.mktemp("faults"), {
         "provinces": PROVINCES, "years": [2013, 2016], "tiles_per_task": 1,
         "max_in_flight": 1, "min_event_pixels": 1})
 
