@@ -94,3 +94,21 @@ def border_map_inputs(tmp_path_factory: pytest.TempPathFactory) -> dict:
     from tests.map_job import make_map_job
 
     return make_map_job(tmp_path_factory.mktemp("border-world"), {})
+
+
+@pytest.fixture(scope="session")
+def border_map_run(border_map_inputs: dict, shared_prefect_server: dict,
+                   tmp_path_factory: pytest.TempPathFactory) -> dict:
+    """`forestnet map` over both border provinces, run once: the mapping-flow tests read it
+    and the fault tests compare their killed-and-resumed maps with it."""
+    from tests.map_job import BORDER_PROVINCES, clone_map_job, forestnet, geopackages, read_map
+
+    job = clone_map_job(border_map_inputs, tmp_path_factory.mktemp("border"), {
+        "provinces": BORDER_PROVINCES, "years": [2013, 2016], "tiles_per_task": 2,
+        "min_event_pixels": 1})
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setenv("PREFECT_API_URL", shared_prefect_server["api"])
+        first = forestnet("map", "--config", str(job["config"]))
+    assert first.returncode == 0, first.stderr[-4000:]
+    maps = {p.name: read_map(p) for p in geopackages(first)}
+    return {**job, "first": first, "maps": maps}

@@ -20,6 +20,7 @@ from tests.tiny_config import write_tiny_config
 
 #: A point on the bundled Kalimantan Tengah / Kalimantan Selatan border.
 BORDER = (114.475, -3.14)
+BORDER_PROVINCES = ["Kalimantan Tengah", "Kalimantan Selatan"]
 
 
 def forestnet(*args: str, timeout: int = 420) -> subprocess.CompletedProcess:

@@ -20,23 +20,17 @@ import shapely
 from pipeline.core.provinces import select_provinces
 from pipeline.export.geopackage import AREA_TABLE, DRIVER_MAP_FIELDS, DRIVER_MAP_LAYER
 from pipeline.mapping.loss_pieces import year_mask
-from tests.map_job import BORDER, clone_map_job, forestnet, geopackages, read_map
+from tests.map_job import BORDER, BORDER_PROVINCES, forestnet, geopackages, read_map
 
 # Every CLI run here talks to the session's Prefect server, not a temporary API.
 pytestmark = [pytest.mark.slow, pytest.mark.usefixtures("cli_on_shared_prefect")]
 
-PROVINCES = ["Kalimantan Tengah", "Kalimantan Selatan"]
+PROVINCES = BORDER_PROVINCES
 
 
 @pytest.fixture(scope="module")
-def border_job(border_map_inputs: dict, tmp_path_factory: pytest.TempPathFactory) -> dict:
-    job = clone_map_job(border_map_inputs, tmp_path_factory.mktemp("border"), {
-        "provinces": PROVINCES, "years": [2013, 2016], "tiles_per_task": 2,
-        "min_event_pixels": 1})
-    first = forestnet("map", "--config", str(job["config"]))
-    assert first.returncode == 0, first.stderr[-4000:]
-    maps = {p.name: read_map(p) for p in geopackages(first)}
-    return {**job, "first": first, "maps": maps}
+def border_job(border_map_run: dict) -> dict:
+    return border_map_run
 
 
 def test_one_geopackage_per_province_with_the_contract(border_job: dict) -> None:
