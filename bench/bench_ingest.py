@@ -175,11 +175,14 @@ def main() -> None:
 
     from distributed import Client, LocalCluster
 
+    from flows.runtime.cluster import tune_workers
+
     seconds: dict[str, list[float]] = {k: [] for k in (
         "raw", "raw_parallel", "in_process", "in_process_1_thread", "cluster")}
     with LocalCluster(n_workers=args.workers, threads_per_worker=1, processes=True,
                       dashboard_address=None, memory_limit="4GiB") as cluster, \
             Client(cluster) as client:
+        tune_workers(client)  # as the flow's clusters do
         client.run(_warm_worker)
         ingest_on_cluster(client, products[:args.workers], folder / "warm.zarr")
         # Each round times the baselines and every ingest back to back, so a ratio pairs

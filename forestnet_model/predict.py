@@ -12,7 +12,6 @@ from forestnet_model.bundle import BundleMeta, load_bundle
 from forestnet_model.data import normalise, normalise_scalars, pad_to_multiple
 from forestnet_model.model import as_forestnet
 from forestnet_model.train import pick_device, to_device
-from pipeline.core.runtime import tune_malloc_for_tensors
 
 
 @lru_cache(maxsize=2)
@@ -22,7 +21,6 @@ def cached_bundle(path: str, device: str) -> tuple[torch.nn.Module, BundleMeta]:
     The module maps ``model(x)`` to pixel logits whatever the bundle holds; a fusion
     bundle's head is reached through :func:`predict_events`.
     """
-    tune_malloc_for_tensors()
     model, meta = load_bundle(Path(path))
     model = model.to(device)
     if device == "cuda":

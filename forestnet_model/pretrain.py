@@ -32,7 +32,6 @@ from forestnet_model.progress import EpochBar, progress_enabled
 from forestnet_model.specs import ModelSpec, TrainSpec
 from forestnet_model.train import pick_device, seed_everything, to_device
 from pipeline.core.atomic import atomic_output
-from pipeline.core.runtime import tune_malloc_for_tensors
 from pipeline.training_set.chip_store import open_chips
 
 log = logging.getLogger(__name__)
@@ -71,7 +70,6 @@ def pretrain_encoder(
     """
     out = Path(out)
     seed_everything(train_spec.seed)
-    tune_malloc_for_tensors()
     if train_spec.num_threads:
         torch.set_num_threads(train_spec.num_threads)
     device = pick_device(train_spec.device)

@@ -38,7 +38,6 @@ from forestnet_model.progress import EpochBar, MetricsLog, progress_enabled
 from forestnet_model.specs import ModelSpec, TrainSpec
 from pipeline.core.atomic import atomic_output
 from pipeline.core.drivers import DRIVER_CLASSES
-from pipeline.core.runtime import tune_malloc_for_tensors
 from pipeline.training_set.chip_store import open_chips
 
 __all__ = ["ModelSpec", "TrainSpec", "TrainStep", "evaluate", "make_loaders", "pick_device",
@@ -210,7 +209,6 @@ def train_model(chips_path: Path, out_dir: Path, model_spec: ModelSpec, spec: Tr
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     seed_everything(spec.seed)
-    tune_malloc_for_tensors()
     if spec.num_threads:
         torch.set_num_threads(spec.num_threads)
     device = pick_device(spec.device)

@@ -15,10 +15,12 @@ from types import ModuleType
 
 from distributed import Client, LocalCluster
 from distributed.deploy import Cluster
+from distributed.diagnostics.plugin import WorkerPlugin
 
 from flows.config.cluster import ClusterConfig, KubernetesConfig, SlurmConfig
 from flows.config.schema import ConfigError
 from pipeline.core.progress_bar import progress_bar
+from pipeline.core.runtime import tune_malloc_for_tensors
 
 log = logging.getLogger(__name__)
 
@@ -34,6 +36,22 @@ def visible_gpus() -> int:
 
 
 @contextmanager
+class MallocTuning(WorkerPlugin):
+    """Raise glibc's mmap/trim thresholds in every worker as it starts (and in those
+    already running): the nanny's ``MALLOC_TRIM_THRESHOLD_`` otherwise makes each large
+    array a fresh mmap, which halved torch, warp and ingest speed in workers."""
+
+    name = "forestnet-malloc-tuning"
+
+    def setup(self, worker: object) -> None:
+        tune_malloc_for_tensors()
+
+
+def tune_workers(client: Client) -> None:
+    """Register :class:`MallocTuning` on the client's cluster, once per process setup."""
+    client.register_plugin(MallocTuning(), name=MallocTuning.name)
+
+
 def dask_client(cfg: ClusterConfig, echo: Callable[[str], object] = print) -> Iterator[Client]:
     """Yield a client for the configured cluster and print its dashboard link.
 
@@ -45,6 +63,7 @@ def dask_client(cfg: ClusterConfig, echo: Callable[[str], object] = print) -> It
         client = Client(cfg.address, set_as_default=False)
         echo(f"Dask: attached to {cfg.address}; dashboard {client.dashboard_link}")
         try:
+            tune_workers(client)
             yield client
         finally:
             client.close()
@@ -57,6 +76,7 @@ def dask_client(cfg: ClusterConfig, echo: Callable[[str], object] = print) -> It
                 _wait_for_workers(client, cfg, expected)
                 echo(f"Dask: {type(cluster).__name__} ({cfg.kind}) with {expected} workers "
                      f"requested; dashboard {cluster.dashboard_link}")
+                tune_workers(client)
                 yield client
             finally:
                 client.close()
@@ -80,6 +100,7 @@ def dask_client(cfg: ClusterConfig, echo: Callable[[str], object] = print) -> It
     echo(f"Dask: LocalCluster with {cfg.n_workers} workers"
          f"{' (GPU)' if gpus else ' (CPU only)'}; dashboard {link}")
     try:
+        tune_workers(client)
         yield client
     finally:
         client.close()

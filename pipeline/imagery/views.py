@@ -21,7 +21,6 @@ from rasterio.enums import Resampling
 from shapely.geometry.base import BaseGeometry
 
 from pipeline.core.grid import CHIP_RESOLUTION, CHIP_SIZE, centred_geobox
-from pipeline.core.runtime import tune_malloc_for_tensors
 from pipeline.imagery.composite import composite
 from pipeline.imagery.fast_warp import fast_nearest
 from pipeline.imagery.reproject import array_to_grid, window_roi
@@ -165,9 +164,6 @@ def scene_views(
     ``composite_pool`` least cloudy) are warped in full. Over the +/- 5 years of a real
     chip most candidate scenes are cloudy, so most of them never cost a band warp.
     """
-    # Chip arrays are a few MB each: without this, glibc maps and unmaps every one of
-    # them (page faults on each first touch), which made warps and composites 2-3x slower.
-    tune_malloc_for_tensors()
     footprint = geobox.extent.to_crs("EPSG:4326").geom
     candidates = query_scenes(index, footprint, start, end)
     if candidates.empty:

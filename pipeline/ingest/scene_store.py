@@ -23,7 +23,6 @@ from odc.geo.xr import xr_coords
 from zarr.errors import ContainsGroupError
 
 from pipeline.core.atomic import atomic_output, clean_stale_temporaries
-from pipeline.core.runtime import tune_malloc_for_tensors
 from pipeline.ingest.landsat import qa_flag, usable_mask
 from pipeline.ingest.scene_reader import (
     QA_ALL_CLEAR,
@@ -107,10 +106,6 @@ def write_scene(layout: SceneLayout, store: Path, scene_id: str, origin: str) ->
     chunk-aligned and no two writers touch one chunk. The QA strips also feed the
     clear-pixel counts, so the clear fraction costs no second read.
     """
-    # Strips are MBs each: in a Dask worker (MALLOC_TRIM_THRESHOLD_ set by the nanny)
-    # glibc would mmap and unmap every one, page-faulting on each first touch; that made
-    # a worker ingest at half the speed of a plain process (bench/bench_ingest.py).
-    tune_malloc_for_tensors()
     ensure_root(store)
     with atomic_output(Path(store) / scene_id) as tmp:
         group = zarr.open_group(str(tmp), mode="w", zarr_format=3, attributes=layout.attrs)
