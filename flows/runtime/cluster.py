@@ -35,7 +35,6 @@ def visible_gpus() -> int:
         return 0
 
 
-@contextmanager
 class MallocTuning(WorkerPlugin):
     """Raise glibc's mmap/trim thresholds in every worker as it starts (and in those
     already running): the nanny's ``MALLOC_TRIM_THRESHOLD_`` otherwise makes each large
@@ -52,6 +51,7 @@ def tune_workers(client: Client) -> None:
     client.register_plugin(MallocTuning(), name=MallocTuning.name)
 
 
+@contextmanager
 def dask_client(cfg: ClusterConfig, echo: Callable[[str], object] = print) -> Iterator[Client]:
     """Yield a client for the configured cluster and print its dashboard link.
 

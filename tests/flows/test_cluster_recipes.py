@@ -208,3 +208,12 @@ def test_kubernetes_recipe_adds_the_gpu_worker_group(stand_ins: list) -> None:
     assert group["resources"]["limits"]["nvidia.com/gpu"] == 1
     assert group["worker_command"][-2:] == ["--resources", "GPU=1"]
     assert stand_ins[-1][0] == "close"
+
+
+def test_every_worker_of_a_local_cluster_gets_the_malloc_tuning() -> None:
+    from flows.runtime.cluster import MallocTuning
+
+    cfg = ClusterConfig(n_workers=1, threads_per_worker=1, gpu="off")
+    with dask_client(cfg, echo=lambda _: None) as client:
+        held = client.run(lambda dask_worker: MallocTuning.name in dask_worker.plugins)
+    assert list(held.values()) == [True]
