@@ -8,8 +8,8 @@ is not writable, but raises when neither is; then a per-user folder under the te
 directory is used, and failing that no disk cache (each process compiles) rather than
 an error.
 
-numba itself is imported on the first call, not on import: it takes ~0.5 s, a sixth of
-the CLI's start-up, and most commands never run a kernel.
+numba itself is imported on the first call, not on import: most commands never run a
+kernel, and importing it slows every CLI start.
 """
 
 from __future__ import annotations

@@ -19,9 +19,9 @@ def tune_malloc_for_tensors() -> bool:
 
     Dask's nanny starts workers with ``MALLOC_TRIM_THRESHOLD_=65536``. Setting that
     variable also freezes glibc's mmap threshold at 128 KiB, so each activation buffer is
-    a fresh mmap and page-faults on first touch: training steps in a worker ran 2.5x
-    slower than in a plain process (5.1 s vs 2.0 s for 5 steps, FPN/EfficientNet-B2 on
-    2 CPU cores). Raising both thresholds restores the plain-process speed.
+    a fresh mmap and page-faults on first touch. Raising both thresholds restores the
+    plain-process speed (bench/bench_worker_malloc.py). ``flows.runtime.cluster`` calls
+    this once in every worker, through a worker plugin.
     """
     if not sys.platform.startswith("linux"):
         return False
