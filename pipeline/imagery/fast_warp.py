@@ -7,8 +7,9 @@ and the chip is at least as fine as the scene, the warp is an axis-aligned resam
 bilinear is a weighted pair of rows, then of columns. One numba kernel does that and
 gives GDAL's numbers: source pixel centres at (i + 0.5), NaN neighbours left out and the
 weights renormalised, and NaN where the target centre falls outside the source or on a
-NaN source pixel. It is an order of magnitude faster than a GDAL warp call per
-chip window (figures in bench/bench_chips.py). Nearest neighbour is numpy indexing. Other cases return None and the caller uses GDAL.
+NaN source pixel. It is an order of magnitude faster than a GDAL warp call per chip
+window (figures in bench/bench_chips.py). Nearest neighbour is numpy indexing. Other
+cases return None and the caller uses GDAL.
 """
 
 from __future__ import annotations
