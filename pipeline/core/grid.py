@@ -3,12 +3,16 @@
 Every raster footprint (scene, chip, tile, aux window) is a ``GeoBox``. This module holds
 the few constructors the pipeline needs on top of odc-geo, so that no caller computes
 bounds, zones or transforms by hand.
+
+Projected grids follow USGS's UTM convention for Landsat: each zone's *northern* CRS
+(EPSG:326zz) in both hemispheres, with negative northings south of the equator. Scenes,
+chips and map tiles then share one CRS per zone, and a chip or tile never needs a warp
+between a zone's north and south forms.
 """
 
 from __future__ import annotations
 
-import math
-
+import numpy as np
 from affine import Affine
 from odc.geo import CRS
 from odc.geo.geobox import GeoBox
@@ -21,12 +25,26 @@ CHIP_SIZE = 332
 CHIP_RESOLUTION = 15.0
 
 
-def utm_epsg(lon: float, lat: float) -> int:
-    """EPSG code of the WGS 84 / UTM zone holding a point (326xx north, 327xx south)."""
-    if not (-180.0 <= lon <= 180.0 and -80.0 <= lat <= 84.0):
-        raise ValueError(f"point ({lon}, {lat}) is outside the UTM domain")
-    zone = min(int(math.floor((lon + 180.0) / 6.0)) + 1, 60)
-    return (32600 if lat >= 0 else 32700) + zone
+def utm_crs(lon: float) -> CRS:
+    """The UTM CRS of the zone holding longitude ``lon``, in USGS's northern form (326zz)."""
+    if not -180.0 <= lon <= 180.0:
+        raise ValueError(f"longitude {lon} is outside -180..180")
+    # Not odc-geo's CRS.utm: it puts a longitude on a zone edge (96.0) in the western zone,
+    # while the map lattice (zone_of_lon) puts it in the eastern one; both must agree.
+    return zone_crs(int(zone_of_lon(np.array([lon]))[0]))
+
+
+def zone_crs(zone: int) -> CRS:
+    """The CRS of UTM zone ``zone`` in USGS's northern form (EPSG:326zz)."""
+    if not 1 <= zone <= 60:
+        raise ValueError(f"UTM zone {zone} is outside 1..60")
+    return CRS(f"EPSG:{32600 + zone}")
+
+
+def zone_of_lon(lon: np.ndarray) -> np.ndarray:
+    """UTM zone number of each longitude (the 6 degree band holding it), vectorised."""
+    return np.clip(np.floor((np.asarray(lon, np.float64) + 180.0) / 6.0).astype(np.int64) + 1,
+                   1, 60)
 
 
 def centred_geobox(
@@ -38,10 +56,10 @@ def centred_geobox(
 ) -> GeoBox:
     """A ``size`` x ``size`` grid whose pixel (size // 2, size // 2) is centred on (lon, lat).
 
-    The grid is in the point's own UTM zone unless ``crs`` is given, so chips across
-    Indonesia's zones 46-54 (both hemispheres) each carry their own CRS.
+    The grid is in the point's own UTM zone (:func:`utm_crs`) unless ``crs`` is given, so
+    chips across Indonesia's zones 46-54 each carry their own zone's CRS.
     """
-    target = CRS(crs) if crs is not None else CRS(f"EPSG:{utm_epsg(lon, lat)}")
+    target = CRS(crs) if crs is not None else utm_crs(lon)
     x, y = _project_point(lon, lat, target)
     half = size // 2 + 0.5
     affine = Affine(resolution, 0.0, x - half * resolution, 0.0, -resolution, y + half * resolution)
@@ -53,6 +71,16 @@ def geobox_from_rio(crs: object, transform: Affine, shape: tuple[int, int]) -> G
     if crs is None:
         raise ValueError("raster has no CRS; georeference it before building a grid")
     return GeoBox(shape, transform, CRS(crs))
+
+
+def grid_key(box: GeoBox) -> tuple[tuple[int, int], Affine, int | CRS | None]:
+    """A cheap hashable stand-in for ``box``: (shape, affine, EPSG code or CRS).
+
+    Hashing a GeoBox hashes its CRS's WKT (~15 us), as much as a small window's warp;
+    caches on grids key on this instead.
+    """
+    crs = box.crs
+    return tuple(box.shape), box.affine, (crs.epsg or crs) if crs is not None else None
 
 
 def pixel_area_m2(geobox: GeoBox) -> float:

@@ -1,5 +1,4 @@
-"""Separable resampling between north-up grids of one CRS (or one UTM zone's north and
-south forms), as GDAL would do it, with numba.
+"""Separable resampling between north-up grids of one CRS, as GDAL would do it, with numba.
 
 Chip building warps every band window of every candidate scene onto the 15 m chip grid.
 When the scene and the chip share a CRS (the usual case: both in the event's UTM zone)
@@ -23,6 +22,7 @@ from odc.geo import CRS
 from odc.geo.geobox import GeoBox
 from rasterio.enums import Resampling
 
+from pipeline.core.grid import grid_key
 from pipeline.core.jit import cached_njit
 
 #: GDAL gives nodata when the valid weights sum to less than this.
@@ -65,13 +65,7 @@ def _axes(src_box: GeoBox, dst_box: GeoBox) -> tuple[_Axis, _Axis] | None:
     """Both axes of the resampling from ``src_box`` to ``dst_box``; None if not separable."""
     # Cached on plain values, not on the boxes: hashing a GeoBox hashes its CRS's WKT
     # (~15 us), and the lookup cost as much as the bilinear kernel on the pan band.
-    return _axes_cached(*_plain(src_box), *_plain(dst_box))
-
-
-def _plain(box: GeoBox) -> tuple:
-    # The EPSG code stands for the CRS where there is one (the chip and scene grids).
-    crs = box.crs
-    return tuple(box.shape), box.affine, (crs.epsg or crs) if crs is not None else None
+    return _axes_cached(*grid_key(src_box), *grid_key(dst_box))
 
 
 @lru_cache(maxsize=512)
@@ -83,27 +77,10 @@ def _axes_cached(src_shape: tuple, s: Affine, src_crs: int | CRS | None, dst_sha
         return None  # rotated or flipped grids: leave them to GDAL
     if abs(d.a) > abs(s.a) * (1 + 1e-9) or abs(d.e) > abs(s.e) * (1 + 1e-9):
         return None  # downsampling: GDAL widens the kernel; do not imitate that here
-    shift = 0.0 if src_crs == dst_crs else northing_shift(
-        src_crs if isinstance(src_crs, int) else None,
-        dst_crs if isinstance(dst_crs, int) else None)
-    if shift is None:
+    if src_crs != dst_crs:
         return None
     (h, w), (hd, wd) = src_shape, dst_shape
-    return _axis(hd, d.f, d.e, h, s.f + shift, s.e), _axis(wd, d.c, d.a, w, s.c, s.a)
-
-
-def northing_shift(src_epsg: int | None, dst_epsg: int | None) -> float | None:
-    """Offset from source to target northings when two CRSs are one UTM zone's north
-    (EPSG:326zz) and south (327zz) forms: the same projection, the south form with a
-    10,000 km false northing. USGS delivers Landsat in 326zz; the map tiles and chips
-    may use either, and a GDAL warp for a pure shift would cost 3x the whole tile."""
-    if src_epsg is None or dst_epsg is None:
-        return None
-    if 32601 <= src_epsg <= 32660 and dst_epsg == src_epsg + 100:
-        return 10_000_000.0  # a north northing is 10,000 km less than the south one
-    if 32701 <= src_epsg <= 32760 and dst_epsg == src_epsg - 100:
-        return -10_000_000.0
-    return None
+    return _axis(hd, d.f, d.e, h, s.f, s.e), _axis(wd, d.c, d.a, w, s.c, s.a)
 
 
 def _bilinear(src: np.ndarray, ay: _Axis, ax: _Axis) -> np.ndarray:

@@ -3,17 +3,22 @@
 from __future__ import annotations
 
 import warnings
+from functools import lru_cache
 from pathlib import Path
 
 import numpy as np
 import rasterio
 import xarray as xr
+from affine import Affine
+from odc.geo import CRS
 from odc.geo.geobox import GeoBox
+from odc.geo.overlap import compute_reproject_roi
 from rasterio.enums import Resampling
 from rasterio.vrt import WarpedVRT
 from rasterio.warp import reproject
 
 from pipeline.core.errors import ForestNetError
+from pipeline.core.grid import grid_key
 from pipeline.imagery.fast_warp import fast_warp
 
 
@@ -78,7 +83,7 @@ def scene_window_to_grid(
     (plus a few pixels for the resampling kernel) is loaded. Pixels outside the scene or
     NaN in the source come out NaN.
     """
-    roi = window_roi(source_box, target, margin)
+    roi = source_roi(source_box, target, margin)
     lead = da.shape[:-2]
     if roi is None:
         return np.full((*lead, *target.shape), np.nan, dtype=np.float32)
@@ -111,20 +116,21 @@ def array_to_grid(
     return dst
 
 
-def window_roi(source: GeoBox, target: GeoBox, margin: int = 4) -> tuple[slice, slice] | None:
-    """Row/column slices of ``source`` covering ``target`` (any CRS), or None if disjoint."""
-    bbox = target.extent.to_crs(source.crs).boundingbox
-    inv = ~source.affine
-    cols, rows = zip(
-        *(inv * (x, y) for x in (bbox.left, bbox.right) for y in (bbox.bottom, bbox.top)),
-        strict=True,
-    )
-    r0 = max(int(np.floor(min(rows))) - margin, 0)
-    r1 = min(int(np.ceil(max(rows))) + margin, source.shape[0])
-    c0 = max(int(np.floor(min(cols))) - margin, 0)
-    c1 = min(int(np.ceil(max(cols))) + margin, source.shape[1])
-    if r1 <= r0 or c1 <= c0:
+def source_roi(source: GeoBox, target: GeoBox, margin: int = 4) -> tuple[slice, slice] | None:
+    """Rows and columns of ``source`` under ``target`` (any CRS), plus ``margin`` source
+    pixels for the resampling kernel; None when the two do not overlap."""
+    return _source_roi(*grid_key(source), *grid_key(target), margin)
+
+
+@lru_cache(maxsize=1024)
+def _source_roi(src_shape: tuple, src_affine: Affine, src_crs: int | CRS, dst_shape: tuple,
+                dst_affine: Affine, dst_crs: int | CRS, margin: int) -> tuple[slice, slice] | None:
+    # Cached on plain values: a chip reads QA, bands and pan of each scene over one grid,
+    # and odc-geo's search costs ten times the warp of a small window.
+    roi = compute_reproject_roi(GeoBox(src_shape, src_affine, CRS(src_crs)),
+                                GeoBox(dst_shape, dst_affine, CRS(dst_crs)),
+                                padding=margin).roi_src
+    rows, cols = roi
+    if rows.stop <= rows.start or cols.stop <= cols.start:
         return None
-    return slice(r0, r1), slice(c0, c1)
-
-
+    return rows, cols

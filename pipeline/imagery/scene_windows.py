@@ -18,11 +18,10 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import zarr
-from affine import Affine
-from odc.geo import CRS
 from odc.geo.geobox import GeoBox
 
 from pipeline.core.lru_cache import ByteBoundedLRU
+from pipeline.ingest.scene_grids import stored_grids
 
 #: Bytes of decoded chunks kept per process (a 512 x 512 uint16 chunk is 0.5 MiB).
 CACHE_BYTES = int(os.environ.get("FORESTNET_CHUNK_CACHE_MB", "256")) * 2**20
@@ -61,12 +60,7 @@ def open_scene_handle(store: Path, scene_id: str) -> SceneHandle:
 def _open(group_path: str, inode: int, mtime: int) -> SceneHandle:
     group = zarr.open_group(group_path, mode="r", zarr_format=3)
     arrays = {n: group[n] for n in ("multispectral", "qa_pixel", "pan") if n in group}
-    # By EPSG code where there is one: chip grids are built from codes too, and two CRS
-    # objects from the same code compare ~100x faster than a WKT against a code.
-    epsg = group.attrs.get("epsg")
-    crs = CRS(f"EPSG:{epsg}") if epsg else CRS(group["spatial_ref"].attrs["crs_wkt"])
-    geobox = _grid(group["x"][...], group["y"][...], crs)
-    pan_box = _grid(group["x_pan"][...], group["y_pan"][...], crs) if "pan" in arrays else None
+    geobox, pan_box = stored_grids(group)
     scaling = {}
     for name, array in arrays.items():
         attrs = array.attrs
@@ -76,13 +70,6 @@ def _open(group_path: str, inode: int, mtime: int) -> SceneHandle:
     acquired = str(pd.Timestamp(group.attrs["acquired"]).date())
     return SceneHandle((group_path, inode, mtime), geobox, pan_box, bands, arrays, scaling,
                        acquired)
-
-
-def _grid(x: np.ndarray, y: np.ndarray, crs: CRS) -> GeoBox:
-    """A grid from its pixel-centre coordinates (regular, north-up)."""
-    rx, ry = float(x[1] - x[0]), float(y[1] - y[0])
-    affine = Affine(rx, 0.0, float(x[0]) - rx / 2, 0.0, ry, float(y[0]) - ry / 2)
-    return GeoBox((len(y), len(x)), affine, crs)
 
 
 CACHE = ByteBoundedLRU(CACHE_BYTES)

@@ -23,7 +23,7 @@ from shapely.geometry.base import BaseGeometry
 from pipeline.core.grid import CHIP_RESOLUTION, CHIP_SIZE, centred_geobox
 from pipeline.imagery.composite import composite
 from pipeline.imagery.fast_warp import fast_nearest
-from pipeline.imagery.reproject import array_to_grid, window_roi
+from pipeline.imagery.reproject import array_to_grid, source_roi
 from pipeline.imagery.scene_windows import SceneHandle, open_scene_handle, read_window
 from pipeline.ingest.catalog import query_scenes
 from pipeline.ingest.landsat import QA_BITS, pansharpen_brovey, usable_mask
@@ -91,7 +91,7 @@ def qa_usable_on_grid(store: Path, scene_id: str, geobox: GeoBox) -> np.ndarray:
     rank every candidate scene by cloud before warping any reflectance band.
     """
     scene = open_scene_handle(store, scene_id)
-    roi = window_roi(scene.geobox, geobox, margin=4)
+    roi = source_roi(scene.geobox, geobox, margin=4)
     if roi is None:
         return np.zeros(tuple(geobox.shape), dtype=bool)
     dn = read_window(scene, "qa_pixel", *roi)[0]
@@ -134,7 +134,7 @@ def _warp_window(
 
     QA values are warped as they are (nearest); pixel arrays are decoded first.
     """
-    roi = window_roi(box, target, margin=4)
+    roi = source_roi(box, target, margin=4)
     if roi is None:
         return np.full((len(bands), *target.shape), np.nan, dtype=np.float32)
     dn = read_window(scene, name, *roi, bands=bands)

@@ -16,7 +16,6 @@ from pathlib import Path
 import geopandas as gpd
 import numpy as np
 import pandas as pd
-import rioxarray  # noqa: F401  (registers the .rio accessor used by scene_geobox)
 import shapely
 import xarray as xr
 from odc.geo.geobox import GeoBox
@@ -24,8 +23,8 @@ from odc.geo.geom import Geometry
 from shapely.geometry.base import BaseGeometry
 
 from pipeline.core.atomic import atomic_output
-from pipeline.core.grid import geobox_from_rio
 from pipeline.ingest.landsat import clear_fraction
+from pipeline.ingest.scene_grids import scene_geobox
 
 INDEX_NAME = "index.parquet"
 INDEX_COLUMNS = [
@@ -43,17 +42,11 @@ def open_scene(store: Path, scene_id: str) -> xr.Dataset:
         return xr.open_zarr(str(store), group=scene_id, consolidated=False, chunks=None)
 
 
-def scene_geobox(ds: xr.Dataset):
-    """The 30 m ``GeoBox`` of an opened scene group."""
-    da = ds["multispectral"]
-    return geobox_from_rio(da.rio.crs, da.rio.transform(), (da.sizes["y"], da.sizes["x"]))
-
-
 
 def scene_row(store: Path, scene_id: str, status: str, source: str = "") -> dict:
     """Index row of an ingested scene, read back from its group."""
     ds = open_scene(store, scene_id)
-    return row_from_attrs(scene_id, ds.attrs, scene_geobox(ds), status, source)
+    return row_from_attrs(scene_id, ds.attrs, scene_geobox(store, scene_id), status, source)
 
 
 def row_from_attrs(
@@ -174,7 +167,7 @@ def window_clear_fraction(store: Path, scene_id: str, window: BaseGeometry | Geo
 
     from pipeline.ingest.scene_store import read_qa_window
 
-    box = scene_geobox(open_scene(store, scene_id))
+    box = scene_geobox(store, scene_id)
     if isinstance(window, GeoBox):
         area = window.extent.to_crs(box.crs)
     else:

@@ -166,7 +166,7 @@ def _check_against_mtl(path: str, crs: CRS, transform: Affine, meta: SceneMetada
         )
     if meta.corner_ul_xy is None or epsg // 100 not in (326, 327):
         return
-    x, y = transform * (0.5, 0.5)
+    x, y = transform @ (0.5, 0.5)
     dx, dy = abs(x - meta.corner_ul_xy[0]), abs(y - meta.corner_ul_xy[1])
     # The MTL may give southern-hemisphere northings with or without the 10,000 km offset.
     dy = min(dy, abs(dy - 10_000_000.0))

@@ -24,6 +24,7 @@ from zarr.errors import ContainsGroupError
 
 from pipeline.core.atomic import atomic_output, clean_stale_temporaries
 from pipeline.ingest.landsat import qa_flag, usable_mask
+from pipeline.ingest.scene_grids import GEOTRANSFORM, geotransform_attr
 from pipeline.ingest.scene_reader import (
     QA_ALL_CLEAR,
     READ_OPTIONS,
@@ -143,11 +144,13 @@ def create_arrays(group: zarr.Group, layout: SceneLayout) -> dict[str, zarr.Arra
     band[...] = np.array(layout.bands, dtype=object)
     pixel_attrs = {"grid_mapping": "spatial_ref", "coordinates": "spatial_ref"}
     specs = {"multispectral": ((1, cy, cx), ("band", "y", "x")), "qa_pixel": ((cy, cx), ("y", "x"))}
+    pan_attrs = {}
     if layout.pan_box is not None:
         pan = xr_coords(layout.pan_box, crs_coord_name="spatial_ref")
         _write_coord(group, "y_pan", pan["y"].values, {})
         _write_coord(group, "x_pan", pan["x"].values, {})
         specs["pan"] = ((cy * 2, cx * 2), ("y_pan", "x_pan"))
+        pan_attrs = {GEOTRANSFORM: geotransform_attr(layout.pan_box.affine)}
     # Kept, not looked up again: each group lookup re-reads the array's metadata.
     arrays = {}
     for name, (chunks, dims) in specs.items():
@@ -155,7 +158,8 @@ def create_arrays(group: zarr.Group, layout: SceneLayout) -> dict[str, zarr.Arra
         arrays[name] = group.create_array(
             name, shape=shape, dtype="uint16", chunks=chunks, shards=row_shards(shape, chunks),
             fill_value=0, compressors=_compressors(), dimension_names=dims,
-            attributes={**layout.array_attrs.get(name, {}), **pixel_attrs},
+            attributes={**layout.array_attrs.get(name, {}), **pixel_attrs,
+                        **(pan_attrs if name == "pan" else {})},
             # Every chunk is written, so none needs checking for "all fill" first.
             config={"write_empty_chunks": True},
         )

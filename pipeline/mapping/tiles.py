@@ -21,12 +21,12 @@ from dataclasses import dataclass
 from functools import lru_cache
 
 import numpy as np
-from affine import Affine
-from odc.geo import CRS
+from odc.geo import CRS, XY, geom
 from odc.geo.geobox import GeoBox
+from odc.geo.gridspec import GridSpec
 from pyproj import Transformer
 
-from pipeline.core.grid import CHIP_RESOLUTION, CHIP_SIZE
+from pipeline.core.grid import CHIP_RESOLUTION, CHIP_SIZE, zone_crs, zone_of_lon
 
 TILE_PIXELS = CHIP_SIZE
 TILE_RESOLUTION = CHIP_RESOLUTION
@@ -35,9 +35,16 @@ TILE_METRES = TILE_PIXELS * TILE_RESOLUTION
 HALO_PIXELS = 10
 
 
+@lru_cache(maxsize=64)
+def zone_gridspec(zone: int) -> GridSpec:
+    """The tile lattice of one UTM zone: 332 x 332 px tiles at 15 m, origin at (0, 0)."""
+    return GridSpec(zone_crs(zone), (TILE_PIXELS, TILE_PIXELS), TILE_RESOLUTION,
+                    origin=XY(0.0, 0.0))
+
+
 @dataclass(frozen=True, order=True)
 class MapTile:
-    """One tile of a zone's lattice."""
+    """One tile of a zone's lattice: the zone and the GridSpec's tile index."""
 
     zone: int
     row: int
@@ -58,63 +65,41 @@ class MapTile:
 
     def bounds(self) -> tuple[float, float, float, float]:
         """Core bounds (left, bottom, right, top) in the zone CRS."""
-        left, bottom = self.col * TILE_METRES, self.row * TILE_METRES
-        return left, bottom, left + TILE_METRES, bottom + TILE_METRES
+        box = self.geobox(halo=0).boundingbox
+        return box.left, box.bottom, box.right, box.top
 
     def geobox(self, halo: int = HALO_PIXELS) -> GeoBox:
         """The 15 m grid of the core plus ``halo`` pixels on each side."""
-        left, _, _, top = self.bounds()
-        size = TILE_PIXELS + 2 * halo
-        origin_x, origin_y = left - halo * TILE_RESOLUTION, top + halo * TILE_RESOLUTION
-        affine = Affine(TILE_RESOLUTION, 0.0, origin_x, 0.0, -TILE_RESOLUTION, origin_y)
-        return GeoBox((size, size), affine, self.crs)
+        core = zone_gridspec(self.zone).tile_geobox((self.col, self.row))
+        return core.pad(halo) if halo else core
 
     def lonlat_bounds(self, margin_m: float = 0.0) -> tuple[float, float, float, float]:
         """(west, south, east, north) of the core grown by ``margin_m``, densified edges."""
         left, bottom, right, top = self.bounds()
-        left, bottom, right, top = left - margin_m, bottom - margin_m, right + margin_m, \
-            top + margin_m
-        t = np.linspace(0.0, 1.0, 17)
-        xs = np.r_[left + (right - left) * t, np.full(17, right), right - (right - left) * t,
-                   np.full(17, left)]
-        ys = np.r_[np.full(17, bottom), bottom + (top - bottom) * t, np.full(17, top),
-                   top - (top - bottom) * t]
-        lon, lat = _to_lonlat(self.zone).transform(xs, ys)
-        return float(np.min(lon)), float(np.min(lat)), float(np.max(lon)), float(np.max(lat))
-
-
-def zone_crs(zone: int) -> CRS:
-    """The tile lattice CRS of a zone: WGS 84 / UTM zone N (EPSG:326zz), both hemispheres."""
-    if not 1 <= zone <= 60:
-        raise ValueError(f"UTM zone {zone} is outside 1..60")
-    return CRS(f"EPSG:{32600 + zone}")
-
-
-def zone_of_lon(lon: np.ndarray) -> np.ndarray:
-    """UTM zone number of each longitude (the 6 degree band holding it)."""
-    return np.clip(np.floor((np.asarray(lon, np.float64) + 180.0) / 6.0).astype(np.int64) + 1,
-                   1, 60)
+        m = margin_m
+        extent = geom.box(left - m, bottom - m, right + m, top + m, self.crs)
+        return tuple(extent.to_crs("EPSG:4326", resolution=TILE_METRES / 16).boundingbox)
 
 
 def tile_indices(lon: np.ndarray, lat: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """(zone, row, col) of the tile owning each point, vectorised (one transform per zone)."""
+    """(zone, row, col) of the tile owning each point, vectorised (one transform per zone).
+
+    The same binning as the zone's ``GridSpec.pt2idx``, over arrays of points.
+    """
     lon, lat = np.asarray(lon, np.float64), np.asarray(lat, np.float64)
     zones = zone_of_lon(lon)
     rows = np.empty(lon.shape, np.int64)
     cols = np.empty(lon.shape, np.int64)
     for zone in np.unique(zones):
         sel = zones == zone
+        spec = zone_gridspec(int(zone))
         x, y = _to_utm(int(zone)).transform(lon[sel], lat[sel])
-        cols[sel] = np.floor(np.asarray(x) / TILE_METRES).astype(np.int64)
-        rows[sel] = np.floor(np.asarray(y) / TILE_METRES).astype(np.int64)
+        (x0, y0), (w, h) = spec.origin.xy, spec.tile_size.xy
+        cols[sel] = np.floor((np.asarray(x) - x0) / w).astype(np.int64)
+        rows[sel] = np.floor((np.asarray(y) - y0) / h).astype(np.int64)
     return zones, rows, cols
 
 
 @lru_cache(maxsize=64)
 def _to_utm(zone: int) -> Transformer:
-    return Transformer.from_crs("EPSG:4326", f"EPSG:{32600 + zone}", always_xy=True)
-
-
-@lru_cache(maxsize=64)
-def _to_lonlat(zone: int) -> Transformer:
-    return Transformer.from_crs(f"EPSG:{32600 + zone}", "EPSG:4326", always_xy=True)
+    return Transformer.from_crs("EPSG:4326", zone_crs(zone).to_wkt(), always_xy=True)

@@ -17,7 +17,7 @@ from pyproj import Transformer
 from shapely.geometry import Point, shape
 from shapely.geometry.base import BaseGeometry
 
-from pipeline.core.grid import utm_epsg
+from pipeline.core.grid import utm_crs
 from pipeline.core.provinces import BOUNDARIES
 
 from .spec import WorldSpec
@@ -53,8 +53,12 @@ class Region:
 
 
 def make_region(spec: WorldSpec) -> Region:
-    """Snap a ``size_km`` square around the spec's centre to the 30 m UTM lattice."""
-    epsg = utm_epsg(spec.center_lon, spec.center_lat)
+    """Snap a ``size_km`` square around the spec's centre to the 30 m UTM lattice.
+
+    The grids use USGS's CRS for the zone (EPSG:326zz, negative northings in the south),
+    as real Landsat products do.
+    """
+    epsg = utm_crs(spec.center_lon).epsg
     cx, cy = to_utm(epsg, spec.center_lon, spec.center_lat)
     n = int(round(spec.size_km * 1000.0 / MS_RES))
     # Landsat grids sit on whole multiples of the pixel size; keep that (and the pan grid's

@@ -32,7 +32,7 @@ from shapely.ops import unary_union
 from pipeline.core.atomic import atomic_output
 from pipeline.core.drivers import merge_label
 from pipeline.core.errors import ForestNetError
-from pipeline.core.grid import EQUAL_AREA_CRS, utm_epsg
+from pipeline.core.grid import EQUAL_AREA_CRS, utm_crs
 
 EVENT_COLUMNS = [
     "event_id", "loss_year", "label", "merged_label", "split", "source", "n_pixels", "area_ha",
@@ -230,7 +230,7 @@ def events_from_forestnet_csvs(
             problems.append(f"{row.example_path}: no {year} loss within {search_m:.0f} m")
             continue
         # The region holding the point, else the nearest one (measured in metres).
-        utm = f"EPSG:{utm_epsg(lon, lat)}"
+        utm = utm_crs(lon).epsg
         metres = regions.to_crs(utm).distance(gpd.GeoSeries([point], crs=4326).to_crs(utm).iloc[0])
         best = regions.loc[metres.idxmin()]
         records.append({

@@ -1,4 +1,4 @@
-"""Tests for the grid constructors: UTM zones, centred chip grids, pixel areas."""
+"""Tests for the grid constructors: UTM zones (USGS's 326zz), centred chip grids, areas."""
 
 from __future__ import annotations
 
@@ -14,14 +14,16 @@ from pipeline.core.grid import (
     CHIP_RESOLUTION,
     CHIP_SIZE,
     centred_geobox,
-    geobox_from_rio,
+    grid_key,
     pixel_area_m2,
-    utm_epsg,
+    utm_crs,
+    zone_crs,
 )
 
 GEOD = Geod(ellps="WGS84")
 
-#: Points across Indonesia, west to east, both hemispheres, with their WGS 84 / UTM codes.
+#: Points across Indonesia, west to east, both hemispheres, with the WGS 84 / UTM codes of
+#: their zones as PROJ names them by hemisphere (327zz south of the equator).
 INDONESIA_POINTS = [
     ("Aceh", 95.3, 5.5, 32646),
     ("Sumatera Barat", 100.4, -0.9, 32747),
@@ -42,40 +44,41 @@ def _distance_m(lon1: float, lat1: float, lon2: float, lat2: float) -> float:
 
 
 @pytest.mark.parametrize(("place", "lon", "lat", "epsg"), INDONESIA_POINTS)
-def test_utm_epsg_for_indonesia(place: str, lon: float, lat: float, epsg: int) -> None:
-    assert utm_epsg(lon, lat) == epsg, place
-
-
-@pytest.mark.parametrize(("place", "lon", "lat", "epsg"), INDONESIA_POINTS)
-def test_utm_epsg_agrees_with_the_proj_database(
+def test_utm_crs_is_the_zones_northern_form_as_usgs_delivers_landsat(
     place: str, lon: float, lat: float, epsg: int
 ) -> None:
-    # PROJ lists the UTM CRSs whose area of use holds the point; ours must be among them.
-    infos = query_utm_crs_info(
-        datum_name="WGS 84",
-        area_of_interest=AreaOfInterest(lon, lat, lon, lat),
-    )
-    assert str(utm_epsg(lon, lat)) in {info.code for info in infos}, place
+    # PROJ lists the UTM CRSs whose area of use holds the point; ours is that zone's
+    # northern form, with negative northings south of the equator.
+    infos = query_utm_crs_info(datum_name="WGS 84",
+                               area_of_interest=AreaOfInterest(lon, lat, lon, lat))
+    assert str(epsg) in {info.code for info in infos}, place
+    assert utm_crs(lon).epsg == 32600 + epsg % 100, place
+    y = Transformer.from_crs(4326, utm_crs(lon).epsg, always_xy=True).transform(lon, lat)[1]
+    assert (y < 0) == (lat < 0), place
 
 
-def test_utm_epsg_zone_edges() -> None:
-    assert utm_epsg(-180.0, 0.0) == 32601
-    assert utm_epsg(180.0, 0.0) == 32660  # the antimeridian belongs to zone 60, not 61
-    assert utm_epsg(96.0, 0.0) == 32647  # 96E starts zone 47
-    assert utm_epsg(95.999, -0.001) == 32746
+def test_utm_crs_zone_edges() -> None:
+    assert utm_crs(-180.0).epsg == 32601
+    assert utm_crs(180.0).epsg == 32660  # the antimeridian belongs to zone 60, not 61
+    assert utm_crs(96.0).epsg == 32647  # 96E starts zone 47, as on the map lattice
+    assert utm_crs(95.999).epsg == 32646
+    with pytest.raises(ValueError, match="outside"):
+        utm_crs(181.0)
+    with pytest.raises(ValueError, match="outside"):
+        zone_crs(61)
 
 
-@pytest.mark.parametrize(
-    ("lon", "lat"), [(181.0, 0.0), (-180.5, 0.0), (100.0, 85.0), (100.0, -81.0)]
-)
-def test_utm_epsg_outside_domain(lon: float, lat: float) -> None:
-    with pytest.raises(ValueError, match="outside the UTM domain"):
-        utm_epsg(lon, lat)
+def test_grid_key_stands_for_the_grid() -> None:
+    box = centred_geobox(113.5, -1.9)
+    assert grid_key(box) == ((332, 332), box.affine, 32649)
+    assert grid_key(box) == grid_key(centred_geobox(113.5, -1.9))
+    assert grid_key(box) != grid_key(centred_geobox(113.5, -1.8))
 
 
 @pytest.mark.parametrize(("place", "lon", "lat", "epsg"), INDONESIA_POINTS)
 def test_centred_geobox_is_a_forestnet_chip(place: str, lon: float, lat: float, epsg: int) -> None:
     box = centred_geobox(lon, lat)
+    epsg = 32600 + epsg % 100  # the zone's northern form, as the scenes are
     assert isinstance(box, GeoBox)
     assert box.shape == (332, 332) == (CHIP_SIZE, CHIP_SIZE)
     assert box.crs == CRS(f"EPSG:{epsg}")
@@ -103,7 +106,7 @@ def test_centred_geobox_centre_splits_the_chip() -> None:
 
 @pytest.mark.parametrize("crs", [32750, "EPSG:32750", CRS("EPSG:32750")])
 def test_centred_geobox_honours_explicit_crs(crs: object) -> None:
-    # Kalimantan Tengah is in zone 49S; the caller asks for the neighbouring zone 50S.
+    # Kalimantan Tengah is in zone 49; the caller asks for zone 50's southern form.
     lon, lat = 113.5, -1.9
     box = centred_geobox(lon, lat, crs=crs)
     assert box.crs == CRS("EPSG:32750")
@@ -132,16 +135,3 @@ def test_pixel_area_m2_refuses_geographic_grid() -> None:
     geographic = GeoBox((10, 10), Affine(0.00025, 0.0, 113.0, 0.0, -0.00025, -1.0), "EPSG:4326")
     with pytest.raises(ValueError, match="projected"):
         pixel_area_m2(geographic)
-
-
-def test_geobox_from_rio() -> None:
-    transform = Affine(30.0, 0.0, 543975.0, 0.0, -30.0, 1378995.0)
-    box = geobox_from_rio("EPSG:32616", transform, (334, 468))
-    assert box.shape == (334, 468)
-    assert box.crs == CRS("EPSG:32616")
-    assert box.affine == transform
-
-
-def test_geobox_from_rio_refuses_missing_crs() -> None:
-    with pytest.raises(ValueError, match="no CRS"):
-        geobox_from_rio(None, Affine.identity(), (10, 10))

@@ -19,9 +19,10 @@ from odc.geo.geobox import GeoBox
 from shapely.geometry import box
 
 import pipeline.ingest.scene_reader
-from pipeline.ingest.catalog import INDEX_COLUMNS, scene_geobox, window_clear_fraction
+from pipeline.ingest.catalog import INDEX_COLUMNS, window_clear_fraction
 from pipeline.ingest.landsat import clear_fraction, pansharpen_brovey
 from pipeline.ingest.mtl import read_mtl
+from pipeline.ingest.scene_grids import scene_geobox
 from pipeline.ingest.scene_ingest import ingest_row, ingest_scene, ingest_source
 from pipeline.ingest.sources import resolve_sources
 from tests.ingest_inputs import (
@@ -144,7 +145,7 @@ def test_index_row_has_every_column_and_the_clear_fraction(
     row = ingest_row(source, str(tmp_path / "scenes.zarr"))
     assert set(INDEX_COLUMNS) | {"footprint"} == set(row)
     assert row["status"] == "ingested" and row["error"] == "" and row["source"] == str(folder)
-    assert (row["product"], row["level"], row["epsg"]) == ("LC08", "L1TP", 32749)
+    assert (row["product"], row["level"], row["epsg"]) == ("LC08", "L1TP", 32649)
     qa = _raw_qa(tmp_path / "scenes.zarr", folder.name)
     assert row["clear_fraction"] == pytest.approx(clear_fraction(qa), abs=1e-12)
     assert 0.0 < row["clear_fraction"] < 1.0
@@ -163,7 +164,7 @@ def test_window_clear_fraction_reads_only_the_window(
     store = tmp_path / "scenes.zarr"
     assert ingest_scene(folder, store).status == "ingested"
     ds = xr.open_zarr(store, group=folder.name, consolidated=False)
-    grid = scene_geobox(ds)
+    grid = scene_geobox(store, folder.name)
     qa = _raw_qa(store, folder.name)
     assert ds["qa_pixel"].encoding["chunks"] == (64, 64)
 

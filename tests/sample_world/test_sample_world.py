@@ -63,7 +63,7 @@ def read(path: Path) -> tuple[np.ndarray, rasterio.profiles.Profile]:
 def test_manifest_records_spec_region_and_every_output(manifest: dict, root: Path) -> None:
     assert manifest["spec"] == WorldSpec.tiny().to_json()
     assert manifest["province"] == "Kalimantan Tengah"
-    assert manifest["epsg"] == 32749
+    assert manifest["epsg"] == 32649
     assert manifest["min_event_pixels"] == 6
     west, south, east, north = manifest["region"]["bbox_lonlat"]
     assert west < 113.55 < east and south < -1.95 < north
@@ -93,13 +93,15 @@ def test_scene_files_have_collection2_names(manifest: dict, root: Path) -> None:
         assert names == expected
 
 
-def test_scene_grids_are_utm_south_30m_with_aligned_15m_pan(manifest: dict, root: Path) -> None:
+def test_scene_grids_are_usgs_utm_30m_with_aligned_15m_pan(manifest: dict, root: Path) -> None:
     scene = manifest["scenes"][0]
     with (
         rasterio.open(root / scene["files"]["B4"]) as ms,
         rasterio.open(root / scene["files"]["B8"]) as pan,
     ):
-        assert ms.crs.to_epsg() == 32749 and pan.crs.to_epsg() == 32749
+        # USGS's convention: the northern zone, negative northings south of the equator.
+        assert ms.crs.to_epsg() == 32649 and pan.crs.to_epsg() == 32649
+        assert ms.transform.f < 0
         assert ms.dtypes == ("uint16",) and pan.dtypes == ("uint16",)
         assert ms.res == (30.0, 30.0) and pan.res == (15.0, 15.0)
         assert ms.transform.c % 30 == 0 and ms.transform.f % 30 == 0
@@ -289,7 +291,7 @@ def test_event_csvs_follow_the_release_schema(manifest: dict, root: Path) -> Non
     inside = gpd.points_from_xy(events["longitude"], events["latitude"])
     assert all(poly.contains(pt) for poly, pt in zip(events.geometry, inside, strict=True))
     # Events keep >= 600 m apart (checked in UTM).
-    utm = events.to_crs(32749)
+    utm = events.to_crs(32649)
     gaps = [a.distance(b) for i, a in enumerate(utm.geometry) for b in utm.geometry[i + 1 :]]
     assert min(gaps) >= 600
 

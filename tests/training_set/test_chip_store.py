@@ -100,7 +100,7 @@ def test_chip_store_round_trip(tmp_path):
     assert list(ds["event_id"].values) == list(events["event_id"])
     assert list(ds["split"].values) == list(events["split"])
     assert list(ds["label"].values) == list(events["label"])
-    assert (ds["epsg"].values == 32749).all()
+    assert (ds["epsg"].values == 32649).all()
     anchors = events.geometry.representative_point()
     np.testing.assert_allclose(ds["lon"].values, anchors.x)
     np.testing.assert_allclose(ds["lat"].values, anchors.y)
@@ -230,7 +230,7 @@ def test_build_chip_batch_keeps_failed_events_and_skips_done_batches(
     ds = open_chips(final)
     assert list(ds["event_id"].values) == [event.event_id, "far_away"]
     assert ds["chip_ok"].values.tolist() == [1, 0]
-    assert ds["epsg"].values.tolist() == [32749, 32750]
+    assert ds["epsg"].values.tolist() == [32649, 32650]
     assert "scene" in ds.attrs["skipped_events"]["far_away"]
     assert ds["image"].shape == (2, 2, 6, 332, 332)
     assert np.abs(ds["image"].values[0, 0]).max() > 0.01

@@ -26,7 +26,7 @@ from tests.training_set.tiny_world_grid import TO_UTM, UTM
 def test_chip_geobox_is_332_at_15m_in_utm_centred_on_the_event(event):
     geobox = chip_geobox(event.geometry, ChipSpec())
     assert tuple(geobox.shape) == (332, 332)
-    assert geobox.crs.epsg == 32749
+    assert geobox.crs.epsg == 32649
     assert geobox.affine.a == 15.0 and geobox.affine.e == -15.0
     anchor = event.geometry.representative_point()
     assert event.geometry.contains(anchor)
@@ -119,7 +119,7 @@ def test_event_outside_every_scene_is_flagged_not_dropped(event, store, index):
     assert chip.image.shape == (5, 6, 332, 332)
     assert not np.any(chip.image)
     assert chip.loss_mask.sum() > 0
-    assert chip.geobox.crs.epsg == 32750  # 114.5 E is in the next zone
+    assert chip.geobox.crs.epsg == 32650  # 114.5 E is in the next zone
 
 
 # --- auxiliary predictors -----------------------------------------------------------------------

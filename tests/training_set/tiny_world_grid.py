@@ -8,7 +8,7 @@ from pyproj import Transformer
 
 from pipeline.training_set.auxiliary import AuxSources
 
-UTM = "EPSG:32749"  # the tiny world's zone (113.5 E, 2 S)
+UTM = "EPSG:32649"  # the tiny world's zone (113.5 E, 2 S), as USGS gives it
 TO_UTM = Transformer.from_crs("EPSG:4326", UTM, always_xy=True)
 #: A point inside the tiny world, for synthetic aux rasters and events.
 AUX_LON, AUX_LAT = 113.55, -1.95
