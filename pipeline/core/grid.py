@@ -66,11 +66,16 @@ def centred_geobox(
     return GeoBox((size, size), affine, target)
 
 
-def geobox_from_rio(crs: object, transform: Affine, shape: tuple[int, int]) -> GeoBox:
-    """Build a ``GeoBox`` from rasterio's (crs, transform, (height, width))."""
-    if crs is None:
-        raise ValueError("raster has no CRS; georeference it before building a grid")
-    return GeoBox(shape, transform, CRS(crs))
+def pixel_centre_axes(geobox: GeoBox) -> tuple[np.ndarray, np.ndarray]:
+    """The x of each column's and the y of each row's pixel centres of a north-up grid."""
+    a = geobox.affine
+    h, w = geobox.shape.yx
+    return a.c + a.a * (np.arange(w) + 0.5), a.f + a.e * (np.arange(h) + 0.5)
+
+
+def pixel_centres(geobox: GeoBox) -> tuple[np.ndarray, np.ndarray]:
+    """2-D arrays of the x and y coordinates of every pixel centre of a north-up grid."""
+    return np.meshgrid(*pixel_centre_axes(geobox))
 
 
 def grid_key(box: GeoBox) -> tuple[tuple[int, int], Affine, int | CRS | None]:

@@ -140,8 +140,9 @@ def reflective_geobox(first_band: str, meta: SceneMetadata) -> GeoBox:
             scene_id=meta.product_id,
         )
     if crs is not None and transform != Affine.identity():
-        _check_against_mtl(first_band, CRS(crs), transform, meta)
-        return GeoBox(shape, transform, CRS(crs))
+        grid = GeoBox(shape, transform, CRS(crs))
+        _check_against_mtl(first_band, grid, meta)
+        return grid
     if meta.corner_ul_xy is None:
         raise SceneInputError(f"{first_band}: no CRS in the file and no corner coordinates in MTL")
     # MTL corners are pixel centres; USGS grids use the northern UTM zone (negative
@@ -156,9 +157,9 @@ def reflective_geobox(first_band: str, meta: SceneMetadata) -> GeoBox:
     return GeoBox(shape, affine, CRS(f"EPSG:326{meta.utm_zone:02d}"))
 
 
-def _check_against_mtl(path: str, crs: CRS, transform: Affine, meta: SceneMetadata) -> None:
+def _check_against_mtl(path: str, grid: GeoBox, meta: SceneMetadata) -> None:
     """A georeferenced file must sit where its MTL says: same UTM zone, same UL corner."""
-    epsg = crs.epsg or 0
+    epsg = grid.crs.epsg or 0
     if epsg // 100 in (326, 327) and epsg % 100 != meta.utm_zone:
         raise SceneInputError(
             f"{path}: file is in UTM zone {epsg % 100} but the MTL says zone {meta.utm_zone}; "
@@ -166,7 +167,7 @@ def _check_against_mtl(path: str, crs: CRS, transform: Affine, meta: SceneMetada
         )
     if meta.corner_ul_xy is None or epsg // 100 not in (326, 327):
         return
-    x, y = transform @ (0.5, 0.5)
+    x, y = grid.affine @ (0.5, 0.5)
     dx, dy = abs(x - meta.corner_ul_xy[0]), abs(y - meta.corner_ul_xy[1])
     # The MTL may give southern-hemisphere northings with or without the 10,000 km offset.
     dy = min(dy, abs(dy - 10_000_000.0))

@@ -21,10 +21,13 @@ import rasterio
 import rasterio.features
 import rasterio.windows
 import shapely
+from odc.geo import CRS
+from odc.geo.geobox import GeoBox
 from scipy import ndimage
 from shapely.geometry import box
 from shapely.geometry.base import BaseGeometry
 
+from pipeline.core.grid import pixel_centre_axes, pixel_centres
 from pipeline.mapping.tiles import MapTile, tile_indices
 from pipeline.training_set.events import (
     EIGHT_CONNECTED,
@@ -108,15 +111,13 @@ def tile_pieces(
         if window is None:
             return empty_pieces()
         data = src.read(1, window=window)
-        transform = src.window_transform(window)
+        grid = GeoBox(data.shape, src.window_transform(window), CRS(src.crs))
         nodata = src.nodata
-    rows, cols = np.indices(data.shape)
-    lon = transform.c + (cols + 0.5) * transform.a
-    lat = transform.f + (rows + 0.5) * transform.e
+    lon, lat = pixel_centres(grid)
     zone, trow, tcol = tile_indices(lon.ravel(), lat.ravel())
     owned = ((zone == tile.zone) & (trow == tile.row) & (tcol == tile.col)).reshape(data.shape)
     loss = year_mask(data, years, nodata)
-    province_ids, names = province_raster(provinces, transform, data.shape, loss & owned)
+    province_ids, names = province_raster(provinces, grid, loss & owned)
     records = []
     for code in np.unique(data[loss & owned]):
         year, year_px = 2000 + int(code), loss & (data == code)
@@ -130,7 +131,7 @@ def tile_pieces(
             labels, n = ndimage.label(mine, structure=EIGHT_CONNECTED)
             at_edge = set(np.unique(labels[foreign & mine]).tolist())
             sizes = np.bincount(labels.ravel(), minlength=n + 1)
-            for k, geom in sorted(label_polygons(labels.astype(np.int32), transform).items()):
+            for k, geom in sorted(label_polygons(labels.astype(np.int32), grid).items()):
                 records.append({
                     "piece_id": f"{tile.tile_id}_{year}_{len(records):04d}",
                     "tile_id": tile.tile_id, "loss_year": year, "province": names[p - 1],
@@ -142,17 +143,16 @@ def tile_pieces(
 
 
 def province_raster(
-    provinces: gpd.GeoDataFrame, transform, shape: tuple[int, int], wanted: np.ndarray
+    provinces: gpd.GeoDataFrame, grid: GeoBox, wanted: np.ndarray
 ) -> tuple[np.ndarray, list[str]]:
     """Province index (1-based, 0 = none) of each pixel centre, and the names by index.
 
     Where borders overlap the first province by name wins. ``wanted`` pixels outside every
     province take the nearest province within :data:`PROVINCE_SNAP_DEGREES`.
     """
-    west, north = transform.c, transform.f
-    east, south = west + shape[1] * transform.a, north + shape[0] * transform.e
+    shape, transform = tuple(grid.shape), grid.affine
     frame = provinces.sort_values("province")
-    near = frame[frame.intersects(box(west, south, east, north).buffer(PROVINCE_SNAP_DEGREES))]
+    near = frame[frame.intersects(box(*grid.boundingbox).buffer(PROVINCE_SNAP_DEGREES))]
     names = near["province"].tolist()
     if not names:
         return np.zeros(shape, np.int32), []
@@ -163,7 +163,8 @@ def province_raster(
     lost = wanted & (ids == 0)
     if lost.any():
         r, c = np.nonzero(lost)
-        points = shapely.points(west + (c + 0.5) * transform.a, north + (r + 0.5) * transform.e)
+        xs, ys = pixel_centre_axes(grid)
+        points = shapely.points(xs[c], ys[r])
         dist = np.stack([shapely.distance(geom, points) for geom in near.geometry])
         best = dist.argmin(axis=0)
         ok = dist[best, np.arange(len(points))] <= PROVINCE_SNAP_DEGREES

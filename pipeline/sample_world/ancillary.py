@@ -13,11 +13,13 @@ from odc.geo.geobox import GeoBox
 from scipy import ndimage
 from shapely.geometry import box
 
+from pipeline.core.grid import pixel_centres
+
 from .features import Features
 from .layout import Event
 from .noise import SmoothField, stream
 from .rasters import rasterise, write_tif
-from .region import Region, geom_to_lonlat, lonlat_grid, pixel_centres
+from .region import Region, geom_to_lonlat, lonlat_grid
 from .spec import WorldSpec
 from .vectors import write_gpkg
 

@@ -13,13 +13,15 @@ from odc.geo.geobox import GeoBox
 from scipy import ndimage
 from shapely.geometry import box
 
+from pipeline.core.grid import pixel_centres
+
 from . import spectra as sp
 from .features import Features
 from .layout import Event
 from .noise import coarse_field, smooth_noise, stream
 from .patterns import Ctx, render_land_use
 from .rasters import rasterise, rasterise_windowed, window_of
-from .region import Region, pixel_centres
+from .region import Region
 from .spec import WorldSpec
 
 #: Canopy texture amplitude per band: crown shadows darken the visible and SWIR more than NIR.

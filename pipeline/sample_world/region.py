@@ -104,15 +104,6 @@ def lonlat_grid(
     return GeoBox((j1 - j0, i1 - i0), affine, CRS("EPSG:4326"))
 
 
-def pixel_centres(grid: GeoBox) -> tuple[np.ndarray, np.ndarray]:
-    """2-D arrays of the x and y coordinates of every pixel centre of ``grid``."""
-    a = grid.affine
-    h, w = grid.shape.yx
-    xs = a.c + a.a * (np.arange(w) + 0.5)
-    ys = a.f + a.e * (np.arange(h) + 0.5)
-    return np.meshgrid(xs, ys)
-
-
 @lru_cache(maxsize=8)
 def _transformer(src: int, dst: int) -> Transformer:
     return Transformer.from_crs(src, dst, always_xy=True)

@@ -21,7 +21,8 @@ import rasterio
 import rasterio.features
 import rasterio.windows
 import shapely
-from odc.geo import XY
+from odc.geo import CRS, XY
+from odc.geo.geobox import GeoBox
 from odc.geo.geom import BoundingBox
 from odc.geo.gridspec import GridSpec
 from scipy import ndimage
@@ -32,7 +33,7 @@ from shapely.ops import unary_union
 from pipeline.core.atomic import atomic_output
 from pipeline.core.drivers import merge_label
 from pipeline.core.errors import ForestNetError
-from pipeline.core.grid import EQUAL_AREA_CRS, utm_crs
+from pipeline.core.grid import EQUAL_AREA_CRS, pixel_centre_axes, utm_crs
 
 EVENT_COLUMNS = [
     "event_id", "loss_year", "label", "merged_label", "split", "source", "n_pixels", "area_ha",
@@ -123,7 +124,7 @@ def loss_regions(
         if window is None:
             return empty_events()
         data = src.read(1, window=window)
-        transform = src.window_transform(window)
+        grid = GeoBox(data.shape, src.window_transform(window), CRS(src.crs))
     for year in years:
         labels, n = ndimage.label(data == year - 2000, structure=EIGHT_CONNECTED)
         if n == 0:
@@ -134,10 +135,10 @@ def loss_regions(
         if keep.size == 0:
             continue
         kept = np.isin(labels, keep)
-        groups = _tile_labels(kept, transform) if group == "tile" else np.where(kept, labels, 0)
+        groups = _tile_labels(kept, grid) if group == "tile" else np.where(kept, labels, 0)
         groups = groups.astype(np.int32)
         sizes = np.bincount(groups.ravel())
-        for value, geom in label_polygons(groups, transform).items():
+        for value, geom in label_polygons(groups, grid).items():
             anchor = geom.representative_point()
             records.append({
                 "event_id": event_id(anchor.y, anchor.x, year), "loss_year": year,
@@ -147,11 +148,11 @@ def loss_regions(
     return finish_events(records, min_ha)
 
 
-def label_polygons(groups: np.ndarray, transform) -> dict[int, BaseGeometry]:
-    """One (multi)polygon per non-zero value of ``groups``."""
+def label_polygons(groups: np.ndarray, grid: GeoBox) -> dict[int, BaseGeometry]:
+    """One (multi)polygon per non-zero value of ``groups`` (on ``grid``), in its CRS."""
     parts: dict[int, list] = {}
     for geom, value in rasterio.features.shapes(
-        groups, mask=groups > 0, transform=transform, connectivity=8
+        groups, mask=groups > 0, transform=grid.affine, connectivity=8
     ):
         parts.setdefault(int(value), []).append(shape(geom))
     # Snap away the float noise of the window's transform (and order the parts), so the
@@ -162,12 +163,11 @@ def label_polygons(groups: np.ndarray, transform) -> dict[int, BaseGeometry]:
     }
 
 
-def _tile_labels(mask: np.ndarray, transform) -> np.ndarray:
-    """Label each ``mask`` pixel with its tile (1-based within the window), 0 elsewhere."""
-    rows, cols = mask.shape
-    lon = transform.c + (np.arange(cols) + 0.5) * transform.a
-    lat = transform.f + (np.arange(rows) + 0.5) * transform.e
-    tx = np.floor(lon / TILE_DEGREES).astype(np.int64)
+def _tile_labels(mask: np.ndarray, grid: GeoBox) -> np.ndarray:
+    """Label each ``mask`` pixel with its :data:`TILE_GRID` tile (1-based within the
+    window), 0 elsewhere."""
+    lon, lat = pixel_centre_axes(grid)
+    tx = np.floor(lon / TILE_DEGREES).astype(np.int64)  # TILE_GRID's origin is (0, 0)
     ty = np.floor(lat / TILE_DEGREES).astype(np.int64)
     tx, ty = tx - tx.min(), ty - ty.min()
     ids = ty[:, None] * (int(tx.max()) + 1) + tx[None, :] + 1
