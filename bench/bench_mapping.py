@@ -276,7 +276,6 @@ def instrumented(totals: dict[str, float]):
 
 def prepare_here(config, tile_ids: list[str], totals: dict) -> tuple[list, float]:
     """``prepare_tiles`` in this process, as the flow's CPU task calls it; (inputs, seconds)."""
-    from flows.training_set import aux_sources, chip_spec
     from forestnet_model.bundle import read_bundle_meta
     from pipeline.mapping.tile_inputs import prepare_tiles
 
@@ -285,8 +284,8 @@ def prepare_here(config, tile_ids: list[str], totals: dict) -> tuple[list, float
     start = time.perf_counter()
     with instrumented(totals):
         inputs = prepare_tiles(tile_ids, config.inputs.lossyear, years, config.scene_store,
-                               chip_spec(config), meta.model.in_bands, meta.model.aux_bands,
-                               aux_sources(config))
+                               config.chips.spec(), meta.model.in_bands, meta.model.aux_bands,
+                               config.inputs.aux_sources())
     seconds = time.perf_counter() - start
     bad = [t.tile_id for t in inputs if t.error]
     if bad:

@@ -90,7 +90,6 @@ def tiles_bbox(tile_ids: list[str]) -> tuple[int, tuple[float, float, float, flo
 
 def ours(config, tile_ids: list[str], threads: int, scratch: Path) -> tuple[float, float, list]:
     """prepare_tiles + infer_tiles in this process; (prepare s, infer s, inputs)."""
-    from flows.training_set import aux_sources, chip_spec
     from forestnet_model.bundle import read_bundle_meta
     from pipeline.mapping.inference import infer_tiles
     from pipeline.mapping.tile_inputs import prepare_tiles
@@ -101,8 +100,8 @@ def ours(config, tile_ids: list[str], threads: int, scratch: Path) -> tuple[floa
     parts = {t: str(scratch / f"{t}.parquet") for t in tile_ids}
     start = time.perf_counter()
     inputs = prepare_tiles(tile_ids, config.inputs.lossyear, years, config.scene_store,
-                           chip_spec(config), meta.model.in_bands, meta.model.aux_bands,
-                           aux_sources(config))
+                           config.chips.spec(), meta.model.in_bands, meta.model.aux_bands,
+                           config.inputs.aux_sources())
     prepared = time.perf_counter()
     results = infer_tiles(inputs, config.bundle_path, parts, config.mapping.infer_batch_size)
     done = time.perf_counter()

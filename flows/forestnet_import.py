@@ -11,7 +11,6 @@ from prefect import flow, get_run_logger, task
 from flows.config.schema import PipelineConfig
 from flows.runtime.cluster import gather_with_progress
 from flows.runtime.provenance import run_record, write_run_record
-from flows.training_set import chip_spec
 from pipeline.imagery.views import ChipSpec
 from pipeline.training_set.batches import import_release_batch, plan_batches
 from pipeline.training_set.chip_store import finalize_chip_store, init_chip_store
@@ -38,7 +37,7 @@ def plan(config: PipelineConfig, release: str, out: Path, client_address: str) -
     """One coarse Dask task: read the CSVs and loss polygons; write the events table."""
     path = events_path_for(out)
     with Client(client_address, set_as_default=False) as client:
-        n, problems = client.submit(plan_and_write, release, chip_spec(config), path,
+        n, problems = client.submit(plan_and_write, release, config.chips.spec(), path,
                                     pure=False).result()
     logger = get_run_logger()
     for problem in problems:
@@ -54,7 +53,7 @@ def import_chips(config: PipelineConfig, release: str, events_path: str, out: Pa
     import geopandas as gpd
 
     events = gpd.read_parquet(events_path)
-    spec, bands, features = chip_spec(config), config.aux.bands, config.aux.features
+    spec, bands, features = config.chips.spec(), config.aux.bands, config.aux.features
     attrs = {"source": "forestnet_release", "release": Path(release).name,
              "image_scaling": IMAGE_SCALING,
              "aux_provenance": {"npy": {k: v[0] for k, v in AUX_NPY.items()},

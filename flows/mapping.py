@@ -34,7 +34,6 @@ from flows.runtime.artifacts import publish_quick_looks
 from flows.runtime.cluster import gpu_resources
 from flows.runtime.provenance import run_record, scene_ids, write_run_record
 from flows.runtime.waves import run_in_waves
-from flows.training_set import aux_sources, chip_spec
 from forestnet_model.bundle import BundleMeta, package_versions, read_bundle_meta
 from pipeline.core.atomic import atomic_output
 from pipeline.core.progress_bar import progress_bar
@@ -52,9 +51,9 @@ from pipeline.mapping.parts import file_version, part_path, part_provinces, part
 from pipeline.mapping.piece_merge import driver_fields, drop_small_events, merge_pieces
 from pipeline.mapping.tile_inputs import prepare_tiles
 from pipeline.mapping.tiles import MapTile
+from pipeline.training_set.auxiliary import AuxSources
 
 NATIONAL_NAME = "indonesia"
-AUX_INPUT_KEYS = ("dem", "treecover", "roads", "settlements", "peat", "climate", "landcover")
 
 
 def run_id_for(config: PipelineConfig, model_id: str) -> str:
@@ -74,7 +73,7 @@ def chosen_provinces(config: PipelineConfig) -> list[str]:
 def parts_dir_for(config: PipelineConfig, meta: BundleMeta) -> Path:
     """The parts folder of this (years, model, inputs, settings) combination."""
     # Aux files shape the parts only when the model reads aux bands.
-    aux_keys = AUX_INPUT_KEYS if meta.model.aux_bands else ()
+    aux_keys = AuxSources.names() if meta.model.aux_bands else ()
     inputs = {"lossyear": file_version(config.inputs.lossyear),
               # The scenes themselves, not the index file: ingest rewrites it on every run.
               "scenes": hashlib.sha256(",".join(scene_ids(config.scene_store)).encode())
@@ -136,7 +135,7 @@ def predict_tiles(config: PipelineConfig, tiles_path: str, parts_dir: str, meta:
                    "failed": {}, "notes": {}}
     first, last = config.mapping.years
     lossyear = require_file(config.inputs.lossyear, "lossyear")
-    spec, sources = chip_spec(config), aux_sources(config)
+    spec, sources = config.chips.spec(), config.inputs.aux_sources()
     client = Client(client_address, set_as_default=False)
     gpu = gpu_resources(client)
     # Small jobs: smaller batches, so that every worker gets one (else a 4-tile job is one

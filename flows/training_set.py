@@ -15,8 +15,7 @@ from prefect import flow, get_run_logger, task
 from flows.config.schema import PipelineConfig, require_file
 from flows.runtime.cluster import gather_with_progress
 from flows.runtime.provenance import RUN_RECORD, run_record, write_run_record
-from pipeline.imagery.views import ChipSpec
-from pipeline.training_set.auxiliary import AuxSources, describe_aux
+from pipeline.training_set.auxiliary import describe_aux
 from pipeline.training_set.batches import build_chip_batch, plan_batches
 from pipeline.training_set.chip_store import finalize_chip_store, init_chip_store, open_chips
 from pipeline.training_set.event_vectors import events_from_vector
@@ -28,29 +27,6 @@ from pipeline.training_set.events import (
     write_events,
 )
 from pipeline.training_set.splits import assign_splits
-
-
-def chip_spec(config: PipelineConfig) -> ChipSpec:
-    c = config.chips
-    return ChipSpec(
-        size=c.size,
-        resolution=c.resolution,
-        max_single_views=c.max_single_views,
-        max_view_cloud=c.max_view_cloud,
-    )
-
-
-def aux_sources(config: PipelineConfig) -> AuxSources:
-    i = config.inputs
-    return AuxSources(
-        dem=i.dem,
-        treecover=i.treecover,
-        roads=i.roads,
-        settlements=i.settlements,
-        peat=i.peat,
-        climate=i.climate,
-        landcover=i.landcover,
-    )
 
 
 def make_events(config: PipelineConfig) -> tuple[gpd.GeoDataFrame, list[str]]:
@@ -116,7 +92,7 @@ def build_chips(config: PipelineConfig, events_path: str, client_address: str) -
     """
     logger = get_run_logger()
     events = read_events(Path(events_path))
-    spec, sources = chip_spec(config), aux_sources(config)
+    spec, sources = config.chips.spec(), config.inputs.aux_sources()
     bands, features = config.aux.bands, config.aux.features
     attrs = {"source": f"pipeline ({config.events.source} events)",
              "aux_provenance": describe_aux(bands, features, sources)}

@@ -11,7 +11,8 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 from flows.config.cluster import ClusterConfig
 from forestnet_model.specs import ModelSpec, TrainSpec
 from pipeline.core.errors import ForestNetError
-from pipeline.training_set.auxiliary import AUX_BANDS, AUX_SCALARS, check_aux_names
+from pipeline.imagery.views import ChipSpec
+from pipeline.training_set.auxiliary import AUX_BANDS, AUX_SCALARS, AuxSources, check_aux_names
 
 
 class ConfigError(ForestNetError, ValueError):
@@ -28,8 +29,9 @@ class SampleWorldConfig(_Strict):
     out: Path = Field(Path("outputs/demo/sample-world"), description="where the world is written")
 
 
-class InputsConfig(_Strict):
-    """Input files. Relative paths are relative to the current directory."""
+class InputsConfig(AuxSources):
+    """Input files: the scenes, the events, the lossyear and the auxiliary sources (the
+    pipeline's ``AuxSources`` keys). Relative paths are relative to the current directory."""
 
     landsat: list[Path | str] = Field(
         default_factory=list,
@@ -40,18 +42,10 @@ class InputsConfig(_Strict):
         None, description="folder with ForestNet train/val/test CSVs"
     )
     lossyear: Path | None = Field(None, description="GFC lossyear GeoTIFF")
-    treecover: Path | None = Field(None, description="GFC treecover2000 GeoTIFF")
-    dem: Path | None = Field(None, description="SRTM-style DEM GeoTIFF")
-    roads: Path | None = Field(None, description="road lines (GPKG/GeoParquet/Shapefile)")
-    settlements: Path | None = Field(None, description="settlement points")
-    peat: Path | None = Field(
-        None, description="peat polygons, or a categorical peat raster (GeoTIFF; > 0 is peat)"
-    )
-    climate: Path | None = Field(None, description="climate GeoTIFF (precipitation, temperature)")
-    landcover: Path | None = Field(
-        None, description="categorical land-cover GeoTIFF (class codes, 0 = no data): the "
-        "'landcover' aux band, labels of land-cover pre-training"
-    )
+
+    def aux_sources(self) -> AuxSources:
+        """The auxiliary sources alone, as the chip and map stages take them."""
+        return AuxSources(**{name: getattr(self, name) for name in AuxSources.names()})
 
     @field_validator("landsat", mode="before")
     @classmethod
@@ -62,12 +56,14 @@ class InputsConfig(_Strict):
         return value
 
 
-class ChipsConfig(_Strict):
-    size: int = Field(332, ge=64, description="chip edge in pixels")
-    resolution: float = Field(15.0, gt=0, description="chip pixel size in metres")
-    max_single_views: int = Field(4, ge=0, description="single scenes kept per event for SDA")
-    max_view_cloud: float = Field(0.5, ge=0, le=1, description="cloud filter for a view")
+class ChipsConfig(ChipSpec):
+    """The pipeline's ``ChipSpec``, and how many events each coarse task builds."""
+
     batch_size: int = Field(8, ge=1, description="events per coarse task")
+
+    def spec(self) -> ChipSpec:
+        """The chip spec alone, as the chip and map stages take it."""
+        return ChipSpec(**self.model_dump(exclude={"batch_size"}))
 
 
 class VectorEventsConfig(_Strict):

@@ -17,6 +17,7 @@ import numpy as np
 import pandas as pd
 import rasterio.features
 from odc.geo.geobox import GeoBox
+from pydantic import BaseModel, ConfigDict, Field
 from rasterio.enums import Resampling
 from shapely.geometry.base import BaseGeometry
 
@@ -32,16 +33,20 @@ CHIP_BANDS: tuple[str, ...] = ("red", "green", "blue", "nir", "swir1", "swir2")
 _FILL_QA = 1 << QA_BITS["fill"]
 
 
-@dataclass(frozen=True)
-class ChipSpec:
-    """How chips are cut and which views they keep."""
+class ChipSpec(BaseModel):
+    """How chips are cut and which views they keep (the config's ``chips`` section)."""
 
-    size: int = CHIP_SIZE
-    resolution: float = CHIP_RESOLUTION
-    years_window: int = 5  # scenes within +/- this many years of the loss year
-    max_single_views: int = 4  # single scenes kept for SDA (view 1..K)
-    max_view_cloud: float = 0.5  # a view passes the cloud filter at or below this
-    composite_pool: int = 5  # ForestNet: median of the 5 least cloudy when fewer pass
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    size: int = Field(CHIP_SIZE, ge=16, description="chip edge in pixels")
+    resolution: float = Field(CHIP_RESOLUTION, gt=0, description="chip pixel size in metres")
+    years_window: int = Field(5, ge=0, description="scenes within +/- this many years of "
+                              "the loss year")
+    max_single_views: int = Field(4, ge=0, description="single scenes kept per event for SDA")
+    max_view_cloud: float = Field(0.5, ge=0, le=1, description="a view passes the cloud "
+                                  "filter at or below this cloud fraction")
+    composite_pool: int = Field(5, ge=1, description="ForestNet: median of the 5 least "
+                                "cloudy scenes when fewer pass the filter")
 
     @property
     def n_views(self) -> int:

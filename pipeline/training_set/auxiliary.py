@@ -22,6 +22,7 @@ import geopandas as gpd
 import numpy as np
 import rasterio.features
 from odc.geo.geobox import GeoBox
+from pydantic import BaseModel, ConfigDict, Field
 from rasterio.enums import Resampling
 from shapely.geometry import box
 from shapely.geometry.base import BaseGeometry
@@ -35,17 +36,28 @@ MAX_DISTANCE_KM = 50.0
 RASTER_SUFFIXES = (".tif", ".tiff", ".vrt", ".img")
 
 
-@dataclass(frozen=True)
-class AuxSources:
-    """Paths of the auxiliary sources; any may be None."""
+class AuxSources(BaseModel):
+    """Paths of the auxiliary sources; any may be None. The config's ``inputs`` section
+    holds these same keys, so the names are written here only."""
 
-    dem: Path | None = None
-    treecover: Path | None = None
-    roads: Path | None = None
-    settlements: Path | None = None
-    peat: Path | None = None  # polygons, or a categorical raster (> 0 is peat)
-    climate: Path | None = None  # bands: annual precipitation (mm), mean temperature (C)
-    landcover: Path | None = None  # categorical land-cover raster (class codes, 0 = no data)
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    dem: Path | None = Field(None, description="SRTM-style DEM GeoTIFF")
+    treecover: Path | None = Field(None, description="GFC treecover2000 GeoTIFF")
+    roads: Path | None = Field(None, description="road lines (GPKG/GeoParquet/Shapefile)")
+    settlements: Path | None = Field(None, description="settlement points")
+    peat: Path | None = Field(
+        None, description="peat polygons, or a categorical peat raster (GeoTIFF; > 0 is peat)")
+    climate: Path | None = Field(
+        None, description="climate GeoTIFF: annual precipitation (mm), mean temperature (C)")
+    landcover: Path | None = Field(
+        None, description="categorical land-cover GeoTIFF (class codes, 0 = no data): the "
+        "'landcover' aux band, labels of land-cover pre-training")
+
+    @classmethod
+    def names(cls) -> tuple[str, ...]:
+        """The source names, in order."""
+        return tuple(cls.model_fields)
 
 
 class AuxContext:

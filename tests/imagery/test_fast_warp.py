@@ -102,7 +102,7 @@ def test_a_zones_south_form_goes_to_gdal_and_lands_in_the_same_place() -> None:
     exactly where the 326zz copy lands."""
     rng = np.random.default_rng(7)
     src = rng.uniform(0, 0.5, (2, *SOURCE.shape)).astype(np.float32)
-    north = GeoBox(SOURCE.shape, Affine.translation(0, -10_000_000.0) * SOURCE.affine,
+    north = GeoBox(SOURCE.shape, Affine.translation(0, -10_000_000.0) @ SOURCE.affine,
                    CRS("EPSG:32649"))
     target = GeoBox((90, 80), Affine(15, 0, north.affine.c + 230.0, 0, -15,
                                      north.affine.f - 170.0), CRS("EPSG:32649"))

@@ -216,19 +216,19 @@ def clean_chips(tiny_world: Path, tiny_scene_store: Path,
     and Prefect's server, and the module has four to run already.
     """
     from flows.config.schema import load_config
-    from flows.training_set import aux_sources, chip_spec, make_events
+    from flows.training_set import make_events
 
     cfg = load_config(chips_config(tmp_path_factory.mktemp("clean_chips"), tiny_world.parent,
                                    tiny_scene_store))
     # Read back, as the flow does: anchors from the in-memory geometries can differ in the
     # last bit (representative points of equal WKB, 1e-14 degrees apart).
     events = read_events(write_events(make_events(cfg)[0], cfg.events_path))
-    spec, bands, features = chip_spec(cfg), cfg.aux.bands, cfg.aux.features
+    spec, bands, features = cfg.chips.spec(), cfg.aux.bands, cfg.aux.features
     init_chip_store(cfg.chips_path, events, spec, bands, features)
     batches = plan_batches(len(events), cfg.chips.batch_size)
     for start, stop in batches:
         build_chip_batch(cfg.events_path, start, stop, cfg.scene_store, cfg.chips_path, spec,
-                         aux_sources(cfg), bands, features)
+                         cfg.inputs.aux_sources(), bands, features)
     return finalize_chip_store(cfg.chips_path, batches)
 
 
