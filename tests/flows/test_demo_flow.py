@@ -7,6 +7,7 @@ real GeoPackage read back through GDAL (pyogrio).
 from __future__ import annotations
 
 import json
+import os
 import re
 import subprocess
 import sys
@@ -23,9 +24,12 @@ from tests.tiny_config import write_tiny_config
 pytestmark = pytest.mark.slow
 
 
-def forestnet(*args: str, timeout: int = 420) -> subprocess.CompletedProcess:
+def forestnet(*args: str, timeout: int = 420, api: str | None = None
+              ) -> subprocess.CompletedProcess:
+    """A CLI run: on Prefect's temporary API (a user's default), or on the server ``api``."""
+    env = {**os.environ, "PREFECT_API_URL": api} if api else None
     return subprocess.run([sys.executable, "-m", "flows.cli.app", *args], capture_output=True,
-                          text=True, timeout=timeout)
+                          text=True, timeout=timeout, env=env)
 
 
 @pytest.fixture(scope="module")
@@ -107,9 +111,12 @@ def test_intermediate_stores_are_real(demo_run: dict) -> None:
     assert bundle["model"]["encoder"] == "efficientnet-b2"
 
 
-def test_rerun_resumes_and_gives_the_same_map(demo_run: dict) -> None:
+def test_rerun_resumes_and_gives_the_same_map(demo_run: dict,
+                                              shared_prefect_server: dict) -> None:
     before = gpd.read_file(demo_run["gpkg"], layer=DRIVER_MAP_LAYER)
-    again = forestnet("demo", "--config", str(demo_run["config"]))
+    # The first run covered the temporary API; the rerun uses the session's server.
+    again = forestnet("demo", "--config", str(demo_run["config"]),
+                      api=shared_prefect_server["api"])
     assert again.returncode == 0, again.stderr[-4000:]
     log = again.stderr + again.stdout
     # Every map tile is skipped: its part exists from the first run.
