@@ -81,7 +81,9 @@ def prepare_job(folder: Path, preset: str) -> Job:
                  "infer_batch_size": 4, "out": str(folder / "maps")})
     config = load_config(path)
     ingest_world(world, config.scene_store)
-    if not (config.bundle_path / "bundle.json").exists():
+    from forestnet_model.bundle import is_complete
+
+    if not is_complete(config.bundle_path):
         from forestnet_model.bundle import save_bundle
         from forestnet_model.model import build_model
         from forestnet_model.specs import ModelSpec
@@ -98,17 +100,13 @@ def plan_all_tiles(lossyear: Path) -> pd.DataFrame:
     import rasterio
 
     from pipeline.mapping.loss_pieces import plan_blocks, tiles_in_block
-    from pipeline.mapping.tiles import MapTile
+    from pipeline.mapping.tile_plan import merge_block_tiles
 
     with rasterio.open(lossyear) as src:
         b = src.bounds
     years = range(YEARS[0], YEARS[1] + 1)
-    counts = [tiles_in_block(lossyear, blk, years, None)
-              for blk in plan_blocks(lossyear, (b.left, b.bottom, b.right, b.top))]
-    tiles = pd.concat(counts).groupby(["zone", "row", "col"], as_index=False)["n_loss"].sum()
-    tiles["tile_id"] = [MapTile(int(z), int(r), int(c)).tile_id
-                        for z, r, c in tiles[["zone", "row", "col"]].itertuples(index=False)]
-    return tiles.sort_values(["zone", "row", "col"]).reset_index(drop=True)
+    return merge_block_tiles([tiles_in_block(lossyear, blk, years, None)
+                              for blk in plan_blocks(lossyear, (b.left, b.bottom, b.right, b.top))])
 
 
 def write_aoi(tile_ids: list[str], path: Path) -> Path:

@@ -6,6 +6,7 @@ from pathlib import Path
 
 from prefect import flow, get_run_logger, task
 
+from flows.config.input_checks import require_writable
 from flows.config.schema import PipelineConfig
 from flows.ingest import ingest_flow
 from flows.mapping import mapping_flow
@@ -19,6 +20,11 @@ def world_spec(config: PipelineConfig) -> WorldSpec:
     from dataclasses import replace
 
     return replace(base, seed=config.sample_world.seed)
+
+
+def check_inputs(config: PipelineConfig) -> None:
+    """The demo makes its own inputs: only its work folder must be writable."""
+    require_writable(config.workdir, "workdir")
 
 
 @task(name="sample-world")

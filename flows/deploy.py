@@ -18,7 +18,6 @@ from typing import Any
 from prefect import Flow, flow, get_run_logger
 from pydantic import ValidationError
 
-from flows.config.input_checks import preflight
 from flows.config.overrides import with_cluster_address, with_mapping
 from flows.config.schema import (
     ConfigError,
@@ -54,12 +53,13 @@ def job_config(
 
 
 def _on_cluster(
-    cfg: PipelineConfig, verb: str, flows: list[Callable[[PipelineConfig, str], dict]]
+    cfg: PipelineConfig, check_inputs: Callable[[PipelineConfig], None],
+    flows: list[Callable[[PipelineConfig, str], dict]],
 ) -> list[dict]:
-    """Check the inputs, open the cluster and run the flows in order on it."""
+    """Check the first flow's inputs, open the cluster and run the flows in order on it."""
     from flows.runtime.cluster import dask_client
 
-    preflight(cfg, verb)
+    check_inputs(cfg)
     logger = get_run_logger()
     # Cluster start/stop chatter (INFO once distributed is imported) buries the run's log.
     for name in ("distributed", "bokeh", "tornado"):
@@ -75,9 +75,9 @@ def ingest_job(config: str = DEFAULT_CONFIG, dask_address: str | None = None) ->
     Fails (after ingesting everything else) when a scene failed, so that a scheduled run
     shows up red; the failures are in the scene index and the log.
     """
-    from flows.ingest import ingest_flow
+    from flows.ingest import check_inputs, ingest_flow
 
-    (result,) = _on_cluster(job_config(config, dask_address), "ingest", [ingest_flow])
+    (result,) = _on_cluster(job_config(config, dask_address), check_inputs, [ingest_flow])
     if result["failed"]:
         names = ", ".join(f["scene_id"] for f in result["failures"][:5])
         raise RuntimeError(f"{result['failed']} scene(s) failed to ingest: {names}")
@@ -88,9 +88,9 @@ def ingest_job(config: str = DEFAULT_CONFIG, dask_address: str | None = None) ->
 def train_job(config: str = DEFAULT_CONFIG, dask_address: str | None = None) -> dict:
     """Build the training set (skipped when it exists), then train a model bundle."""
     from flows.train import train_flow
-    from flows.training_set import training_set_flow
+    from flows.training_set import check_inputs, training_set_flow
 
-    chips, model = _on_cluster(job_config(config, dask_address), "build-training-set",
+    chips, model = _on_cluster(job_config(config, dask_address), check_inputs,
                                [training_set_flow, train_flow])
     return {"chips": chips, "model": model}
 
@@ -103,10 +103,10 @@ def map_job(
     dask_address: str | None = None,
 ) -> dict:
     """Map loss drivers for provinces (default: the config's) and years like "2015-2020"."""
-    from flows.mapping import mapping_flow
+    from flows.mapping import check_inputs, mapping_flow
 
     cfg = job_config(config, dask_address, provinces, years)
-    (result,) = _on_cluster(cfg, "map", [mapping_flow])
+    (result,) = _on_cluster(cfg, check_inputs, [mapping_flow])
     return result
 
 

@@ -19,7 +19,7 @@ from forestnet_model.bundle import read_bundle_meta
 from forestnet_model.data import split_indices
 from forestnet_model.region_features import FEATURE_SETS
 from forestnet_model.report import evaluate_bundle, missing_inputs, write_evaluation_report
-from pipeline.training_set.chip_store import open_chips
+from pipeline.training_set.chip_store import is_complete, open_chips
 
 SPLITS = ("train", "val", "test")
 
@@ -30,7 +30,7 @@ def check_evaluation_inputs(bundle: Path, chips: Path, split: str, baseline: boo
         raise ConfigError(f"--split {split!r}: expected one of {', '.join(SPLITS)}")
     meta = read_bundle_meta(Path(bundle))  # BundleError names bundle.json when it is missing
     chips = Path(chips)
-    if not (chips / "zarr.json").exists():
+    if not is_complete(chips):
         raise ConfigError(f"{chips}: no chip store here (zarr.json missing); run "
                           "`forestnet build-training-set` or `forestnet import-forestnet`")
     store = open_chips(chips)

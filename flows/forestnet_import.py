@@ -13,7 +13,7 @@ from flows.runtime.cluster import gather_with_progress
 from flows.runtime.provenance import run_record, write_run_record
 from pipeline.imagery.views import ChipSpec
 from pipeline.training_set.batches import import_release_batch, plan_batches
-from pipeline.training_set.chip_store import finalize_chip_store, init_chip_store
+from pipeline.training_set.chip_store import finalize_chip_store, init_chip_store, is_complete
 from pipeline.training_set.events import write_events
 from pipeline.training_set.release_import import AUX_JSON, AUX_NPY, IMAGE_SCALING, plan_release
 
@@ -81,7 +81,7 @@ def import_forestnet_flow(config: PipelineConfig, client_address: str, release: 
                           out: Path, batch_size: int = IMPORT_BATCH) -> dict:
     """plan (CSVs + polygons) -> batches of examples -> one finalised chips.zarr."""
     out = Path(out)
-    if (out / "zarr.json").exists():
+    if is_complete(out):
         get_run_logger().info("%s exists; nothing to do", out)
         return {"chips": str(out), "skipped": True}
     started = datetime.now(UTC)

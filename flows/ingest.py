@@ -15,11 +15,12 @@ from distributed import Client
 from prefect import flow, get_run_logger, task
 from prefect.cache_policies import NO_CACHE
 
-from flows.config.schema import ConfigError, PipelineConfig
+from flows.config.input_checks import require_writable
+from flows.config.schema import ConfigError, PipelineConfig, require_file
 from flows.runtime.cluster import gather_with_progress
 from flows.runtime.provenance import run_record, write_run_record
 from pipeline.core.atomic import clean_stale_temporaries
-from pipeline.ingest.catalog import INDEX_NAME, read_index, write_index
+from pipeline.ingest.catalog import INDEX_NAME, is_complete, read_index, write_index
 from pipeline.ingest.scene_ingest import identify, ingest_row, plan_ingest
 from pipeline.ingest.scene_store import ensure_root
 from pipeline.ingest.sources import ProductSource, resolve_sources
@@ -75,6 +76,16 @@ def _summary(row: dict) -> dict:
     return {k: row[k] for k in ("scene_id", "status", "error", "source")}
 
 
+def check_inputs(config: PipelineConfig) -> None:
+    """The Landsat inputs are named and there, and the scene store can be written."""
+    if not config.inputs.landsat:
+        raise ConfigError("inputs.landsat is empty: name product folders or pass SOURCES")
+    for i, path in enumerate(config.inputs.landsat):
+        if isinstance(path, Path):  # URLs are checked when they are read
+            require_file(path, f"landsat[{i}]")
+    require_writable(config.scene_store, "scenes")
+
+
 @flow(name="ingest", log_prints=True)
 def ingest_flow(config: PipelineConfig, client_address: str) -> dict:
     """Ingest every product under ``inputs.landsat``; failed scenes get an error row."""
@@ -92,7 +103,7 @@ def ingest_flow(config: PipelineConfig, client_address: str) -> dict:
     if removed:
         logger.info("removed %d stale temporary scene groups from killed runs", removed)
     identities = identify_scenes(sources, client_address)
-    index = read_index(store) if (store / INDEX_NAME).exists() else None
+    index = read_index(store) if is_complete(store) else None
     todo, rejected = plan_ingest(sources, identities, index)
     if rejected:
         write_index(store, rejected)

@@ -7,11 +7,20 @@ from datetime import UTC, datetime
 from distributed import Client
 from prefect import flow, get_run_logger, task
 
-from flows.config.schema import PipelineConfig
+from flows.config.input_checks import require_writable
+from flows.config.schema import ConfigError, PipelineConfig
 from flows.runtime.artifacts import publish_training
 from flows.runtime.cluster import matching_resources
 from flows.runtime.provenance import RUN_RECORD, run_record, write_run_record
-from forestnet_model.bundle import BundleMeta, read_bundle_meta
+from forestnet_model.bundle import BundleMeta, is_complete, read_bundle_meta
+from pipeline.training_set import chip_store
+
+
+def check_inputs(config: PipelineConfig) -> None:
+    """A finished chip store to train on, and a work folder the bundle can be written to."""
+    if not chip_store.is_complete(config.chips_path):
+        raise ConfigError(f"{config.chips_path}: no chip store; run `forestnet build-training-set`")
+    require_writable(config.workdir, "workdir")
 
 
 def _train(*args):
@@ -46,7 +55,7 @@ def train_flow(config: PipelineConfig, client_address: str) -> dict:
     """Train (unless the bundle exists), then record and publish what the model scores."""
     logger = get_run_logger()
     started = datetime.now(UTC)
-    trained = not (config.bundle_path / "bundle.json").exists()
+    trained = not is_complete(config.bundle_path)
     if trained:
         bundle = train_on_cluster(config, client_address)
     else:

@@ -12,12 +12,24 @@ import rasterio
 from distributed import Client
 from prefect import flow, get_run_logger, task
 
-from flows.config.schema import PipelineConfig, require_file
+from flows.config.input_checks import (
+    check_event_csvs,
+    check_lossyear_file,
+    require_aux_files,
+    require_scene_index,
+    require_writable,
+)
+from flows.config.schema import ConfigError, PipelineConfig, require_file
 from flows.runtime.cluster import gather_with_progress
 from flows.runtime.provenance import RUN_RECORD, run_record, write_run_record
 from pipeline.training_set.auxiliary import describe_aux
 from pipeline.training_set.batches import build_chip_batch, plan_batches
-from pipeline.training_set.chip_store import finalize_chip_store, init_chip_store, open_chips
+from pipeline.training_set.chip_store import (
+    finalize_chip_store,
+    init_chip_store,
+    is_complete,
+    open_chips,
+)
 from pipeline.training_set.event_vectors import events_from_vector
 from pipeline.training_set.events import (
     EventInputError,
@@ -67,6 +79,30 @@ def make_events(config: PipelineConfig) -> tuple[gpd.GeoDataFrame, list[str]]:
     split = ev.split
     return assign_splits(events, split.method, split.block_km, split.seed,
                          split.fractions), problems
+
+
+def check_inputs(config: PipelineConfig) -> None:
+    """The event source, the lossyear, the ingested scenes and the aux files are there and
+    readable, and the work folder can be written."""
+    source, inputs = config.events.source, config.inputs
+    if source != "vector":
+        require_file(inputs.lossyear, "lossyear")
+    require_scene_index(config)
+    if source == "forestnet_csv":
+        require_file(inputs.events_csv_dir, "events_csv_dir")
+    if source == "vector":
+        path = config.events.vector.path
+        if path is None:
+            raise ConfigError("events.vector.path is not set (events.source is 'vector')")
+        if not Path(path).exists():
+            raise ConfigError(f"events.vector.path: file not found: {path}")
+    require_aux_files(config)
+    # Then the checks that open files or probe folders.
+    require_writable(config.workdir, "workdir")
+    if source != "vector":
+        check_lossyear_file(inputs.lossyear)
+    if source == "forestnet_csv":
+        check_event_csvs(inputs.events_csv_dir)
 
 
 @task(name="labelled-events")
@@ -147,7 +183,7 @@ def store_counts(chips: Path) -> dict:
 def training_set_flow(config: PipelineConfig, client_address: str) -> dict:
     """Events with splits, then chips.zarr with its ``run.json``; skipped when the store exists."""
     started = datetime.now(UTC)
-    if (config.chips_path / "zarr.json").exists():
+    if is_complete(config.chips_path):
         # The earlier run's run.json stays: it describes the store that is there. A store
         # without one (the run was killed right after finishing it) gets one, marked so.
         get_run_logger().info("%s exists; nothing to do", config.chips_path)

@@ -105,6 +105,11 @@ def save_bundle(model: nn.Module, meta: dict, out: Path) -> Path:
     return out
 
 
+def is_complete(path: Path) -> bool:
+    """Whether a finished bundle is at ``path`` (bundles appear by an atomic rename)."""
+    return (Path(path) / MANIFEST).exists()
+
+
 def read_bundle_meta(path: Path) -> BundleMeta:
     """Validate ``bundle.json``."""
     manifest = Path(path) / MANIFEST

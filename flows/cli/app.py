@@ -60,7 +60,7 @@ def sample_data(
             with Client(address, set_as_default=False) as client:
                 return {"manifest": client.submit(generate_world, out, spec).result()}
 
-        result = _run(cfg, generate, "sample-data")
+        result = _run(cfg, generate)
         typer.echo(f"sample world: {result['manifest']}")
     _guard(body)
 
@@ -82,7 +82,7 @@ def ingest(
     """
 
     def body() -> None:
-        from flows.ingest import ingest_flow
+        from flows.ingest import check_inputs, ingest_flow
 
         cfg = _load(config, dask_address)
         if sources:
@@ -93,7 +93,7 @@ def ingest(
             cfg = cfg.model_copy(update={"inputs": inputs})
         if store:
             cfg = cfg.model_copy(update={"scenes": store})
-        result = _run(cfg, ingest_flow, "ingest")
+        result = _run(cfg, ingest_flow, check_inputs)
         typer.echo(
             f"scene store: {result['store']} ({result['ingested']} ingested, "
             f"{result['skipped']} skipped, {result['failed']} failed)"
@@ -112,9 +112,9 @@ def build_training_set(config: ConfigOpt = None, dask_address: AddressOpt = None
     """Events + chips + auxiliary predictors -> chips.zarr."""
 
     def body() -> None:
-        from flows.training_set import training_set_flow
+        from flows.training_set import check_inputs, training_set_flow
 
-        result = _run(_load(config, dask_address), training_set_flow, "build-training-set")
+        result = _run(_load(config, dask_address), training_set_flow, check_inputs)
         typer.echo(f"chip store: {result['chips']}")
 
     _guard(body)
@@ -142,7 +142,7 @@ def import_forestnet(
         def run(c: PipelineConfig, address: str) -> dict:
             return import_forestnet_flow(c, address, str(path), target, batch_size)
 
-        result = _run(cfg, run, "import-forestnet")
+        result = _run(cfg, run)
         typer.echo(f"chip store: {result['chips']}")
         if not result["skipped"]:
             typer.echo(f"{result['imported']} imported, {result['failed']} without images, "
@@ -156,9 +156,9 @@ def train(config: ConfigOpt = None, dask_address: AddressOpt = None) -> None:
     """Train the ForestNet model; writes a model bundle."""
 
     def body() -> None:
-        from flows.train import train_flow
+        from flows.train import check_inputs, train_flow
 
-        result = _run(_load(config, dask_address), train_flow, "train")
+        result = _run(_load(config, dask_address), train_flow, check_inputs)
         typer.echo(f"model bundle: {result['bundle']}")
 
     _guard(body)
@@ -179,7 +179,7 @@ def map_(
     """Map loss drivers by province (or --all, or --aoi); one GeoPackage per province."""
 
     def body() -> None:
-        from flows.mapping import mapping_flow
+        from flows.mapping import check_inputs, mapping_flow
 
         cfg = _load(config, dask_address)
         if sum([bool(province), all_, aoi is not None]) > 1:
@@ -199,7 +199,7 @@ def map_(
             update["driver_raster"] = True
         if dominant_grid:
             update["dominant_grid"] = True
-        result = _run(with_mapping(cfg, update), mapping_flow, "map")
+        result = _run(with_mapping(cfg, update), mapping_flow, check_inputs)
         for gpkg in result["geopackages"]:
             typer.echo(f"GeoPackage: {gpkg}")
         tiles, summary = result["tiles"], result["summary"]
@@ -221,9 +221,9 @@ def demo(config: ConfigOpt = DEFAULT_DEMO_CONFIG, dask_address: AddressOpt = Non
     """Run the whole chain on the sample world and print where the GeoPackage is."""
 
     def body() -> None:
-        from flows.demo import demo_flow
+        from flows.demo import check_inputs, demo_flow
 
-        result = _run(_load(config, dask_address), demo_flow, "demo")
+        result = _run(_load(config, dask_address), demo_flow, check_inputs)
         for gpkg in result["geopackages"]:
             typer.echo(f"GeoPackage: {gpkg}")
 

@@ -17,7 +17,6 @@ from flows.cli.support import (
     app,
     console,
 )
-from flows.config.input_checks import preflight
 from flows.config.schema import ConfigError, PipelineConfig
 
 
@@ -47,7 +46,7 @@ def evaluate(
             return evaluate_flow(address, str(bundle_path), str(chips_path), split,
                                  str(out_dir), baseline, seed)
 
-        result = _run(cfg, run, "evaluate")
+        result = _run(cfg, run)
         typer.echo(f"accuracy {result['accuracy']:.3f}, macro F1 {result['macro_f1']:.3f} "
                    f"on {result['n']} {split} events")
         typer.echo(f"report: {result['report']}")
@@ -126,10 +125,11 @@ def pretrain(
     """
 
     def body() -> None:
+        from flows.train import check_inputs
         from forestnet_model.pretrain import pretrain_encoder
 
         cfg = _load(config, None)
-        preflight(cfg, "train")
+        check_inputs(cfg)
         target = out or cfg.model_dir / "pretrained-encoder.safetensors"
         try:
             path = pretrain_encoder(cfg.chips_path, target, cfg.model, cfg.train)

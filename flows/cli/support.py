@@ -15,7 +15,6 @@ import typer
 from rich.console import Console
 from rich.markup import escape
 
-from flows.config.input_checks import preflight
 from flows.config.overrides import with_cluster_address
 from flows.config.schema import (
     PipelineConfig,
@@ -47,12 +46,14 @@ def _load(config: Path | None, address: str | None) -> PipelineConfig:
     return with_cluster_address(load_config(config), address)
 
 
-def _run(config: PipelineConfig, flow: Callable[[PipelineConfig, str], dict], verb: str) -> dict:
-    """Check the verb's inputs, start (or attach to) the cluster and run one flow on it."""
+def _run(config: PipelineConfig, flow: Callable[[PipelineConfig, str], dict],
+         check_inputs: Callable[[PipelineConfig], None] | None = None) -> dict:
+    """Check the flow's inputs, start (or attach to) the cluster and run the flow on it."""
     from flows.runtime.cluster import dask_client
 
     _quiet_cluster_logs()
-    preflight(config, verb)
+    if check_inputs is not None:
+        check_inputs(config)
     echo = lambda m: console.print(m, highlight=False, soft_wrap=True)  # noqa: E731
     with dask_client(config.cluster, echo=echo) as client:
         return flow(config, client.scheduler.address)

@@ -1,8 +1,9 @@
-"""Preflight checks that open input files, so that bad input is one line before any flow.
+"""The input checks the flows share, so that bad input is one line before any flow starts.
 
-``flows.config.schema.preflight`` checks that files exist; these look inside them (lossyear type,
-area of interest, event CSV labels, the model bundle) and check that outputs can be
-written. Errors are the types the CLI reports as one line with exit code 2.
+Each flow's ``check_inputs(config)`` composes these: cheap ones (a file is there, a store
+is complete) first, then those that open files (lossyear type, event CSV labels, the
+model bundle) or probe output folders. Errors are the types the CLI reports as one line
+with exit code 2.
 """
 
 from __future__ import annotations
@@ -69,63 +70,19 @@ def check_map_bundle(path: Path) -> None:
     load_bundle(path)  # weights that do not fit the spec: BundleError naming the file
 
 
-def check_inputs(config: PipelineConfig, verb: str) -> None:
-    """The checks of ``verb`` that read input files or probe output folders."""
-    if verb in ("build-training-set", "train", "map", "demo"):
-        require_writable(config.workdir, "workdir")
-    if verb == "ingest":
-        require_writable(config.scene_store, "scenes")
-    if verb == "map" and config.mapping.out is not None:
-        require_writable(config.mapping.out, "mapping.out")
-    source = config.events.source
-    if verb == "map" or (verb == "build-training-set" and source != "vector"):
-        check_lossyear_file(config.inputs.lossyear)
-    if verb == "map" and config.mapping.aoi is not None:
-        from pipeline.mapping.area_of_interest import read_aoi
+def require_scene_index(config: PipelineConfig) -> None:
+    """The scene store has been ingested into (its index is there)."""
+    from pipeline.ingest.catalog import is_complete
 
-        read_aoi(config.mapping.aoi)
-    if verb == "build-training-set" and source == "forestnet_csv":
-        check_event_csvs(config.inputs.events_csv_dir)
-    if verb == "map":
-        check_map_bundle(config.bundle_path)
-
-
-def preflight(config: PipelineConfig, verb: str) -> None:
-    """Check a verb's inputs before any flow starts, so that errors are one line."""
-    inputs = config.inputs
-    if verb == "map" and config.mapping.aoi is None and not config.mapping.all:
-        from pipeline.core.provinces import select_provinces
-
-        select_provinces(config.mapping.provinces)
-    if verb == "map" and config.mapping.aoi is not None:
-        require_file(config.mapping.aoi, "aoi", "mapping")
-    if verb == "ingest":
-        if not inputs.landsat:
-            raise ConfigError("inputs.landsat is empty: name product folders or pass SOURCES")
-        for i, path in enumerate(inputs.landsat):
-            if isinstance(path, Path):
-                require_file(path, f"landsat[{i}]")
-    source = config.events.source
-    if verb == "map" or (verb == "build-training-set" and source != "vector"):
-        require_file(inputs.lossyear, "lossyear")
-    if verb in ("build-training-set", "map") and not (
-        config.scene_store / "index.parquet"
-    ).exists():
+    if not is_complete(config.scene_store):
         raise ConfigError(f"{config.scene_store}: no scene index; run `forestnet ingest` first")
-    if verb == "build-training-set" and source == "forestnet_csv":
-        require_file(inputs.events_csv_dir, "events_csv_dir")
-    if verb == "build-training-set" and source == "vector":
-        path = config.events.vector.path
-        if path is None:
-            raise ConfigError("events.vector.path is not set (events.source is 'vector')")
-        if not Path(path).exists():
-            raise ConfigError(f"events.vector.path: file not found: {path}")
-    if verb == "train" and not (config.chips_path / "zarr.json").exists():
-        raise ConfigError(f"{config.chips_path}: no chip store; run `forestnet build-training-set`")
-    if verb == "map" and not (config.bundle_path / "bundle.json").exists():
-        raise ConfigError(f"{config.bundle_path}: no model bundle; run `forestnet train` first")
-    for key in ("treecover", "dem", "roads", "settlements", "peat", "climate", "landcover"):
-        value = getattr(inputs, key)
-        if value is not None and verb in ("build-training-set", "map"):  # read there only
+
+
+def require_aux_files(config: PipelineConfig) -> None:
+    """Every configured auxiliary source exists."""
+    from pipeline.training_set.auxiliary import AuxSources
+
+    for key in AuxSources.names():
+        value = getattr(config.inputs, key)
+        if value is not None:
             require_file(value, key)
-    check_inputs(config, verb)  # opens files: after the cheap checks

@@ -147,6 +147,10 @@ class MappingConfig(_Strict):
     driver_raster: bool = Field(False, description="also write a driver COG per output")
     dominant_grid: bool = Field(False, description="also write the 1 km dominant-driver grid")
 
+    def year_list(self) -> list[int]:
+        """Every loss year mapped, first to last."""
+        return list(range(self.years[0], self.years[1] + 1))
+
     @field_validator("years")
     @classmethod
     def _ordered(cls, v: tuple[int, int]) -> tuple[int, int]:

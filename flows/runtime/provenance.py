@@ -10,6 +10,7 @@ from typing import Any
 from flows.config.schema import PipelineConfig
 from pipeline.core.atomic import atomic_output
 from pipeline.core.json_ready import json_ready
+from pipeline.ingest.catalog import ingested_scene_ids
 
 RUN_RECORD = "run.json"
 
@@ -30,7 +31,7 @@ def run_record(config: PipelineConfig, verb: str, started: datetime, counts: dic
         "package_versions": package_versions(),
         "seeds": {"sample_world": config.sample_world.seed, "split": config.events.split.seed,
                   "train": config.train.seed},
-        "input_scene_ids": scene_ids(config.scene_store) if from_scenes else [],
+        "input_scene_ids": ingested_scene_ids(config.scene_store) if from_scenes else [],
         "bundle": bundle_id(config.bundle_path),
         "counts": counts,
         "config": json.loads(config.model_dump_json()),
@@ -47,19 +48,6 @@ def write_run_record(record: dict[str, Any], folder: Path) -> Path:
         Path(tmp).write_text(json.dumps(json_ready(record), indent=2, sort_keys=True,
                                         default=str, allow_nan=False))
     return path
-
-
-def scene_ids(store: Path) -> list[str]:
-    """Scenes the store's index holds as ingested; [] without an index."""
-    index = Path(store) / "index.parquet"
-    if not index.exists():
-        return []
-    import pandas as pd
-
-    from pipeline.ingest.catalog import OK_STATUSES
-
-    frame = pd.read_parquet(index, columns=["scene_id", "status"])
-    return sorted(frame.loc[frame["status"].isin(OK_STATUSES), "scene_id"].astype(str))
 
 
 def bundle_id(bundle: Path) -> str:

@@ -116,12 +116,25 @@ def _replaced(old: pd.DataFrame, new: pd.DataFrame) -> np.ndarray:
     return drop
 
 
+def is_complete(store: Path) -> bool:
+    """Whether the scene store has its index: written atomically after each ingest."""
+    return (Path(store) / INDEX_NAME).exists()
+
+
 def read_index(store: Path) -> gpd.GeoDataFrame:
     """Read the scene index; a clear error when the store has none."""
     path = Path(store) / INDEX_NAME
     if not path.exists():
         raise FileNotFoundError(f"{path}: no scene index; run `forestnet ingest` first")
     return gpd.read_parquet(path)
+
+
+def ingested_scene_ids(store: Path) -> list[str]:
+    """Scenes the store's index holds as ingested; [] without an index."""
+    if not is_complete(store):
+        return []
+    frame = pd.read_parquet(Path(store) / INDEX_NAME, columns=["scene_id", "status"])
+    return sorted(frame.loc[frame["status"].isin(OK_STATUSES), "scene_id"].astype(str))
 
 
 def query_scenes(

@@ -60,6 +60,11 @@ def event_anchors(events: gpd.GeoDataFrame) -> tuple[np.ndarray, np.ndarray]:
     return points.x.to_numpy(np.float64), points.y.to_numpy(np.float64)
 
 
+def is_complete(final: Path) -> bool:
+    """Whether a finished chip store is at ``final`` (it is built beside it, then renamed)."""
+    return (Path(final) / "zarr.json").exists()
+
+
 def partial_path(final: Path) -> Path:
     return final.with_name(f".{final.name}.partial")
 

@@ -180,13 +180,13 @@ def test_bad_events_and_aux_keys_are_named(tmp_path: Path, section: dict, needle
 
 
 def test_vector_source_needs_its_file(tmp_path: Path) -> None:
-    from flows.config.input_checks import preflight
+    from flows.training_set import check_inputs
 
     (tmp_path / "scenes.zarr").mkdir()
     (tmp_path / "scenes.zarr" / "index.parquet").write_bytes(b"")
     base = {"scenes": str(tmp_path / "scenes.zarr"), "events": {"source": "vector"}}
     with pytest.raises(ConfigError, match=r"events\.vector\.path is not set"):
-        preflight(load_config(_write(tmp_path, base)), "build-training-set")
+        check_inputs(load_config(_write(tmp_path, base)))
     base["events"]["vector"] = {"path": str(tmp_path / "none.gpkg")}
     with pytest.raises(ConfigError, match="none.gpkg"):
-        preflight(load_config(_write(tmp_path, base)), "build-training-set")
+        check_inputs(load_config(_write(tmp_path, base)))
