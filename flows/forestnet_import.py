@@ -15,7 +15,15 @@ from pipeline.imagery.views import ChipSpec
 from pipeline.training_set.batches import import_release_batch, plan_batches
 from pipeline.training_set.chip_store import finalize_chip_store, init_chip_store, is_complete
 from pipeline.training_set.events import write_events
-from pipeline.training_set.release_import import AUX_JSON, AUX_NPY, IMAGE_SCALING, plan_release
+from pipeline.training_set.release_import import (
+    AUX_JSON,
+    AUX_NPY,
+    IMAGE_SCALING,
+    RELEASE_RADIOMETRY,
+    UNKNOWN_AUX,
+    plan_release,
+    unknown_aux_counts,
+)
 
 IMPORT_BATCH = 64  # examples per coarse task: ~64 x 3 MB of images read per task
 
@@ -55,7 +63,7 @@ def import_chips(config: PipelineConfig, release: str, events_path: str, out: Pa
     events = gpd.read_parquet(events_path)
     spec, bands, features = config.chips.spec(), config.aux.bands, config.aux.features
     attrs = {"source": "forestnet_release", "release": Path(release).name,
-             "image_scaling": IMAGE_SCALING,
+             "radiometry": RELEASE_RADIOMETRY, "image_scaling": IMAGE_SCALING,
              "aux_provenance": {"npy": {k: v[0] for k, v in AUX_NPY.items()},
                                 "json": AUX_JSON, "ncep": {"tavg": "temperature_c"}}}
     init_chip_store(out, events, spec, bands, features, attrs)
@@ -68,11 +76,16 @@ def import_chips(config: PipelineConfig, release: str, events_path: str, out: Pa
     store = finalize_chip_store(out, batches, extra_attrs={"excluded_examples": excluded})
     notes = [n for r in results for n in r.get("notes", [])]
     logger = get_run_logger()
-    for note in notes[:10]:
+    unknown = unknown_aux_counts(notes)
+    for name, count in unknown.items():  # once per file name, never silently dropped
+        logger.warning("auxiliary file %s not understood, not imported (%d examples)", name,
+                       count)
+    for note in [n for n in notes if not n.endswith(UNKNOWN_AUX)][:10]:
         logger.info("note: %s", note)
     failed = sum(r.get("failed", 0) for r in results)
     return {"chips": str(store), "events": events_path, "imported": len(events) - failed,
             "failed": failed, "left_out": len(problems), "notes": len(notes),
+            "unknown_aux_files": unknown,
             "reused_batches": sum(r["skipped"] for r in results)}
 
 
@@ -90,5 +103,6 @@ def import_forestnet_flow(config: PipelineConfig, client_address: str, release: 
                           batch_size)
     counts = {k: result[k] for k in ("imported", "failed", "left_out", "reused_batches")}
     write_run_record(run_record(config, "import-forestnet", started, counts=counts,
-                                from_scenes=False, release=str(release)), out)
+                                from_scenes=False, release=str(release),
+                                unknown_aux_files=result["unknown_aux_files"]), out)
     return {**result, "skipped": False}

@@ -32,6 +32,7 @@ from pipeline.core.progress_bar import progress_bar
 from pipeline.core.run_lock import output_lock
 from pipeline.export.driver_maps import MapOutputs, layer_provenance, write_driver_maps
 from pipeline.mapping import tile_plan
+from pipeline.mapping.fusion_inputs import scalar_names
 from pipeline.mapping.inference import infer_tiles
 from pipeline.mapping.loss_pieces import plan_blocks, tiles_in_block
 from pipeline.mapping.parts import part_path
@@ -79,7 +80,8 @@ def predict_tiles(config: PipelineConfig, tiles_path: str, parts_dir: str, meta:
             inputs = client.submit(prepare_tiles, batch, config.inputs.lossyear,
                                    config.mapping.year_list(), config.scene_store,
                                    config.chips.spec(), meta.model.in_bands,
-                                   meta.model.aux_bands, config.inputs.aux_sources(), pure=False)
+                                   meta.model.aux_bands, config.inputs.aux_sources(),
+                                   scalar_names(meta.model.fusion_features), pure=False)
             return client.submit(infer_tiles, inputs, config.bundle_path,
                                  {t: str(parts[t]) for t in batch},
                                  config.mapping.infer_batch_size, resources=gpu, pure=False)
@@ -102,7 +104,8 @@ def write_geopackages(config: PipelineConfig, tiles_path: str, parts_dir: str, r
                          for t in pd.read_parquet(tiles_path)["tile_id"]) if p.exists()]
     m = config.mapping
     gpkgs, extras, events = write_driver_maps(
-        parts, chosen_provinces(config), m.aoi, m.all, m.out or config.maps_dir,
+        parts, config.bundle_path, chosen_provinces(config), m.aoi, m.all,
+        m.out or config.maps_dir,
         layer_provenance(run_id, meta.model_id, config.model_dump_json()),
         MapOutputs(m.years, m.min_event_pixels, m.driver_raster, m.dominant_grid))
     for gpkg in gpkgs:

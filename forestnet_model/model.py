@@ -209,14 +209,23 @@ class ForestNetModel(nn.Module):
         pooled = region_mean_logits(logits.float(), mask)
         if self.head is None:
             return logits, pooled
-        parts = [pooled, region_band_stats(x, mask)]
+        return logits, self.event_logits(pooled, region_band_stats(x, mask), scalars)
+
+    def event_logits(self, pooled: torch.Tensor, band_stats: torch.Tensor,
+                     scalars: torch.Tensor | None = None) -> torch.Tensor:
+        """An event's logits from its region statistics: the fusion head's when there is
+        one, else the region-mean logits themselves. Mapping calls this on events merged
+        across tiles, training and evaluation through :meth:`forward`."""
+        if self.head is None:
+            return pooled
+        parts = [pooled, band_stats.to(pooled.dtype)]
         if scalars is not None and scalars.shape[1]:
             parts.append(scalars.to(pooled.dtype))
         features = torch.cat(parts, dim=1)
         if features.shape[1] != self.head.n_inputs:
             raise ValueError(f"fusion head expects {self.head.n_inputs} inputs, got "
                              f"{features.shape[1]}: pass one scalar per fusion feature")
-        return logits, self.head(features).float()
+        return self.head(features).float()
 
 
 def as_forestnet(model: nn.Module) -> ForestNetModel:

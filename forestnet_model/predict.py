@@ -10,7 +10,7 @@ import torch
 
 from forestnet_model.bundle import BundleMeta, load_bundle
 from forestnet_model.data import normalise, normalise_scalars, pad_to_multiple
-from forestnet_model.model import as_forestnet
+from forestnet_model.model import as_forestnet, region_band_stats, region_mean_logits
 from forestnet_model.train import pick_device, to_device
 
 
@@ -45,13 +45,7 @@ def predict_events(
     if images.shape[1] != spec.in_channels:
         raise ValueError(f"{bundle}: model expects {spec.in_channels} input channels "
                          f"({spec.in_bands + spec.aux_bands}), got {images.shape[1]}")
-    features = spec.fusion_features
-    if features and (scalars is None or np.shape(scalars) != (len(images), len(features))):
-        got = "none" if scalars is None else f"shape {np.shape(scalars)}"
-        raise ValueError(f"{bundle}: fusion model needs scalars ({len(images)}, "
-                         f"{len(features)}) for {list(features)}; got {got}")
-    scaled = normalise_scalars(scalars, meta.normalisation) if features else (
-        np.zeros((len(images), 0), np.float32))
+    check_scalars(bundle, meta, len(images), scalars)
     forestnet = as_forestnet(model)
     out = []
     with torch.inference_mode():
@@ -60,10 +54,45 @@ def predict_events(
             x = np.stack([pad_to_multiple(normalise(im, meta.normalisation))
                           for im in images[start:stop]])
             m = np.stack([pad_to_multiple(np.asarray(mk).astype(bool)) for mk in masks[start:stop]])
+            xt = to_device(torch.from_numpy(x), dev, image=True)
+            mt = torch.from_numpy(m).to(dev)
             with torch.autocast(dev.type, dtype=torch.bfloat16, enabled=dev.type == "cuda"):
-                _, event_logits = forestnet(to_device(torch.from_numpy(x), dev, image=True),
-                                            torch.from_numpy(m).to(dev),
-                                            torch.from_numpy(scaled[start:stop]).to(dev))
-            out.append(torch.softmax(event_logits.float(), dim=1).cpu().numpy())
+                pixel_logits = forestnet.net(xt)
+            pooled = region_mean_logits(pixel_logits.float(), mt)
+            chunk = None if scalars is None else scalars[start:stop]
+            out.append(event_probabilities(model, meta, pooled.cpu().numpy(),
+                                           region_band_stats(xt, mt).cpu().numpy(), chunk))
     probs = np.concatenate(out) if out else np.zeros((0, spec.n_classes), np.float32)
     return probs, meta.model_id
+
+
+def check_scalars(bundle: Path | str, meta: BundleMeta, n: int, scalars: np.ndarray | None) -> None:
+    """A fusion bundle with ``fusion_features`` needs ``(n, F)`` scalars, in that order."""
+    features = meta.model.fusion_features
+    if features and (scalars is None or np.shape(scalars) != (n, len(features))):
+        got = "none" if scalars is None else f"shape {np.shape(scalars)}"
+        raise ValueError(f"{bundle}: fusion model needs scalars ({n}, "
+                         f"{len(features)}) for {list(features)}; got {got}")
+
+
+def event_probabilities(
+    model: torch.nn.Module, meta: BundleMeta, pooled: np.ndarray, band_stats: np.ndarray,
+    scalars: np.ndarray | None = None,
+) -> np.ndarray:
+    """Class probabilities ``(N, n_classes)`` of events from their region statistics.
+
+    The one step that evaluation and mapping share, so a map's drivers come from the model
+    that was evaluated, fusion head included. ``pooled (N, classes)`` are region-mean pixel
+    logits, ``band_stats (N, 2C)`` the region mean then std of each normalised input
+    channel, ``scalars (N, F)`` the raw aux scalars of ``meta.model.fusion_features``.
+    """
+    features = meta.model.fusion_features
+    n = len(pooled)
+    scaled = (normalise_scalars(scalars, meta.normalisation) if features
+              else np.zeros((n, 0), np.float32))
+    dev = next(model.parameters()).device
+    as_tensor = lambda a: torch.as_tensor(np.asarray(a, np.float32), device=dev)  # noqa: E731
+    with torch.inference_mode():
+        logits = as_forestnet(model).event_logits(as_tensor(pooled), as_tensor(band_stats),
+                                                  as_tensor(scaled))
+        return torch.softmax(logits.float(), dim=1).cpu().numpy()

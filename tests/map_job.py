@@ -21,6 +21,10 @@ from tests.tiny_config import write_tiny_config
 #: A point on the bundled Kalimantan Tengah / Kalimantan Selatan border.
 BORDER = (114.475, -3.14)
 BORDER_PROVINCES = ["Kalimantan Tengah", "Kalimantan Selatan"]
+#: The map job's bundle has a fusion head over these scalars, so every map test runs the
+#: path of ForestNet's best model: per-piece scalars from the aux files, merged per event.
+MAP_FUSION_FEATURES = ("elevation_mean", "slope_mean", "street_dist_km", "peat_fraction",
+                       "precipitation_mm", "ndvi_std")
 
 
 def forestnet(*args: str, timeout: int = 420) -> subprocess.CompletedProcess:
@@ -28,16 +32,28 @@ def forestnet(*args: str, timeout: int = 420) -> subprocess.CompletedProcess:
                           text=True, timeout=timeout)
 
 
-def untrained_bundle(out: Path) -> Path:
+def untrained_bundle(out: Path, fusion_features: tuple[str, ...] | None = None) -> Path:
+    """A seeded, untrained resnet18 bundle; with ``fusion_features`` (possibly empty) it has
+    a fusion head, its weights nudged so that its inputs all move its outputs."""
     import torch
 
     from forestnet_model.bundle import save_bundle
     from forestnet_model.model import ModelSpec, build_model
 
     torch.manual_seed(0)
-    spec = ModelSpec(encoder="resnet18")
     norm = {"mean": [0.05, 0.06, 0.04, 0.25, 0.15, 0.08], "std": [0.03] * 6}
-    return save_bundle(build_model(spec).eval(), {"model": spec, "normalisation": norm}, out)
+    if fusion_features is None:
+        spec = ModelSpec(encoder="resnet18")
+    else:
+        spec = ModelSpec(encoder="resnet18", fusion=True, fusion_features=fusion_features)
+        norm |= {"scalar_mean": [10.0] * len(fusion_features),
+                 "scalar_std": [5.0] * len(fusion_features)}
+    model = build_model(spec)
+    if fusion_features is not None:
+        with torch.no_grad():
+            for p in model.head.parameters():
+                p.add_(0.05 * torch.randn_like(p))
+    return save_bundle(model.eval(), {"model": spec, "normalisation": norm}, out)
 
 
 def make_map_job(folder: Path, mapping: dict, centre: tuple[float, float] = BORDER) -> dict:
@@ -50,7 +66,7 @@ def make_map_job(folder: Path, mapping: dict, centre: tuple[float, float] = BORD
     config = write_tiny_config(folder, world, mapping=mapping)
     work = Path(yaml.safe_load(config.read_text())["workdir"])
     ingest_world(world, work / "scenes.zarr")
-    untrained_bundle(work / "model" / "bundle")
+    untrained_bundle(work / "model" / "bundle", MAP_FUSION_FEATURES)
     return {"folder": folder, "world": world, "config": config, "work": work}
 
 

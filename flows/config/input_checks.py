@@ -58,14 +58,16 @@ def check_map_bundle(path: Path) -> None:
     """The bundle asks for bands the map can make and its weights fit its own spec."""
     from forestnet_model.bundle import MANIFEST, BundleError, load_bundle, read_bundle_meta
     from pipeline.imagery.views import CHIP_BANDS
-    from pipeline.training_set.auxiliary import AUX_BAND_REGISTRY
+    from pipeline.training_set.auxiliary import AUX_BAND_REGISTRY, AUX_FEATURE_REGISTRY
 
     spec = read_bundle_meta(path).model
     for key, names, valid in (("in_bands", spec.in_bands, CHIP_BANDS),
-                              ("aux_bands", spec.aux_bands, tuple(AUX_BAND_REGISTRY))):
+                              ("aux_bands", spec.aux_bands, tuple(AUX_BAND_REGISTRY)),
+                              ("fusion_features", spec.fusion_features,
+                               tuple(AUX_FEATURE_REGISTRY))):
         unknown = [b for b in names if b not in valid]
         if unknown:
-            raise BundleError(f"{Path(path) / MANIFEST}: model.{key} {unknown} are not bands "
+            raise BundleError(f"{Path(path) / MANIFEST}: model.{key} {unknown} are not inputs "
                               f"the map can make; valid: {', '.join(valid)}")
     load_bundle(path)  # weights that do not fit the spec: BundleError naming the file
 

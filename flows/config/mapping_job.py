@@ -39,14 +39,15 @@ def run_id_for(config: PipelineConfig, model_id: str) -> str:
 
 def parts_dir_for(config: PipelineConfig, meta: BundleMeta) -> Path:
     """The parts folder of this (years, model, inputs, settings) combination."""
-    # Aux files shape the parts only when the model reads aux bands.
-    aux_keys = AuxSources.names() if meta.model.aux_bands else ()
+    # Aux files shape the parts only when the model reads aux bands or scalars.
+    aux_keys = AuxSources.names() if meta.model.aux_bands or meta.model.fusion_features else ()
     inputs = {"lossyear": file_version(config.inputs.lossyear),
               # The scenes themselves, not the index file: ingest rewrites it on every run.
               "scenes": hashlib.sha256(",".join(ingested_scene_ids(config.scene_store)).encode())
               .hexdigest(),
               **{k: file_version(getattr(config.inputs, k)) for k in aux_keys}}
-    settings = {"chips": config.chips.model_dump(mode="json"), "aux": list(meta.model.aux_bands)}
+    settings = {"chips": config.chips.model_dump(mode="json"), "aux": list(meta.model.aux_bands),
+                "scalars": list(meta.model.fusion_features)}
     key = parts_key(config.mapping.years, meta.model_id, inputs, settings)
     return config.workdir / "map-parts" / key
 

@@ -19,6 +19,8 @@ from pipeline.export.driver_raster import driver_raster_grid, write_driver_cog
 from pipeline.export.geopackage import add_area_ha, empty_driver_frame, write_driver_geopackage
 from pipeline.export.summary_map import write_driver_png
 from pipeline.mapping.area_of_interest import read_aoi
+from pipeline.mapping.event_drivers import bundle_scalars, event_driver_probabilities
+from pipeline.mapping.fusion_inputs import scalar_names
 from pipeline.mapping.parts import part_provinces, read_pieces
 from pipeline.mapping.piece_merge import driver_fields, drop_small_events, merge_pieces
 
@@ -54,9 +56,10 @@ def parts_by_province(parts: list[Path]) -> dict[str, list[Path]]:
     return found
 
 
-def province_events(parts: list[Path], province: str, min_pixels: int,
+def province_events(parts: list[Path], province: str, min_pixels: int, bundle: Path,
                     aoi: BaseGeometry | None = None) -> tuple[gpd.GeoDataFrame, gpd.GeoDataFrame]:
-    """One province's pieces merged into events with driver fields and areas.
+    """One province's pieces merged into events, with the drivers ``bundle`` gives them
+    (its fusion head included) and their areas.
 
     Returns the mappable events and the events with no usable imagery, which are kept out
     of the driver layer (never a guessed driver) but counted in the summary and listed in
@@ -67,16 +70,19 @@ def province_events(parts: list[Path], province: str, min_pixels: int,
         pieces = gpd.clip(pieces, aoi, keep_geom_type=True)
     if pieces.empty:
         return empty_driver_frame(), empty_driver_frame()
-    events = add_area_ha(driver_fields(drop_small_events(merge_pieces(pieces), min_pixels)))
+    events = drop_small_events(merge_pieces(pieces, scalar_names(bundle_scalars(bundle))),
+                               min_pixels)
+    events = add_area_ha(driver_fields(events, event_driver_probabilities(events, bundle)))
     blind = events["driver_code"] == 0
     return events[~blind], events[blind]
 
 
-def write_driver_maps(parts: list[Path], provinces: list[str], aoi: Path | None,
+def write_driver_maps(parts: list[Path], bundle: Path, provinces: list[str], aoi: Path | None,
                       national: bool, out_dir: Path, provenance: dict[str, str],
                       outputs: MapOutputs) -> tuple[list[Path], list[Path], gpd.GeoDataFrame]:
     """Write one GeoPackage per province, or one for the AOI, plus a national one when
-    ``national``; ``provenance`` (its ``run_id`` too) goes into each layer's metadata.
+    ``national``, with the drivers ``bundle`` (the one that made the parts) gives the
+    events; ``provenance`` (its ``run_id`` too) goes into each layer's metadata.
     Returns the GeoPackages, the side outputs and every event (those without
     imagery included, ``driver_code`` 0) for the run summary."""
     by_province = parts_by_province(parts)
@@ -84,7 +90,7 @@ def write_driver_maps(parts: list[Path], provinces: list[str], aoi: Path | None,
     written, extras, frames, blinds = [], [], [], []
     for province in provinces if area is None else sorted(by_province):
         events, blind = province_events(by_province.get(province, []), province,
-                                        outputs.min_event_pixels, area)
+                                        outputs.min_event_pixels, bundle, area)
         events = events.assign(run_id=provenance["run_id"])
         frames.append(events)
         blinds.append(blind)

@@ -1,12 +1,14 @@
-"""The model half of mapping: tile inputs -> region-mean logits per piece -> a part per tile.
+"""The model half of mapping: tile inputs -> each piece's region statistics -> a part per tile.
 
 The bundle is loaded once per worker process (:func:`cached_bundle`) and tiles are run
-through it in batches. Per-pixel logits never leave this function: only each piece's
-region mean (and its pixel count, the weight used when pieces merge across tiles) is kept.
+through it in batches. Per-pixel logits never leave this function: each piece keeps its
+region-mean logits, its pixel count (the weight when pieces merge across tiles) and the
+fusion head's other inputs (``fusion_inputs``); the head itself runs on merged events.
 """
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from pathlib import Path
 
 import geopandas as gpd
@@ -17,8 +19,15 @@ from forestnet_model.data import normalise, pad_to_multiple
 from forestnet_model.predict import cached_bundle
 from forestnet_model.train import pick_device
 from pipeline.core.atomic import atomic_output
+from pipeline.mapping.fusion_inputs import (
+    AUX_VALUES,
+    BAND_MEAN,
+    BAND_VAR,
+    FUSION_COLUMNS,
+    piece_band_moments,
+)
 from pipeline.mapping.piece_merge import LOGIT_COLUMNS
-from pipeline.mapping.tile_inputs import TileInput
+from pipeline.mapping.tile_inputs import TileInput, TileSample
 
 
 def infer_tiles(
@@ -50,12 +59,17 @@ def infer_tiles(
             with torch.autocast(dev.type, dtype=torch.bfloat16, enabled=dev.type == "cuda"):
                 out = model(xt)
             logits.extend(out.float().cpu().numpy())
-    per_piece: dict[int, dict[int, tuple[np.ndarray, float, TileInput]]] = {}
+    per_piece: dict[int, dict[int, PieceStats]] = {}
     for (tile, sample), pixel_logits in zip(samples, logits, strict=True):
         labels = pad_to_multiple(sample.labels)
-        means, counts = region_means(pixel_logits, labels, len(sample.pieces))
+        n = len(sample.pieces)
+        means, counts = region_means(pixel_logits, labels, n)
+        x = pad_to_multiple(normalise(sample.image, meta.normalisation))
+        band_mean, band_var = piece_band_moments(x, labels, n)
+        scalars = sample.scalars if sample.scalars is not None else np.zeros((n, 0))
         for k, row in enumerate(sample.pieces):
-            per_piece.setdefault(id(tile), {})[row] = (means[k], counts[k], sample)
+            per_piece.setdefault(id(tile), {})[row] = PieceStats(
+                means[k], counts[k], band_mean[k], band_var[k], scalars[k], sample)
     results = []
     for tile in inputs:
         if tile.error:
@@ -81,21 +95,40 @@ def region_means(
         return sums / counts[:, None], counts
 
 
-def tile_part(tile: TileInput, predicted: dict, model_id: str) -> gpd.GeoDataFrame:
-    """The tile's pieces with their logits, weights, scenes and model id (no run id: parts
-    are shared by every run with the same inputs)."""
+@dataclass(frozen=True)
+class PieceStats:
+    """What one piece keeps from the model: see the module docstring."""
+
+    logits: np.ndarray
+    pixels: float
+    band_mean: np.ndarray
+    band_var: np.ndarray
+    scalars: np.ndarray
+    sample: TileSample
+
+
+def tile_part(tile: TileInput, predicted: dict[int, PieceStats], model_id: str
+              ) -> gpd.GeoDataFrame:
+    """The tile's pieces with their statistics, scenes and model id (no run id: parts are
+    shared by every run with the same inputs). A piece without imagery has NaN logits."""
     part = tile.pieces.copy()
     n = len(part)
     logits = np.full((n, len(LOGIT_COLUMNS)), np.nan)
     weight = np.zeros(n)
     scene_ids, scene_dates = [""] * n, [""] * n
-    for row, (mean, count, sample) in predicted.items():
-        logits[row], weight[row] = mean, count
-        scene_ids[row] = ",".join(sample.scene_ids)
-        scene_dates[row] = ",".join(sorted(sample.scene_dates))
+    empty = np.zeros(0)
+    fusion = {column: [empty] * n for column in FUSION_COLUMNS}
+    for row, stats in predicted.items():
+        logits[row], weight[row] = stats.logits, stats.pixels
+        scene_ids[row] = ",".join(stats.sample.scene_ids)
+        scene_dates[row] = ",".join(sorted(stats.sample.scene_dates))
+        fusion[BAND_MEAN][row], fusion[BAND_VAR][row] = stats.band_mean, stats.band_var
+        fusion[AUX_VALUES][row] = np.asarray(stats.scalars, np.float64)
     for k, column in enumerate(LOGIT_COLUMNS):
         part[column] = logits[:, k]
     part["logit_weight"] = weight
+    for column, values in fusion.items():
+        part[column] = values
     part["scene_ids"], part["scene_dates"] = scene_ids, scene_dates
     part["model_id"] = model_id
     return part

@@ -19,12 +19,15 @@ import pandas as pd
 import pyarrow.parquet as pq
 
 from pipeline.core.errors import ForestNetError
+from pipeline.mapping.fusion_inputs import FUSION_COLUMNS
 from pipeline.mapping.loss_pieces import PIECE_COLUMNS, empty_pieces
 from pipeline.mapping.piece_merge import LOGIT_COLUMNS
 from pipeline.mapping.tiles import MapTile
 
-PART_COLUMNS = [*PIECE_COLUMNS[:-1], *LOGIT_COLUMNS, "logit_weight", "scene_ids",
-                "scene_dates", "model_id", "geometry"]
+PART_COLUMNS = [*PIECE_COLUMNS[:-1], *LOGIT_COLUMNS, "logit_weight", *FUSION_COLUMNS,
+                "scene_ids", "scene_dates", "model_id", "geometry"]
+#: Bumped when PART_COLUMNS change: it is part of the parts key, so older parts are not reused.
+PART_FORMAT = 2
 
 
 class MapPartError(ForestNetError, ValueError):
@@ -44,7 +47,7 @@ def parts_key(years: tuple[int, int], model_id: str, inputs: dict[str, str],
               settings: dict) -> str:
     """Hash naming the parts folder of one (years, model, inputs, settings) combination."""
     blob = json.dumps({"years": list(years), "model": model_id, "inputs": inputs,
-                       "settings": settings}, sort_keys=True, default=str)
+                       "settings": settings, "format": PART_FORMAT}, sort_keys=True, default=str)
     return hashlib.sha256(blob.encode()).hexdigest()[:16]
 
 

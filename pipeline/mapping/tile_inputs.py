@@ -17,9 +17,10 @@ import rasterio.features
 from shapely.ops import unary_union
 
 from pipeline.imagery.views import CHIP_BANDS, ChipSpec, composite_views, scene_views, years_span
+from pipeline.mapping.fusion_inputs import piece_scalars
 from pipeline.mapping.loss_pieces import tile_pieces
 from pipeline.mapping.tiles import MapTile
-from pipeline.training_set.auxiliary import AuxSources, aux_for_chip
+from pipeline.training_set.auxiliary import AuxContext, AuxSources, check_aux_names
 
 
 @dataclass
@@ -31,6 +32,8 @@ class TileSample:
     pieces: list[int]  # row positions in ``TileInput.pieces``
     scene_ids: list[str]
     scene_dates: list[str]
+    #: ``(len(pieces), scalars)``: each piece's aux scalars (``fusion_inputs.scalar_names``)
+    scalars: np.ndarray | None = None
 
 
 @dataclass
@@ -66,8 +69,10 @@ def prepare_tile(
     bands: tuple[str, ...],
     aux_bands: tuple[str, ...],
     aux_sources: AuxSources,
+    scalars: tuple[str, ...] = (),
 ) -> TileInput:
-    """Pieces, composite(s) and the model's channels for one tile."""
+    """Pieces, composite(s) and the model's channels for one tile, and each piece's aux
+    ``scalars`` (names from ``fusion_inputs.scalar_names``) for a fusion model."""
     pieces = tile_pieces(lossyear, tile, years, provinces)
     out = TileInput(tile.tile_id, pieces)
     if pieces.empty:
@@ -85,15 +90,17 @@ def prepare_tile(
         image, pool, _, notes = composite_views(views, spec)
         out.notes.extend(notes)
         labels = piece_labels(local.geometry.iloc[rows], geobox)
-        x = image[band_idx]
-        if aux_bands:
-            region = unary_union(list(local.geometry.iloc[rows]))
-            aux, _ = aux_for_chip(geobox, region, labels > 0, image, aux_sources,
-                                  bands=aux_bands, features=())
-            x = np.concatenate([x, aux])
+        x, values = image[band_idx], None
+        if aux_bands or scalars:
+            regions = list(local.geometry.iloc[rows])
+            ctx = AuxContext(geobox, unary_union(regions), labels > 0, image, aux_sources)
+            if aux_bands:
+                x = np.concatenate([x, np.stack([ctx.band(b) for b in aux_bands])])
+            values = piece_scalars(ctx, regions, labels, scalars)
         out.samples.append(TileSample(
             image=x.astype(np.float32), labels=labels, pieces=rows.tolist(),
             scene_ids=[v.scene_id for v in pool], scene_dates=[v.date for v in pool],
+            scalars=values,
         ))
     return out
 
@@ -123,17 +130,20 @@ def prepare_tiles(
     bands: tuple[str, ...],
     aux_bands: tuple[str, ...],
     aux_sources: AuxSources,
+    scalars: tuple[str, ...] = (),
 ) -> list[TileInput]:
     """:func:`prepare_tile` for a batch; a tile that fails carries its error, the rest go on."""
     from pipeline.core.provinces import provinces
     from pipeline.ingest.catalog import read_index
 
+    check_aux_names(aux_bands, scalars)
     index = read_index(scene_store)
     out = []
     for tile_id in tile_ids:
         try:
             out.append(prepare_tile(MapTile.from_id(tile_id), lossyear, years, provinces(),
-                                    scene_store, index, spec, bands, aux_bands, aux_sources))
+                                    scene_store, index, spec, bands, aux_bands, aux_sources,
+                                    scalars))
         except Exception as exc:  # a damaged scene or aux file fails its tile, not the run
             out.append(TileInput(tile_id, gpd.GeoDataFrame(), error=f"{type(exc).__name__}: "
                                  f"{exc}"))

@@ -71,6 +71,14 @@ class AuxContext:
         self.inside = loss_mask.astype(bool)
         self._bands = dict(given_bands or {})
         self._scalars = dict(given_scalars or {})
+        self._grids: dict[tuple, np.ndarray] = {}
+
+    def for_region(self, region: BaseGeometry, loss_mask: np.ndarray) -> AuxContext:
+        """The same chip's context for another region of it (one map piece among many):
+        bands and rasters already read are shared, scalars are computed afresh."""
+        other = AuxContext(self.geobox, region, loss_mask, self.composite, self.sources)
+        other._bands, other._grids = self._bands, self._grids
+        return other
 
     def band(self, name: str) -> np.ndarray:
         if name not in self._bands:
@@ -89,8 +97,17 @@ class AuxContext:
     def raster(self, path: Path | None, resampling: Resampling) -> np.ndarray:
         if path is None:
             return self.nan
-        data = read_file_to_grid(path, self.geobox, resampling)
+        data = self.grid(path, resampling)
         return data[0] if data.ndim == 3 else data
+
+    def grid(self, path: Path, resampling: Resampling, bands: tuple[int, ...] | None = None
+             ) -> np.ndarray:
+        """A raster read onto the chip grid, once per chip (regions of it share the read)."""
+        key = (str(path), resampling, bands)
+        if key not in self._grids:
+            self._grids[key] = read_file_to_grid(path, self.geobox, resampling,
+                                                 bands=1 if bands is None else list(bands))
+        return self._grids[key]
 
     @cached_property
     def terrain(self) -> tuple[np.ndarray, np.ndarray]:
@@ -98,7 +115,9 @@ class AuxContext:
 
     @cached_property
     def climate(self) -> list[float]:
-        return _climate(self.sources.climate, self.geobox, self.inside)
+        if self.sources.climate is None:
+            return [np.nan, np.nan]
+        return _climate(self.grid(self.sources.climate, Resampling.bilinear, (1, 2)), self.inside)
 
 
 @dataclass(frozen=True)
@@ -109,6 +128,9 @@ class AuxEntry:
     source: str  # the AuxSources field it reads, or what it is derived from
     method: str  # resampling (bilinear / nearest), rasterize, distance, region-stat, ...
     compute: Callable[[AuxContext], np.ndarray | float]
+    #: Features only: how the values of several regions of one event combine (a map event
+    #: merged across tiles): "mean" and "std" pixel-weighted, "min", "max".
+    merge: str = "mean"
 
 
 def _ndvi(ctx: AuxContext) -> np.ndarray:
@@ -155,12 +177,12 @@ def _peat_fraction(ctx: AuxContext) -> float:
 
 
 AUX_FEATURE_REGISTRY: dict[str, AuxEntry] = {e.name: e for e in (
-    *(AuxEntry(f"{b}_{s}", b, f"region {s}", _stat(b, k))
+    *(AuxEntry(f"{b}_{s}", b, f"region {s}", _stat(b, k), merge=s)
       for b in _REGION_BANDS for k, s in enumerate(_REGION_STATS)),
     AuxEntry("street_dist_km", "roads", "distance",
-             lambda c: _distance_km(c.sources.roads, c.region, c.geobox)),
+             lambda c: _distance_km(c.sources.roads, c.region, c.geobox), merge="min"),
     AuxEntry("city_dist_km", "settlements", "distance",
-             lambda c: _distance_km(c.sources.settlements, c.region, c.geobox)),
+             lambda c: _distance_km(c.sources.settlements, c.region, c.geobox), merge="min"),
     AuxEntry("peat_fraction", "peat", "region mean", _peat_fraction),
     AuxEntry("precipitation_mm", "climate", "bilinear, region mean", lambda c: c.climate[0]),
     AuxEntry("temperature_c", "climate", "bilinear, region mean", lambda c: c.climate[1]),
@@ -240,10 +262,7 @@ def slope_aspect(elevation: np.ndarray, cell: float) -> tuple[np.ndarray, np.nda
     return slope.astype(np.float32), aspect.astype(np.float32)
 
 
-def _climate(path: Path | None, geobox: GeoBox, inside: np.ndarray) -> list[float]:
-    if path is None:
-        return [np.nan, np.nan]
-    data = read_file_to_grid(path, geobox, Resampling.bilinear, bands=[1, 2])
+def _climate(data: np.ndarray, inside: np.ndarray) -> list[float]:
     where = inside if inside.any() else np.ones(inside.shape, dtype=bool)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", RuntimeWarning)

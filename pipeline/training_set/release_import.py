@@ -10,12 +10,42 @@ sources apart:
   the centre of pixel (c, r), and ``loss_mask`` holds the pixels whose centre lies inside it;
 - view 0 is ``composite``; views 1.. are the ``YYYY_MM_DD_cloud_<N>`` scenes, least cloudy
   first (cloud fraction N / 100), each PNG (red, green, blue) with the infrared ``.npy`` of
-  the same stem (nir, swir1, swir2); a scene without its pair is skipped with a note;
-- every image value v (PNG 0-255, and the NPYs, which ForestNet reads as uint8) is stored
-  as ``v * IMAGE_SCALE`` (255 -> 0.4), a reflectance-like range like the built chips';
-- ``auxiliary/`` files present are mapped by :data:`AUX_NPY` and :data:`AUX_JSON`; the
-  rest stay NaN (and are noted). Slope and aspect are read as hundredths of degrees, the
-  units of ForestNet's own feature-scaling constants (slope up to 8421, aspect +-18000).
+  the same stem (nir, swir1, swir2); a scene without its pair is skipped with a note.
+
+**Radiometry.** The release is Landsat 8 surface reflectance exported with the Descartes
+Labs "display" scaling, which differs by band group (evidence: the Descartes Labs band
+metadata for Landsat 8, ``display_range`` [0, 4000] for red/green/blue and [0, 10000] for
+nir/swir1/swir2; a Stanford-lineage downloader calling ``scenes.stack(...,
+scaling="display", processing_level="surface")``; the published per-band means in 0-255
+units, red 19.9 ... nir 82.1, which fit vegetated land only as surface reflectance). So:
+
+============  ==========================  ==============================================
+file          holds                       reflectance (0-1) =
+============  ==========================  ==============================================
+PNG (r, g, b) 0-255 over 0-0.4            value * 0.4 / 255   (:data:`VISIBLE_SCALE`)
+NPY (nir,     0-255 over 0-1.0; uint8, or value / 255         (:data:`INFRARED_SCALE`)
+swir1, swir2) uint16 holding 0-255        (a value above 255 is an error naming the file)
+============  ==========================  ==============================================
+
+**Auxiliary units** (the units of ForestNet's own feature-scaling constants, e.g. slope up
+to 8421 and aspect +-18000, and of its NCEP and OSM exports):
+
+============================  =====================  ========================
+file                          unit                   stored as
+============================  =====================  ========================
+``srtm.npy`` (altitude,       metres, 1/100 degree,  elevation (m), slope and
+slope, aspect channels) or    1/100 degree           aspect (degrees)
+``altitude.npy``,
+``slope.npy``, ``aspect.npy``
+``treecover*.npy``            percent                treecover2000 (percent)
+``tavg.npy`` (NCEP)           kelvin * 100           temperature_c (region mean)
+``*.json`` street/city        km                     street/city_dist_km (capped)
+``*.json`` peat               true/false or 0-1      peat_fraction
+============================  =====================  ========================
+
+Loaders written against the release read one ``srtm.npy``; Cam-ForestNet reads per-band
+files: both are accepted. Every other auxiliary file is reported by name (once per import,
+with a count: :func:`unknown_aux_counts`), never dropped silently.
 
 An example with a missing folder or polygon is left out at planning; one with a missing
 image is kept with ``chip_ok = 0`` and the reason. Both are reported, the rest imported.
@@ -42,14 +72,22 @@ from pipeline.training_set.events import event_id, finish_events, read_forestnet
 from pipeline.training_set.release_reader import ReleaseError, ReleaseReader
 from pipeline.training_set.safe_pickle import UnsafePickleError, loads_geometry
 
-IMAGE_SCALE = 0.4 / 255.0
-IMAGE_SCALING = "value * 0.4 / 255 for PNG (red, green, blue) and NPY (nir, swir1, swir2)"
+VISIBLE_SCALE = 0.4 / 255.0
+INFRARED_SCALE = 1.0 / 255.0
+#: What the chip store records of the import's radiometry (see the module docstring).
+RELEASE_RADIOMETRY = "surface"
+IMAGE_SCALING = ("surface reflectance from the release's display values: PNG (red, green, "
+                 "blue) * 0.4 / 255, NPY (nir, swir1, swir2) / 255")
+#: The note that marks an auxiliary file the importer does not understand.
+UNKNOWN_AUX = "auxiliary file not understood, not imported"
 SCENE_STEM = re.compile(r"^(\d{4})_(\d{2})_(\d{2})_cloud_(\d+)$")
 POLYGON_FILE = "forest_loss_region.pkl"
 #: Release aux rasters (file stem) -> (store aux band, scale to the store's units).
 AUX_NPY = {"altitude": ("elevation", 1.0), "elevation": ("elevation", 1.0),
            "slope": ("slope", 0.01), "aspect": ("aspect", 0.01),
            "treecover2000": ("treecover2000", 1.0), "treecover": ("treecover2000", 1.0)}
+#: The channels of the release's one-file terrain layout, ``srtm.npy``, in order.
+SRTM_CHANNELS = ("altitude", "slope", "aspect")
 #: Release JSON keys (containing this word) -> store aux feature.
 AUX_JSON = {"street": "street_dist_km", "city": "city_dist_km", "peat": "peat_fraction"}
 MAX_DISTANCE_KM = 50.0  # as the built chips (pipeline.training_set.auxiliary)
@@ -166,7 +204,7 @@ def _scenes(reader: ReleaseReader, folder: str, notes: list[str]) -> list[tuple[
 
 
 def _view(reader: ReleaseReader, folder: str, stem: str, size: int) -> np.ndarray:
-    """``(band, y, x)`` in chip band order, scaled by ``IMAGE_SCALE``."""
+    """``(band, y, x)`` in chip band order, as surface reflectance (module docstring)."""
     rel = f"{folder}/images/visible/{stem}.png"
     for need in (rel, f"{folder}/images/infrared/{stem}.npy"):
         if not reader.exists(need):
@@ -177,14 +215,27 @@ def _view(reader: ReleaseReader, folder: str, stem: str, size: int) -> np.ndarra
             rgb = np.asarray(im.convert("RGB")).transpose(2, 0, 1)
     except OSError as exc:
         raise ExampleError(f"{reader.describe(rel)}: not a readable PNG ({exc})") from None
-    ir = _npy(reader, f"{folder}/images/infrared/{stem}.npy")
+    ir = _display_values(reader, f"{folder}/images/infrared/{stem}.npy")
     if ir.ndim == 3 and ir.shape[-1] == 3:
         ir = ir.transpose(2, 0, 1)
     for what, arr in ((rel, rgb), (f"{folder}/images/infrared/{stem}.npy", ir)):
         if arr.shape != (3, size, size):
             raise ExampleError(f"{reader.describe(what)}: shape {arr.shape}, expected "
                                f"{size} x {size} x 3")
-    return np.concatenate([rgb, ir]).astype(np.float32) * IMAGE_SCALE
+    return np.concatenate([rgb.astype(np.float32) * VISIBLE_SCALE,
+                           ir.astype(np.float32) * INFRARED_SCALE])
+
+
+def _display_values(reader: ReleaseReader, rel: str) -> np.ndarray:
+    """An infrared NPY's 0-255 display values: uint8, or a wider integer holding 0-255."""
+    values = _npy(reader, rel)
+    if values.dtype.kind not in "ui":
+        raise ExampleError(f"{reader.describe(rel)}: {values.dtype} values; the release's "
+                           "infrared NPYs hold integer display values 0-255")
+    if values.size and (values.max() > 255 or values.min() < 0):
+        raise ExampleError(f"{reader.describe(rel)}: values {values.min()}..{values.max()} "
+                           "outside the display range 0-255")
+    return values
 
 
 def _npy(reader: ReleaseReader, rel: str) -> np.ndarray:
@@ -203,25 +254,57 @@ def _aux(reader: ReleaseReader, folder: str, size: int,
         stem, ext = posixpath.splitext(posixpath.basename(rel))
         stem = stem.lower()
         try:
-            if ext == ".npy" and stem in AUX_NPY:
-                band, scale = AUX_NPY[stem]
-                arr = np.squeeze(_npy(reader, f"{base}/{rel}")).astype(np.float32) * scale
+            if ext == ".npy" and stem == "srtm":
+                terrain = _channels(_npy(reader, f"{base}/{rel}"), len(SRTM_CHANNELS), size)
+                for name, channel in zip(SRTM_CHANNELS, terrain, strict=True):
+                    _put_band(bands, name, channel, f"auxiliary/{rel}", notes)
+            elif ext == ".npy" and stem in AUX_NPY:
+                arr = np.squeeze(_npy(reader, f"{base}/{rel}"))
                 if arr.shape != (size, size):
                     raise ExampleError(f"shape {arr.shape}, expected {size} x {size}")
-                if (n_inf := int(np.isinf(arr).sum())):  # no data, never a huge value
-                    notes.append(f"auxiliary/{rel}: {n_inf} infinite values read as no data")
-                    arr = np.where(np.isinf(arr), np.float32(np.nan), arr)
-                bands[band] = arr % 360.0 if band == "aspect" else arr
+                _put_band(bands, stem, arr, f"auxiliary/{rel}", notes)
             elif ext == ".npy" and stem == "tavg":  # NCEP: kelvin x 100 (ForestNet scaling)
                 scalars["temperature_c"] = float(np.nanmean(_npy(reader, f"{base}/{rel}"))
                                                  / 100.0 - 273.15)
             elif ext == ".json":
                 scalars.update(_json_scalars(json.loads(reader.read(f"{base}/{rel}"))))
             else:
-                notes.append(f"auxiliary/{rel}: no store equivalent; not imported")
+                notes.append(f"auxiliary/{rel}: {UNKNOWN_AUX}")
         except (ExampleError, ValueError, TypeError) as exc:
             notes.append(f"auxiliary/{rel}: not imported ({exc})")
     return bands, scalars
+
+
+def _channels(arr: np.ndarray, n: int, size: int) -> np.ndarray:
+    """``(n, size, size)`` from a channels-last or channels-first array."""
+    if arr.shape == (size, size, n):
+        return np.moveaxis(arr, -1, 0)
+    if arr.shape == (n, size, size):
+        return arr
+    raise ExampleError(f"shape {arr.shape}, expected {size} x {size} x {n} "
+                       f"({', '.join(SRTM_CHANNELS)})")
+
+
+def _put_band(bands: dict[str, np.ndarray], stem: str, values: np.ndarray, rel: str,
+              notes: list[str]) -> None:
+    """One release aux raster into the store's band and units (:data:`AUX_NPY`)."""
+    band, scale = AUX_NPY[stem]
+    arr = values.astype(np.float32) * scale
+    if (n_inf := int(np.isinf(arr).sum())):  # no data, never a huge value
+        notes.append(f"{rel}: {n_inf} infinite values read as no data")
+        arr = np.where(np.isinf(arr), np.float32(np.nan), arr)
+    bands[band] = arr % 360.0 if band == "aspect" else arr
+
+
+def unknown_aux_counts(notes: list[str]) -> dict[str, int]:
+    """Auxiliary file names the import did not understand, with how many examples had each."""
+    counts: dict[str, int] = {}
+    for note in notes:
+        path, _, what = note.partition(": ")
+        if what == UNKNOWN_AUX:
+            name = posixpath.basename(path)
+            counts[name] = counts.get(name, 0) + 1
+    return dict(sorted(counts.items()))
 
 
 def _json_scalars(data: object) -> dict[str, float]:

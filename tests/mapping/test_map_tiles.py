@@ -148,11 +148,13 @@ def test_a_square_across_a_tile_edge_is_one_event_with_pixel_weighted_logits(tmp
     w = pieces["n_pixels"].to_numpy(float)
     expected = (logits * w[:, None]).sum(axis=0) / w.sum()
     np.testing.assert_allclose(event[LOGIT_COLUMNS].to_numpy(float), expected)
-    drivers = driver_fields(events)
+    drivers = driver_fields(events, [[0.1, 0.6, 0.2, 0.1]])
     probs = drivers[[f"p_{k}" for k in ("plantation", "smallholder_agriculture",
                                         "grassland_shrubland", "other")]].to_numpy()
-    np.testing.assert_allclose(probs.sum(axis=1), 1.0)
-    assert drivers["driver_code"].iloc[0] == int(np.argmax(expected)) + 1
+    np.testing.assert_allclose(probs, [[0.1, 0.6, 0.2, 0.1]])
+    assert drivers["driver"].iloc[0] == "Smallholder agriculture"
+    assert drivers["confidence"].iloc[0] == 0.6
+    assert not set(LOGIT_COLUMNS) & set(drivers.columns)
 
 
 def test_a_square_across_the_zone_boundary_is_one_event(tmp_path) -> None:

@@ -22,7 +22,9 @@ from pipeline.training_set.auxiliary import AUX_BANDS, AUX_SCALARS, MAX_DISTANCE
 from pipeline.training_set.batches import import_release_batch, plan_batches
 from pipeline.training_set.chip_store import finalize_chip_store, init_chip_store, open_chips
 from pipeline.training_set.events import write_events
-from pipeline.training_set.release_import import IMAGE_SCALE, plan_release
+from pipeline.training_set.release_import import (
+    plan_release,
+)
 from pipeline.training_set.release_reader import ReleaseError, ReleaseReader
 from pipeline.training_set.safe_pickle import UnsafePickleError, loads_geometry
 from tests.release_fixture import EXAMPLES, pixels, write_release, zip_release
@@ -140,20 +142,27 @@ def test_loss_mask_is_the_rasterised_pixel_polygon(imported) -> None:
         np.testing.assert_array_equal(mask, inside)
 
 
+def reflectance(png: np.ndarray, npy: np.ndarray) -> np.ndarray:
+    """The release's display values (y, x, 3) as (6, y, x) surface reflectance."""
+    return np.concatenate([png.transpose(2, 0, 1) * 0.4 / 255, npy.transpose(2, 0, 1) / 255])
+
+
 def test_images_views_and_dates(imported) -> None:
     ds, _ = imported
     ex = EXAMPLES[2]  # three scenes, clouds 1, 44, 20: the two least cloudy are kept
     i = _by_id(ds, ex)
     k = EXAMPLES.index(ex)
     image = ds["image"].values[i]
-    expected = np.concatenate([pixels(100 * k), pixels(100 * k + 50)], axis=2)
-    np.testing.assert_allclose(image[0], expected.transpose(2, 0, 1) * IMAGE_SCALE, atol=6e-5)
+    np.testing.assert_allclose(image[0], reflectance(pixels(100 * k), pixels(100 * k + 50)),
+                               atol=6e-5)
     assert ds["view_date"].values[i].tolist() == [0, 20180203, 20160708]
     np.testing.assert_allclose(ds["view_cloud_fraction"].values[i], [0.105, 0.01, 0.2],
                                rtol=1e-5)
-    scene = np.concatenate([pixels(100 * k + 3), pixels(100 * k + 53)], axis=2)  # 2016 scene
-    np.testing.assert_allclose(image[2], scene.transpose(2, 0, 1) * IMAGE_SCALE, atol=6e-5)
-    assert image.min() >= 0.0 and image.max() <= 0.4 + 1e-4
+    np.testing.assert_allclose(image[2], reflectance(pixels(100 * k + 3), pixels(100 * k + 53)),
+                               atol=6e-5)  # the 2016 scene
+    # Display scaling by band group: visible 0-255 is 0-0.4, infrared 0-255 is 0-1.
+    assert image[:, :3].max() == pytest.approx(0.4, abs=1e-4)
+    assert image[:, 3:].max() == pytest.approx(1.0, abs=1e-4)
     # No scenes: only the composite.
     last = _by_id(ds, EXAMPLES[3])
     assert ds["view_date"].values[last].tolist() == [0, 0, 0]
@@ -242,7 +251,9 @@ def test_cli_imports_a_zip_that_training_reads(release: Path, tmp_path: Path) ->
     assert record["verb"] == "import-forestnet" and record["release"] == str(archive)
     assert record["counts"] == {"imported": 4, "failed": 0, "left_out": 0, "reused_batches": 0}
     assert record["input_scene_ids"] == [] and record["started"] < record["ended"]
+    assert record["unknown_aux_files"] == {"gain.npy": 4}  # reported once, with its count
     ds = open_chips(out)
+    assert ds.attrs["radiometry"] == "surface"
     assert ds.sizes["view"] == 3  # the config's max_single_views (2) + the composite
     stats = {"mean": [0.0] * 4, "std": [1.0] * 4}
     train = ChipDataset(str(out), "train", ("red", "green", "blue", "nir"), (), stats,

@@ -1,0 +1,39 @@
+"""Driver probabilities of merged map events, from the bundle that was evaluated.
+
+The events' region statistics (merged across tiles) go through the same step as
+evaluation's (``forestnet_model.predict.event_probabilities``), so a fusion bundle's map
+comes from its fusion head, never from the bare region-mean logits.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import geopandas as gpd
+import numpy as np
+
+from forestnet_model.predict import cached_bundle, event_probabilities
+from pipeline.mapping.fusion_inputs import AUX_VALUES, BAND_MEAN, BAND_VAR, band_stats
+from pipeline.mapping.piece_merge import LOGIT_COLUMNS
+
+
+def bundle_scalars(bundle: Path) -> tuple[str, ...]:
+    """The fusion features of a bundle (empty for a model without them)."""
+    return cached_bundle(str(Path(bundle).resolve()), "cpu")[1].model.fusion_features
+
+
+def event_driver_probabilities(events: gpd.GeoDataFrame, bundle: Path) -> np.ndarray:
+    """``(events, classes)`` probabilities; NaN rows for events without imagery."""
+    model, meta = cached_bundle(str(Path(bundle).resolve()), "cpu")
+    logits = events[LOGIT_COLUMNS].to_numpy(np.float64)
+    probs = np.full(logits.shape, np.nan)
+    has = np.isfinite(logits).all(axis=1)
+    if not has.any():
+        return probs
+    rows = events[has]
+    stats = band_stats(np.stack(rows[BAND_MEAN].to_numpy()),
+                       np.stack(rows[BAND_VAR].to_numpy()))
+    n_features = len(meta.model.fusion_features)
+    scalars = np.stack(rows[AUX_VALUES].to_numpy())[:, :n_features] if n_features else None
+    probs[has] = event_probabilities(model, meta, logits[has], stats, scalars)
+    return probs

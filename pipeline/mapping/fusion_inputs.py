@@ -1,0 +1,90 @@
+"""A map piece's fusion-head inputs, kept as statistics that merge across tiles.
+
+The fusion head sees an event's region-mean logits, the region mean and std of each
+normalised input channel (``forestnet_model.model.region_band_stats``) and its aux scalars.
+A map event may span tiles, so each piece keeps moments (mean and variance per channel)
+and its scalars; :func:`merge_fusion_inputs` combines the pieces of one event, pixel
+weighted, into what one chip over the whole event would give.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import numpy as np
+
+from pipeline.training_set.auxiliary import AUX_FEATURE_REGISTRY, AuxContext
+
+BAND_MEAN, BAND_VAR, AUX_VALUES = "band_mean", "band_var", "aux_values"
+FUSION_COLUMNS = [BAND_MEAN, BAND_VAR, AUX_VALUES]
+#: Added to the variance before the square root, as ``region_band_stats`` does.
+STD_EPSILON = 1e-6
+
+
+def scalar_names(features: Sequence[str]) -> tuple[str, ...]:
+    """The scalars a piece keeps: the fusion features, then the region mean of the band of
+    each std feature that lacks it (a std merges through its mean)."""
+    names = list(features)
+    for name in features:
+        entry = AUX_FEATURE_REGISTRY[name]
+        companion = f"{entry.source}_mean"
+        if entry.merge == "std" and companion not in names:
+            names.append(companion)
+    return tuple(names)
+
+
+def piece_band_moments(x: np.ndarray, labels: np.ndarray, n: int) -> tuple[np.ndarray, np.ndarray]:
+    """Mean and population variance ``(n, C)`` of each channel of ``x (C, H, W)`` over the
+    pixels labelled 1..n."""
+    flat = labels.ravel()
+    counts = np.bincount(flat, minlength=n + 1)[1:n + 1].astype(np.float64)
+    values = x.reshape(len(x), -1).astype(np.float64)
+    sums = np.stack([np.bincount(flat, weights=c, minlength=n + 1)[1:n + 1] for c in values], 1)
+    squares = np.stack([np.bincount(flat, weights=c * c, minlength=n + 1)[1:n + 1]
+                        for c in values], 1)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        mean = sums / counts[:, None]
+        return mean, np.maximum(squares / counts[:, None] - mean ** 2, 0.0)
+
+
+def piece_scalars(ctx: AuxContext, regions: Sequence, labels: np.ndarray,
+                  names: Sequence[str]) -> np.ndarray:
+    """Scalars ``(pieces, names)`` of each piece: its region (in the chip's CRS) and its
+    pixels ``labels == k + 1``, over the context's chip (rasters are read once)."""
+    out = np.full((len(regions), len(names)), np.nan)
+    for k, region in enumerate(regions):
+        piece = ctx.for_region(region, labels == k + 1)
+        out[k] = [piece.scalar(name) for name in names]
+    return out
+
+
+def merge_fusion_inputs(
+    weights: np.ndarray, band_mean: np.ndarray, band_var: np.ndarray, aux: np.ndarray,
+    names: Sequence[str],
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """One event's moments and scalars from its pieces' (rows), weighted by pixel count."""
+    w = np.asarray(weights, np.float64) / np.sum(weights)
+    mean = w @ band_mean
+    var = np.maximum(w @ (band_var + band_mean ** 2) - mean ** 2, 0.0)
+    merged = np.full(len(names), np.nan)
+    for j, name in enumerate(names):
+        values, rule = aux[:, j], AUX_FEATURE_REGISTRY[name].merge
+        ok = np.isfinite(values)
+        if not ok.any():
+            continue
+        if rule in ("min", "max"):
+            merged[j] = values[ok].min() if rule == "min" else values[ok].max()
+            continue
+        share = w[ok] / w[ok].sum()
+        if rule == "mean":
+            merged[j] = share @ values[ok]
+        else:  # std: through the band's region mean, kept beside it (scalar_names)
+            means = aux[ok, list(names).index(f"{AUX_FEATURE_REGISTRY[name].source}_mean")]
+            total = share @ means
+            merged[j] = np.sqrt(max(share @ (values[ok] ** 2 + means ** 2) - total ** 2, 0.0))
+    return mean, var, merged
+
+
+def band_stats(mean: np.ndarray, var: np.ndarray) -> np.ndarray:
+    """``(N, 2C)``: the means, then the stds, as ``region_band_stats`` lays them out."""
+    return np.concatenate([mean, np.sqrt(var + STD_EPSILON)], axis=-1)

@@ -1,0 +1,133 @@
+"""Write chips in the published ForestNet release's layout and scaling: the importer's inverse.
+
+It lets the release's whole path (``import-forestnet`` -> ``train`` -> ``map``) run on chips
+whose truth is known, and lets users hand chips to tools written against the release.
+Every file is what ``release_import`` documents, with the same display scaling:
+
+- ``examples/<lat>_<lon>/images/visible/composite.png`` and ``<YYYY_MM_DD>_cloud_<N>.png``
+  (red, green, blue: reflectance * 255 / 0.4, clipped at 0.4), with the infrared
+  ``images/infrared/<stem>.npy`` (nir, swir1, swir2: reflectance * 255, clipped at 1.0;
+  uint8 for the composite, uint16 holding 0-255 for the scenes, as both occur);
+- ``forest_loss_region.pkl``: the loss mask as a shapely polygon in pixel coordinates
+  (pixel (c, r) centred on (c, r)), so that importing it gives back the same mask;
+- ``auxiliary/srtm.npy`` (altitude m, slope and aspect in 1/100 degree),
+  ``treecover2000.npy``, ``tavg.npy`` (kelvin * 100), ``osm.json`` (km), ``peat.json``;
+- ``train.csv``/``val.csv``/``test.csv`` with ``label, merged_label, latitude, longitude,
+  year, example_path``.
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import pickle
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import rasterio.features
+import xarray as xr
+from affine import Affine
+from PIL import Image
+from shapely.geometry import MultiPolygon, shape
+
+from pipeline.core.atomic import atomic_output
+from pipeline.training_set.release_import import INFRARED_SCALE, POLYGON_FILE, VISIBLE_SCALE
+from pipeline.training_set.release_reader import SPLIT_FILES
+
+CSV_COLUMNS = ["label", "merged_label", "latitude", "longitude", "year", "example_path"]
+
+
+def write_release(chips: xr.Dataset, out: Path) -> Path:
+    """Write every usable event of ``chips`` under ``out/ForestNetDataset``; return it."""
+    base = Path(out) / "ForestNetDataset"
+    rows: dict[str, list[dict]] = {name[:-4]: [] for name in SPLIT_FILES}
+    bands = list(map(str, chips["band"].values))
+    for i in np.flatnonzero(chips["chip_ok"].values == 1):
+        event = chips.isel(event=int(i))
+        lat, lon = float(event["lat"]), float(event["lon"])
+        folder = f"examples/{lat:.5f}_{lon:.5f}"
+        _write_example(event, bands, base / folder)
+        split = str(event["split"].values)
+        if split in rows:
+            rows[split].append({"label": str(event["label"].values),
+                                "merged_label": str(event["merged_label"].values),
+                                "latitude": lat, "longitude": lon,
+                                "year": int(event["loss_year"]), "example_path": folder})
+    for split, split_rows in rows.items():
+        with atomic_output(base / f"{split}.csv") as tmp:
+            pd.DataFrame(split_rows, columns=CSV_COLUMNS).to_csv(tmp, index=False)
+    return base
+
+
+def _write_example(event: xr.Dataset, bands: list[str], folder: Path) -> None:
+    image = event["image"].values  # (view, band, y, x)
+    visible = [bands.index(b) for b in ("red", "green", "blue")]
+    infrared = [bands.index(b) for b in ("nir", "swir1", "swir2")]
+    for view, date, cloud in zip(range(len(image)), event["view_date"].values,
+                                 event["view_cloud_fraction"].values, strict=True):
+        if view and not date:
+            continue  # an empty single-scene slot
+        stem = "composite" if view == 0 else (
+            f"{str(date)[:4]}_{str(date)[4:6]}_{str(date)[6:]}_cloud_{round(100 * cloud)}")
+        rgb = display_values(image[view, visible], VISIBLE_SCALE).astype(np.uint8)
+        ir = display_values(image[view, infrared], INFRARED_SCALE)
+        _write_bytes(folder / "images" / "visible" / f"{stem}.png",
+                     _png(rgb.transpose(1, 2, 0)))
+        _write_bytes(folder / "images" / "infrared" / f"{stem}.npy",
+                     _npy(ir.transpose(1, 2, 0).astype(np.uint8 if view == 0 else np.uint16)))
+    _write_bytes(folder / POLYGON_FILE, pickle.dumps(mask_polygon(event["loss_mask"].values)))
+    _write_aux(event, folder / "auxiliary")
+
+
+def display_values(reflectance: np.ndarray, scale: float) -> np.ndarray:
+    """Reflectance as the release's 0-255 display values (``value * scale`` gives it back)."""
+    values = np.nan_to_num(reflectance, nan=0.0) / scale
+    return np.clip(np.rint(values), 0, 255)
+
+
+def mask_polygon(mask: np.ndarray) -> MultiPolygon:
+    """The mask's pixels as a polygon in the release's pixel coordinates (pixel centres at
+    integers): pixel-edge outlines shifted by half a pixel."""
+    shift = Affine.translation(-0.5, -0.5)
+    parts = [shape(geom) for geom, value in rasterio.features.shapes(
+        mask.astype(np.uint8), mask=mask.astype(bool), transform=shift) if value]
+    return MultiPolygon([p for part in parts for p in getattr(part, "geoms", [part])])
+
+
+def _write_aux(event: xr.Dataset, folder: Path) -> None:
+    aux = dict(zip(map(str, event["aux_band"].values), event["aux"].values, strict=True))
+    scalars = dict(zip(map(str, event["feature"].values), event["aux_scalar"].values.tolist(),
+                       strict=True))
+    if {"elevation", "slope", "aspect"} <= aux.keys():
+        terrain = np.stack([aux["elevation"], 100 * aux["slope"], 100 * aux["aspect"]], -1)
+        _write_bytes(folder / "srtm.npy", _npy(terrain.astype(np.float32)))
+    if "treecover2000" in aux:
+        _write_bytes(folder / "treecover2000.npy", _npy(aux["treecover2000"].astype(np.float32)))
+    if np.isfinite(scalars.get("temperature_c", np.nan)):
+        kelvin100 = (scalars["temperature_c"] + 273.15) * 100.0
+        _write_bytes(folder / "tavg.npy", _npy(np.full((2, 2), kelvin100, np.float32)))
+    distances = {key: scalars[feature] for key, feature in (("street_dist", "street_dist_km"),
+                                                            ("city_dist", "city_dist_km"))
+                 if np.isfinite(scalars.get(feature, np.nan))}
+    _write_bytes(folder / "osm.json", json.dumps(distances).encode())
+    if np.isfinite(scalars.get("peat_fraction", np.nan)):
+        _write_bytes(folder / "peat.json", json.dumps({"peat": scalars["peat_fraction"]}).encode())
+
+
+def _png(rgb: np.ndarray) -> bytes:
+    buffer = io.BytesIO()
+    Image.fromarray(rgb).save(buffer, format="PNG")
+    return buffer.getvalue()
+
+
+def _npy(values: np.ndarray) -> bytes:
+    buffer = io.BytesIO()
+    np.save(buffer, values, allow_pickle=False)
+    return buffer.getvalue()
+
+
+def _write_bytes(path: Path, data: bytes) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with atomic_output(path) as tmp:
+        tmp.write_bytes(data)
