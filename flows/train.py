@@ -13,6 +13,7 @@ from flows.runtime.artifacts import publish_training
 from flows.runtime.cluster import matching_resources
 from flows.runtime.provenance import RUN_RECORD, run_record, write_run_record
 from forestnet_model.bundle import BundleMeta, is_complete, read_bundle_meta
+from pipeline.core.radiometry import require_same, store_radiometry
 from pipeline.training_set import chip_store
 
 
@@ -21,6 +22,11 @@ def check_inputs(config: PipelineConfig) -> None:
     if not chip_store.is_complete(config.chips_path):
         raise ConfigError(f"{config.chips_path}: no chip store; run `forestnet build-training-set`")
     require_writable(config.workdir, "workdir")
+    if is_complete(config.bundle_path):  # kept, not retrained: it must fit these chips
+        chips = store_radiometry(chip_store.open_chips(config.chips_path).attrs)
+        require_same(chips, f"the chip store {config.chips_path}",
+                     read_bundle_meta(config.bundle_path).radiometry,
+                     f"the model bundle {config.bundle_path}")
 
 
 def _train(*args):

@@ -6,9 +6,6 @@ from __future__ import annotations
 from datetime import UTC, datetime
 from pathlib import Path
 
-import geopandas as gpd
-import pandas as pd
-import rasterio
 from distributed import Client
 from prefect import flow, get_run_logger, task
 
@@ -22,6 +19,7 @@ from flows.config.input_checks import (
 from flows.config.schema import ConfigError, PipelineConfig, require_file
 from flows.runtime.cluster import gather_with_progress
 from flows.runtime.provenance import RUN_RECORD, run_record, write_run_record
+from pipeline.core.radiometry import require_same, store_radiometry
 from pipeline.training_set.auxiliary import describe_aux
 from pipeline.training_set.batches import build_chip_batch, plan_batches
 from pipeline.training_set.chip_store import (
@@ -29,56 +27,10 @@ from pipeline.training_set.chip_store import (
     init_chip_store,
     is_complete,
     open_chips,
+    store_counts,
 )
-from pipeline.training_set.event_vectors import events_from_vector
-from pipeline.training_set.events import (
-    EventInputError,
-    events_from_forestnet_csvs,
-    loss_regions,
-    read_events,
-    write_events,
-)
-from pipeline.training_set.splits import assign_splits
-
-
-def make_events(config: PipelineConfig) -> tuple[gpd.GeoDataFrame, list[str]]:
-    """Events from the configured source, with splits; and the problems met on the way."""
-    ev = config.events
-    group = "tile" if ev.group_by_tile else "component"
-    if ev.source == "vector":
-        v = ev.vector
-        events, problems = events_from_vector(
-            Path(v.path), v.year_column, v.label_column, v.split_column, v.layer, ev.min_event_ha
-        )
-    elif ev.source == "gfc":
-        lossyear = require_file(config.inputs.lossyear, "lossyear")
-        bounds = ev.bounds
-        if bounds is None:
-            with rasterio.open(lossyear) as src:
-                bounds = tuple(src.bounds)
-        first, last = ev.years
-        events = loss_regions(lossyear, bounds, range(first, last + 1), ev.min_pixels,
-                              ev.min_event_ha, group)
-        problems = []
-    else:
-        csv_dir = require_file(config.inputs.events_csv_dir, "events_csv_dir")
-        lossyear = require_file(config.inputs.lossyear, "lossyear")
-        csvs = {name: csv_dir / f"{name}.csv" for name in ("train", "val", "test")
-                if (csv_dir / f"{name}.csv").exists()}
-        if not csvs:
-            raise FileNotFoundError(f"{csv_dir}: no train.csv, val.csv or test.csv")
-        events, problems = events_from_forestnet_csvs(
-            csvs, lossyear, ev.search_m, ev.min_pixels, ev.min_event_ha, group
-        )
-    if events.empty:  # a training set of nothing: stop here, not at training time
-        where = {"vector": ev.vector.path, "gfc": config.inputs.lossyear}.get(
-            ev.source, config.inputs.events_csv_dir)
-        shown = "; ".join(problems[:3]) or "nothing matched"
-        raise EventInputError(f"{where}: no usable {ev.source} events ({len(problems)} "
-                              f"refused: {shown})")
-    split = ev.split
-    return assign_splits(events, split.method, split.block_km, split.seed,
-                         split.fractions), problems
+from pipeline.training_set.event_sources import make_events
+from pipeline.training_set.events import read_events, write_events
 
 
 def check_inputs(config: PipelineConfig) -> None:
@@ -109,7 +61,8 @@ def check_inputs(config: PipelineConfig) -> None:
 def labelled_events(config: PipelineConfig) -> str:
     """``events.parquet`` from the configured source (events.source), with splits."""
     logger = get_run_logger()
-    events, problems = make_events(config)
+    events, problems = make_events(config.events, config.inputs.lossyear,
+                                   config.inputs.events_csv_dir)
     for problem in problems:
         logger.warning("event skipped: %s", problem)
     write_events(events, config.events_path)
@@ -134,49 +87,18 @@ def build_chips(config: PipelineConfig, events_path: str, client_address: str) -
              "aux_provenance": describe_aux(bands, features, sources)}
     init_chip_store(config.chips_path, events, spec, bands, features, attrs)
     batches = plan_batches(len(events), config.chips.batch_size)
-    client = Client(client_address, set_as_default=False)
-    try:
-        futures = [
-            client.submit(
-                build_chip_batch,
-                Path(events_path),
-                a,
-                b,
-                config.scene_store,
-                config.chips_path,
-                spec,
-                sources,
-                bands,
-                features,
-                pure=False,
-            )
-            for a, b in batches
-        ]
+    with Client(client_address, set_as_default=False) as client:
+        futures = [client.submit(build_chip_batch, Path(events_path), a, b, config.scene_store,
+                                 config.chips_path, spec, sources, bands, features, pure=False)
+                   for a, b in batches]
         results = gather_with_progress(client, futures, "chip batches")
-    finally:
-        client.close()
     chips = finalize_chip_store(config.chips_path, batches)
     # From the finished store, not the batch results: reused batches report no failures.
-    counts = {
-        **store_counts(chips),
-        "chip_batches": len(batches),
-        "batches_reused": sum(r["skipped"] for r in results),
-    }
-    logger.info(
-        "%d chip batches (%d reused from an earlier run); %d events without imagery",
-        counts["chip_batches"],
-        counts["batches_reused"],
-        counts["events_without_imagery"],
-    )
+    counts = {**store_counts(chips), "chip_batches": len(batches),
+              "batches_reused": sum(r["skipped"] for r in results)}
+    logger.info("%d chip batches (%d reused from an earlier run); %d events without imagery",
+                counts["chip_batches"], counts["batches_reused"], counts["events_without_imagery"])
     return {"chips": str(chips), "counts": counts}
-
-
-def store_counts(chips: Path) -> dict:
-    """Events per split and events without imagery, read back from a finished store."""
-    ds = open_chips(chips)
-    splits = pd.Series([str(v) for v in ds["split"].values]).value_counts()
-    return {"events": {str(k): int(v) for k, v in sorted(splits.items())},
-            "events_without_imagery": len(ds.attrs.get("skipped_events", {}))}
 
 
 @flow(name="build-training-set", log_prints=True)
@@ -186,6 +108,9 @@ def training_set_flow(config: PipelineConfig, client_address: str) -> dict:
     if is_complete(config.chips_path):
         # The earlier run's run.json stays: it describes the store that is there. A store
         # without one (the run was killed right after finishing it) gets one, marked so.
+        require_same(store_radiometry(open_chips(config.chips_path).attrs),
+                     f"the existing chip store {config.chips_path}", config.chips.radiometry,
+                     "chips.radiometry in the config")
         get_run_logger().info("%s exists; nothing to do", config.chips_path)
         if not (config.chips_path / RUN_RECORD).exists():
             write_run_record(run_record(config, "build-training-set", started,

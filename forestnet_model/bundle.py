@@ -19,6 +19,7 @@ from forestnet_model.specs import ModelSpec
 from pipeline.core.atomic import atomic_output
 from pipeline.core.drivers import DRIVER_CLASSES, FINE_TO_MERGED
 from pipeline.core.errors import ForestNetError
+from pipeline.core.radiometry import Radiometry
 
 WEIGHTS = "weights.safetensors"
 MANIFEST = "bundle.json"
@@ -44,6 +45,9 @@ class BundleMeta(BaseModel):
     training: dict = Field(default_factory=dict)
     metrics: dict = Field(default_factory=dict)
     data_hash: str = Field("", description="fingerprint of the training chip store's events")
+    # Bundles from before the radiometry contract were trained on Level-1 TOA chips.
+    radiometry: Radiometry = Field("toa", description="radiometry of the chips it was trained "
+                                   "on (pipeline.core.radiometry); maps must use the same")
     provenance: dict[str, str] = Field(default_factory=dict,
                                        description="training store, device, encoder weights")
     versions: dict[str, str] = Field(default_factory=dict)

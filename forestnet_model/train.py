@@ -38,6 +38,7 @@ from forestnet_model.progress import EpochBar, MetricsLog, progress_enabled
 from forestnet_model.specs import ModelSpec, TrainSpec
 from pipeline.core.atomic import atomic_output
 from pipeline.core.drivers import DRIVER_CLASSES
+from pipeline.core.radiometry import require_same, store_radiometry
 from pipeline.training_set.chip_store import open_chips
 
 __all__ = ["ModelSpec", "TrainSpec", "TrainStep", "evaluate", "make_loaders", "pick_device",
@@ -212,6 +213,7 @@ def train_model(chips_path: Path, out_dir: Path, model_spec: ModelSpec, spec: Tr
     if spec.num_threads:
         torch.set_num_threads(spec.num_threads)
     device = pick_device(spec.device)
+    radiometry = store_radiometry(open_chips(chips_path).attrs)
     data = make_loaders(chips_path, model_spec, spec, device)
     model = build_model(model_spec).to(device)
     if device.type == "cuda":
@@ -227,6 +229,8 @@ def train_model(chips_path: Path, out_dir: Path, model_spec: ModelSpec, spec: Tr
         if state.get("model_spec") not in (None, model_spec.model_dump_json()):
             raise ValueError(f"{ckpt} was written for another model spec; delete {out_dir} "
                              "or choose another output folder")
+        require_same(radiometry, str(chips_path), state.get("radiometry", "toa"),
+                     f"the model resumed from {ckpt}")
         model.load_state_dict(state["model"])
         step.optimiser.load_state_dict(state["optimiser"])
         start_epoch, best_f1, stale = state["epoch"] + 1, state["best_f1"], state["stale"]
@@ -274,7 +278,7 @@ def train_model(chips_path: Path, out_dir: Path, model_spec: ModelSpec, spec: Tr
                  f1, " (best)" if improved else "")
         save_checkpoint(ckpt, {"model": model.state_dict(),
                                "optimiser": step.optimiser.state_dict(), "epoch": epoch,
-                               "best_f1": best_f1, "stale": stale,
+                               "best_f1": best_f1, "stale": stale, "radiometry": radiometry,
                                "model_spec": model_spec.model_dump_json()})
     metrics.close()
 
@@ -291,6 +295,7 @@ def train_model(chips_path: Path, out_dir: Path, model_spec: ModelSpec, spec: Tr
                     "epochs_run": len(metrics.records()),
                     "train_events": len(data.train.dataset)},
         "data_hash": str(chips.attrs.get("events_fingerprint", "")),
+        "radiometry": radiometry,
         "provenance": {"chips": str(Path(chips_path).resolve()), "device": device.type,
                        "encoder_weights": str(model_spec.encoder_weights or "")},
     }

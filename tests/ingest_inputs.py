@@ -36,9 +36,11 @@ BANDS = {
 }
 
 
-def products(world_manifest: Path) -> list[Path]:
-    """The sample world's product folders, by date."""
-    return sorted(p for p in (world_manifest.parent / "landsat").iterdir() if p.is_dir())
+def products(world_manifest: Path, level: str | None = "L1TP") -> list[Path]:
+    """The sample world's product folders of one processing level (every level with
+    ``None``), by date."""
+    return sorted(p for p in (world_manifest.parent / "landsat").iterdir()
+                  if p.is_dir() and (level is None or f"_{level}_" in p.name))
 
 
 def copy_product(src: Path, dst_parent: Path, name: str | None = None) -> Path:

@@ -37,3 +37,10 @@ def write_tiny_config(folder: Path, world: Path, **overrides: dict) -> Path:
     path = folder / "config.yaml"
     path.write_text(yaml.safe_dump(sections))
     return path
+
+
+def config_events(config):
+    """The labelled events a config's training set would start from (and the problems)."""
+    from pipeline.training_set.event_sources import make_events
+
+    return make_events(config.events, config.inputs.lossyear, config.inputs.events_csv_dir)

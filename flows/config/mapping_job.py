@@ -15,9 +15,11 @@ from flows.config.input_checks import (
     require_writable,
 )
 from flows.config.schema import ConfigError, PipelineConfig, require_file
-from forestnet_model.bundle import BundleMeta, is_complete
+from forestnet_model.bundle import BundleMeta, is_complete, read_bundle_meta
 from pipeline.core.provinces import province_names, select_provinces
-from pipeline.ingest.catalog import ingested_scene_ids
+from pipeline.core.radiometry import require_same
+from pipeline.imagery.views import RADIOMETRY_LEVELS
+from pipeline.ingest.catalog import ingested_scene_ids, read_index
 from pipeline.mapping.area_of_interest import read_aoi
 from pipeline.mapping.parts import file_version, parts_key
 from pipeline.training_set.auxiliary import AuxSources
@@ -72,3 +74,18 @@ def check_inputs(config: PipelineConfig) -> None:
     if mapping.aoi is not None:
         read_aoi(mapping.aoi)
     check_map_bundle(config.bundle_path)
+    check_map_radiometry(config)
+
+
+def check_map_radiometry(config: PipelineConfig) -> None:
+    """The bundle was trained on chips of the configured radiometry, and the scene store
+    holds scenes of it: a model never meets numbers of another kind."""
+    bundle = read_bundle_meta(config.bundle_path)
+    require_same(config.chips.radiometry, "chips.radiometry in the config", bundle.radiometry,
+                 f"the model bundle {config.bundle_path}")
+    level = RADIOMETRY_LEVELS[bundle.radiometry]
+    levels = sorted(set(read_index(config.scene_store)["level"].dropna().astype(str)))
+    if not any(lv.startswith(level) for lv in levels):
+        have = "toa" if level == "L2" else "surface"
+        require_same(have, f"every scene in {config.scene_store} ({', '.join(levels)})",
+                     bundle.radiometry, f"the model bundle {config.bundle_path}")

@@ -13,6 +13,7 @@ from forestnet_model.specs import ModelSpec, TrainSpec
 from pipeline.core.errors import ForestNetError
 from pipeline.imagery.views import ChipSpec
 from pipeline.training_set.auxiliary import AUX_BANDS, AUX_SCALARS, AuxSources, check_aux_names
+from pipeline.training_set.event_sources import EventSourceSpec
 
 
 class ConfigError(ForestNetError, ValueError):
@@ -64,52 +65,6 @@ class ChipsConfig(ChipSpec):
     def spec(self) -> ChipSpec:
         """The chip spec alone, as the chip and map stages take it."""
         return ChipSpec(**self.model_dump(exclude={"batch_size"}))
-
-
-class VectorEventsConfig(_Strict):
-    path: Path | None = Field(None, description="GPKG, GeoParquet or Shapefile of event polygons")
-    layer: str | None = Field(None, description="layer name (GPKG); None: the first layer")
-    year_column: str = Field("loss_year", description="column holding the loss year")
-    label_column: str | None = Field(None, description="column with the fine ForestNet label")
-    split_column: str | None = Field(None, description="column with train/val/test")
-
-
-class SplitConfig(_Strict):
-    method: Literal["auto", "published", "spatial"] = Field(
-        "auto", description="published: the source's split; spatial: blocked random split; "
-        "auto: published when every event has one, else spatial"
-    )
-    block_km: float = Field(10.0, gt=0, description="block edge of the spatial split (km)")
-    seed: int = Field(0, description="random seed of the spatial split")
-    fractions: tuple[float, float, float] = Field(
-        (0.6, 0.2, 0.2), description="train/val/test shares of the spatial split"
-    )
-
-    @field_validator("fractions")
-    @classmethod
-    def _shares(cls, v: tuple[float, float, float]) -> tuple[float, float, float]:
-        if min(v) < 0 or abs(sum(v) - 1.0) > 1e-6:
-            raise ValueError(f"fractions {v} must be non-negative and sum to 1")
-        return v
-
-
-class EventsConfig(_Strict):
-    source: Literal["forestnet_csv", "gfc", "vector"] = Field(
-        "forestnet_csv", description="forestnet_csv: inputs.events_csv_dir + lossyear; gfc: "
-        "every loss event of inputs.lossyear; vector: polygons of events.vector.path"
-    )
-    min_pixels: int = Field(6, ge=1, description="smaller GFC loss components are speckle")
-    min_event_ha: float = Field(0.0, ge=0, description="smaller events are dropped (hectares, "
-                                "equal-area CRS)")
-    group_by_tile: bool = Field(False, description="one event per 0.045 degree (~5 km) tile and "
-                                "year, as ForestNet grouped loss; else one per connected region")
-    search_m: float = Field(2500.0, gt=0, description="forestnet_csv: search radius for loss")
-    years: tuple[int, int] = Field((2001, 2016), description="gfc: first and last loss year")
-    bounds: tuple[float, float, float, float] | None = Field(
-        None, description="gfc: lon/lat window (west, south, east, north); None: whole raster"
-    )
-    vector: VectorEventsConfig = VectorEventsConfig()
-    split: SplitConfig = SplitConfig()
 
 
 class AuxConfig(_Strict):
@@ -165,7 +120,7 @@ class PipelineConfig(_Strict):
     cluster: ClusterConfig = ClusterConfig()
     sample_world: SampleWorldConfig = SampleWorldConfig()
     inputs: InputsConfig = InputsConfig()
-    events: EventsConfig = EventsConfig()
+    events: EventSourceSpec = EventSourceSpec()
     chips: ChipsConfig = ChipsConfig()
     aux: AuxConfig = AuxConfig()
     model: ModelSpec = ModelSpec()

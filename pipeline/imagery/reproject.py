@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 import warnings
 from functools import lru_cache
 from pathlib import Path
@@ -122,11 +123,30 @@ def source_roi(source: GeoBox, target: GeoBox, margin: int = 4) -> tuple[slice, 
     return _source_roi(*grid_key(source), *grid_key(target), margin)
 
 
+def _axis_aligned_roi(src_shape: tuple, src_affine: Affine, dst_shape: tuple,
+                      dst_affine: Affine, margin: int) -> tuple[slice, slice] | None:
+    """The source window under a north-up target in the same CRS, grown by ``margin``."""
+    inverse = ~src_affine
+    height, width = dst_shape
+    (x0, y0), (x1, y1) = inverse @ (dst_affine.c, dst_affine.f), inverse @ (
+        dst_affine.c + dst_affine.a * width, dst_affine.f + dst_affine.e * height)
+    rows = (max(0, math.floor(min(y0, y1)) - margin),
+            min(src_shape[0], math.ceil(max(y0, y1)) + margin))
+    cols = (max(0, math.floor(min(x0, x1)) - margin),
+            min(src_shape[1], math.ceil(max(x0, x1)) + margin))
+    if rows[1] <= rows[0] or cols[1] <= cols[0]:
+        return None
+    return slice(*rows), slice(*cols)
+
+
 @lru_cache(maxsize=1024)
 def _source_roi(src_shape: tuple, src_affine: Affine, src_crs: int | CRS, dst_shape: tuple,
                 dst_affine: Affine, dst_crs: int | CRS, margin: int) -> tuple[slice, slice] | None:
     # Cached on plain values: a chip reads QA, bands and pan of each scene over one grid,
-    # and odc-geo's search costs ten times the warp of a small window.
+    # and odc-geo's search costs ten times the warp of a small window. Scenes and chips of
+    # one zone share its CRS: then the rows and columns are plain affine arithmetic.
+    if src_crs == dst_crs and src_affine.is_rectilinear and dst_affine.is_rectilinear:
+        return _axis_aligned_roi(src_shape, src_affine, dst_shape, dst_affine, margin)
     roi = compute_reproject_roi(GeoBox(src_shape, src_affine, CRS(src_crs)),
                                 GeoBox(dst_shape, dst_affine, CRS(dst_crs)),
                                 padding=margin).roi_src

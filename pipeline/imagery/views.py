@@ -2,8 +2,10 @@
 
 View 0 is the composite (ForestNet: the per-pixel median of the cloud-filtered scenes, or
 of the 5 least cloudy when fewer than 5 pass); the other views are single scenes kept
-for scene data augmentation. Visible bands are pan-sharpened (weighted Brovey) where the
-scene has a pan band.
+for scene data augmentation.
+
+Views are of the radiometry of ``ChipSpec.radiometry`` (``pipeline.core.radiometry``):
+scenes of the other product level are not candidates, so a chip never mixes the two.
 """
 
 from __future__ import annotations
@@ -16,21 +18,27 @@ import geopandas as gpd
 import numpy as np
 import pandas as pd
 import rasterio.features
+from affine import Affine
 from odc.geo.geobox import GeoBox
 from pydantic import BaseModel, ConfigDict, Field
 from rasterio.enums import Resampling
 from shapely.geometry.base import BaseGeometry
 
 from pipeline.core.grid import CHIP_RESOLUTION, CHIP_SIZE, centred_geobox
+from pipeline.core.radiometry import Radiometry
 from pipeline.imagery.composite import composite
 from pipeline.imagery.fast_warp import fast_nearest
+from pipeline.imagery.pansharpen import pan_aligned, sfim
 from pipeline.imagery.reproject import array_to_grid, source_roi
 from pipeline.imagery.scene_windows import SceneHandle, open_scene_handle, read_window
-from pipeline.ingest.catalog import query_scenes
-from pipeline.ingest.landsat import QA_BITS, pansharpen_brovey, usable_mask
+from pipeline.ingest.catalog import pan_partners, query_scenes
+from pipeline.ingest.landsat import QA_BITS, usable_mask
 
 CHIP_BANDS: tuple[str, ...] = ("red", "green", "blue", "nir", "swir1", "swir2")
+_VISIBLE, _INFRARED = CHIP_BANDS[:3], CHIP_BANDS[3:]
 _FILL_QA = 1 << QA_BITS["fill"]
+#: The product level each radiometry is made of (``pipeline.core.radiometry``).
+RADIOMETRY_LEVELS = {"surface": "L2", "toa": "L1"}
 
 
 class ChipSpec(BaseModel):
@@ -47,6 +55,10 @@ class ChipSpec(BaseModel):
                                   "filter at or below this cloud fraction")
     composite_pool: int = Field(5, ge=1, description="ForestNet: median of the 5 least "
                                 "cloudy scenes when fewer pass the filter")
+    radiometry: Radiometry = Field(
+        "surface", description="surface: Level-2 surface reflectance, visible bands sharpened "
+        "by the Level-1 pan of the same acquisition (the ForestNet release's); toa: Level-1 "
+        "top-of-atmosphere reflectance")
 
     @property
     def n_views(self) -> int:
@@ -109,42 +121,68 @@ def qa_usable_on_grid(store: Path, scene_id: str, geobox: GeoBox) -> np.ndarray:
 
 
 def scene_on_grid(store: Path, scene_id: str, geobox: GeoBox,
-                  qa_usable: np.ndarray | None = None) -> SceneView:
-    """Warp one stored scene onto ``geobox``: pan-sharpened visible + IR, and usable mask.
+                  qa_usable: np.ndarray | None = None, pan_from: str | None = None) -> SceneView:
+    """Warp one stored scene onto ``geobox``: sharpened visible + IR, and its usable mask.
 
-    Only the window under the grid is read, as raw DN of the chip bands (decoded chunks
-    are cached per process, ``scene_windows``), and decoded to reflectance before the
-    warp: the window has ~4x fewer pixels than the 15 m grid. ``qa_usable`` is the
-    scene's ``qa_usable_on_grid`` when the caller already has it.
+    The visible bands are sharpened by the scene's own pan, or by that of ``pan_from``
+    (the Level-1 product of a Level-2 scene's acquisition). Only windows under the grid
+    are read, as raw DN (decoded chunks are cached per process, ``scene_windows``), and
+    decoded before the warp. ``qa_usable`` is the scene's ``qa_usable_on_grid`` when the
+    caller already has it.
     """
     scene = open_scene_handle(store, scene_id)
-    bands = _warp_window(scene, "multispectral", scene.geobox, geobox, Resampling.bilinear,
-                         tuple(scene.bands.index(b) for b in CHIP_BANDS))
+    pan = scene if scene.pan_box is not None else (
+        open_scene_handle(store, pan_from) if pan_from else None)
+    if pan is not None and pan_aligned(scene.geobox, pan.pan_box):
+        visible = _sharpened_window(scene, pan, geobox)
+    else:  # no pan to lend detail: the 30 m bands resampled to 15 m
+        visible = _warp_window(scene, "multispectral", scene.geobox, geobox, Resampling.bilinear,
+                               tuple(scene.bands.index(b) for b in _VISIBLE))
+    infrared = _warp_window(scene, "multispectral", scene.geobox, geobox, Resampling.bilinear,
+                            tuple(scene.bands.index(b) for b in _INFRARED))
+    bands = np.concatenate([visible, infrared])
     if qa_usable is None:
         qa_usable = qa_usable_on_grid(store, scene_id, geobox)
-    if scene.pan_box is not None:
-        pan = _warp_window(scene, "pan", scene.pan_box, geobox, Resampling.bilinear)[0]
-        b, g, r = pansharpen_brovey(bands[2], bands[1], bands[0], pan)
-        bands[0], bands[1], bands[2] = r, g, b
     # Any NaN band makes the sum NaN: one pass over the bands instead of an all() reduce.
     usable = qa_usable & np.isfinite(bands.sum(axis=0))
     return SceneView(scene_id, scene.acquired, bands, usable)
+
+
+def _sharpened_window(scene: SceneHandle, pan: SceneHandle, target: GeoBox) -> np.ndarray:
+    """The visible bands of ``scene`` sharpened by ``pan``'s B8 on the source grids
+    (``pansharpen.sfim``), then warped onto ``target``."""
+    roi = source_roi(pan.pan_box, target, margin=4)
+    if roi is None:
+        return np.full((len(_VISIBLE), *target.shape), np.nan, dtype=np.float32)
+    rows, cols = roi
+    # Whole 30 m cells: each 2 x 2 block of pan pixels is one multispectral pixel.
+    height, width = scene.geobox.shape
+    r0, c0 = rows.start // 2, cols.start // 2
+    r1, c1 = min(height, -(-rows.stop // 2)), min(width, -(-cols.stop // 2))
+    dn = read_window(scene, "multispectral", slice(r0, r1), slice(c0, c1),
+                     bands=tuple(scene.bands.index(b) for b in _VISIBLE))
+    ms = scene.decode("multispectral", dn)
+    h, w = ms.shape[1:]
+    pan_h, pan_w = pan.pan_box.shape
+    pan_dn = read_window(pan, "pan", slice(2 * r0, min(pan_h, 2 * r0 + 2 * h)),
+                         slice(2 * c0, min(pan_w, 2 * c0 + 2 * w)))
+    fine = np.full((2 * h, 2 * w), np.nan, dtype=np.float32)  # a pan one row short: NaN
+    fine[:pan_dn.shape[1], :pan_dn.shape[2]] = pan.decode("pan", pan_dn)[0]
+    box = GeoBox((2 * h, 2 * w), pan.pan_box.affine * Affine.translation(2 * c0, 2 * r0),
+                 pan.pan_box.crs)
+    return array_to_grid(sfim(ms, fine), box, target, Resampling.bilinear)
 
 
 def _warp_window(
     scene: SceneHandle, name: str, box: GeoBox, target: GeoBox, resampling: Resampling,
     bands: tuple[int, ...] = (0,),
 ) -> np.ndarray:
-    """``(band, y, x)`` float32 of one stored array on ``target``; NaN outside the scene.
-
-    QA values are warped as they are (nearest); pixel arrays are decoded first.
-    """
+    """``(band, y, x)`` float32 of one stored array on ``target``; NaN outside the scene."""
     roi = source_roi(box, target, margin=4)
     if roi is None:
         return np.full((len(bands), *target.shape), np.nan, dtype=np.float32)
     dn = read_window(scene, name, *roi, bands=bands)
-    src = dn.astype(np.float32) if name == "qa_pixel" else scene.decode(name, dn)
-    return array_to_grid(src, box[roi], target, resampling)
+    return array_to_grid(scene.decode(name, dn), box[roi], target, resampling)
 
 
 def rasterize_region(region: BaseGeometry, geobox: GeoBox) -> np.ndarray:
@@ -170,15 +208,22 @@ def scene_views(
     chip most candidate scenes are cloudy, so most of them never cost a band warp.
     """
     footprint = geobox.extent.to_crs("EPSG:4326").geom
-    candidates = query_scenes(index, footprint, start, end)
-    if candidates.empty:
+    found = query_scenes(index, footprint, start, end)
+    if found.empty:
         return [], f"no scene between {start.date()} and {end.date()} covers the grid"
+    level = RADIOMETRY_LEVELS[spec.radiometry]
+    candidates = found[found["level"].str.startswith(level)]
+    if candidates.empty:
+        return [], (f"no {spec.radiometry} reflectance (Level-{level[1]}) scene between "
+                    f"{start.date()} and {end.date()}: the {len(found)} covering the grid "
+                    f"are of another level")
+    pans = pan_partners(index, candidates) if level == "L2" else {}
     masks = {sid: qa_usable_on_grid(store, sid, geobox) for sid in candidates["scene_id"]}
     ranked = sorted((1.0 - float(m.mean()), sid) for sid, m in masks.items() if m.any())
     passing = [sid for cloud, sid in ranked if cloud <= spec.max_view_cloud]
     needed = passing if len(passing) >= spec.composite_pool else \
         [sid for _, sid in ranked[: spec.composite_pool]]
-    views = [scene_on_grid(store, sid, geobox, masks[sid]) for sid in needed]
+    views = [scene_on_grid(store, sid, geobox, masks[sid], pans.get(sid)) for sid in needed]
     views = [v for v in views if v.usable.any()]
     if not views:
         return [], "no usable (cloud-free, non-fill) pixel in any scene"

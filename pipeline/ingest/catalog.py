@@ -166,6 +166,20 @@ def query_scenes(
     return index.iloc[rows[order]]
 
 
+def pan_partners(index: gpd.GeoDataFrame, scenes: pd.DataFrame) -> dict[str, str]:
+    """Level-2 scene id -> the ingested Level-1 product of the same acquisition (same
+    path, row and date), whose B8 pan sharpens it; scenes without one are left out."""
+    level1 = index[index["status"].isin(OK_STATUSES) & index["level"].str.startswith("L1")]
+    by_acquisition = {(int(r.path), int(r.row), pd.Timestamp(r.acquired).date()): r.scene_id
+                      for r in level1.itertuples()}
+    out = {}
+    for r in scenes.itertuples():
+        partner = by_acquisition.get((int(r.path), int(r.row), pd.Timestamp(r.acquired).date()))
+        if str(r.level).startswith("L2") and partner is not None:
+            out[r.scene_id] = partner
+    return out
+
+
 def window_clear_fraction(store: Path, scene_id: str, window: BaseGeometry | GeoBox) -> float:
     """Clear fraction of a stored scene inside a lon/lat polygon or a ``GeoBox``.
 

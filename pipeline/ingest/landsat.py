@@ -13,7 +13,6 @@ from datetime import datetime
 import numpy as np
 
 from pipeline.core.errors import ForestNetError
-from pipeline.core.jit import cached_njit
 
 #: OLI reflective bands stored in ``multispectral``, by band number (Collection 2 naming).
 MULTISPECTRAL_BANDS: dict[int, str] = {
@@ -135,44 +134,3 @@ def clear_fraction(qa: np.ndarray, within: np.ndarray | None = None) -> float:
         valid &= within
     n = int(valid.sum())
     return float((usable_mask(qa) & valid).sum() / n) if n else 0.0
-
-
-#: Pan-band intensity weights of blue, green and red: OLI's pan spans 0.50-0.68 um,
-#: so green and red dominate; blue contributes little.
-PAN_WEIGHTS = (0.1, 0.5, 0.4)
-
-
-def pansharpen_brovey(
-    blue: np.ndarray, green: np.ndarray, red: np.ndarray, pan: np.ndarray
-) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """Weighted Brovey pan-sharpening of visible bands already resampled to the pan grid.
-
-    Each band is multiplied by pan / intensity, where intensity is the pan-weighted sum
-    of the visible bands. This keeps band ratios (colour) and takes spatial detail from
-    the 15 m pan band. Pixels where the intensity is not positive are left unchanged.
-    Floats keep their precision (float32 stays float32); other inputs give float64.
-    """
-    dtype = np.result_type(blue, green, red, pan, np.float32)
-    arrays = np.broadcast_arrays(*(np.asarray(a, dtype=dtype) for a in (blue, green, red, pan)))
-    shape = arrays[0].shape
-    flat = [np.ascontiguousarray(a).reshape(-1) for a in arrays]
-    out = np.empty((3, flat[0].size), dtype=dtype)
-    _brovey_kernel(*flat, np.array(PAN_WEIGHTS, dtype=dtype), out)
-    return out[0].reshape(shape), out[1].reshape(shape), out[2].reshape(shape)
-
-
-@cached_njit
-def _brovey_kernel(blue: np.ndarray, green: np.ndarray, red: np.ndarray, pan: np.ndarray,
-                   weights: np.ndarray, out: np.ndarray) -> None:
-    """``out[0..2]``: blue, green and red times their ratio, in one pass over the pixels
-    (numpy made ~8 temporaries of the band's size; a chip does this for every scene)."""
-    wb, wg, wr = weights[0], weights[1], weights[2]
-    least = weights.dtype.type(1e-6)  # in the bands' precision, as numpy compared
-    for i in range(blue.size):
-        intensity = wb * blue[i] + wg * green[i] + wr * red[i]
-        ratio = pan[i] / intensity
-        if not (intensity > least and ratio - ratio == 0):  # dark, NaN or infinite
-            ratio = weights.dtype.type(1.0)
-        out[0, i] = blue[i] * ratio
-        out[1, i] = green[i] * ratio
-        out[2, i] = red[i] * ratio

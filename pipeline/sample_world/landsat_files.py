@@ -1,4 +1,6 @@
-"""Write one scene as a Landsat 8 Collection 2 Level-1 product folder (GeoTIFFs + MTL)."""
+"""Write one scene as the two Landsat 8 Collection 2 product folders USGS serves for an
+acquisition: Level-1 (L1TP: B1-B8, QA_PIXEL, MTL) and Level-2 (L2SP: SR_B1-SR_B7,
+QA_PIXEL, MTL with the surface-reflectance rescaling)."""
 
 from __future__ import annotations
 
@@ -27,9 +29,10 @@ def processing_date(acquired: date) -> date:
     return acquired + timedelta(days=16)
 
 
-def product_id(spec: WorldSpec, acquired: date) -> str:
+def product_id(spec: WorldSpec, acquired: date, level: str = "L1TP") -> str:
     proc = processing_date(acquired)
-    return f"LC08_L1TP_{spec.wrs_path:03d}{spec.wrs_row:03d}_{acquired:%Y%m%d}_{proc:%Y%m%d}_02_T1"
+    return (f"LC08_{level}_{spec.wrs_path:03d}{spec.wrs_row:03d}_{acquired:%Y%m%d}_"
+            f"{proc:%Y%m%d}_02_T1")
 
 
 def write_scene(root: Path, spec: WorldSpec, region: Region, scene: Scene) -> dict[str, Any]:
@@ -57,6 +60,7 @@ def write_scene(root: Path, spec: WorldSpec, region: Region, scene: Scene) -> di
     (folder / mtl_file).write_text(text)
     return {
         "product_id": pid,
+        "level2": write_level2(root, spec, region, scene),
         "date": scene.date.isoformat(),
         "cloud_cover": scene.cloud_cover,
         "sun_elevation": scene.sun_elevation,
@@ -64,6 +68,32 @@ def write_scene(root: Path, spec: WorldSpec, region: Region, scene: Scene) -> di
         "folder": rel.as_posix(),
         "files": {
             **{f"B{b}": (rel / f).as_posix() for b, f in band_files.items()},
+            "QA_PIXEL": (rel / qa_file).as_posix(),
+            "MTL": (rel / mtl_file).as_posix(),
+        },
+    }
+
+
+def write_level2(root: Path, spec: WorldSpec, region: Region, scene: Scene) -> dict[str, Any]:
+    """The acquisition's L2SP product under ``root/landsat/<product_id>/``; its manifest."""
+    pid = product_id(spec, scene.date, "L2SP")
+    rel = Path("landsat") / pid
+    folder = root / rel
+    folder.mkdir(parents=True, exist_ok=True)
+    band_files = {str(b): f"{pid}_SR_B{b}.TIF" for b in range(1, 8)}
+    for b in range(1, 8):
+        write_tif(folder / band_files[str(b)], scene.sr[b - 1], region.grid30, nodata=0)
+    qa_file = f"{pid}_QA_PIXEL.TIF"
+    write_tif(folder / qa_file, scene.qa, region.grid30)
+    mtl_file = f"{pid}_MTL.txt"
+    (folder / mtl_file).write_text(mtl_text(pid, processing_date(scene.date), scene, region,
+                                            (spec.wrs_path, spec.wrs_row), band_files,
+                                            qa_file, level="L2SP"))
+    return {
+        "product_id": pid,
+        "folder": rel.as_posix(),
+        "files": {
+            **{f"SR_B{b}": (rel / f).as_posix() for b, f in band_files.items()},
             "QA_PIXEL": (rel / qa_file).as_posix(),
             "MTL": (rel / mtl_file).as_posix(),
         },

@@ -1,4 +1,5 @@
-"""Landsat Collection 2 Level-1 ``_MTL.txt`` (ODL) writer with the real group structure."""
+"""Landsat Collection 2 ``_MTL.txt`` (ODL) writer, Level-1 and Level-2, with the real group
+structure (a Level-2 MTL also carries its Level-1 groups, as USGS's do)."""
 
 from __future__ import annotations
 
@@ -6,7 +7,7 @@ import math
 from datetime import date
 
 from .region import Region, to_lonlat
-from .scenes import REFLECTANCE_ADD, REFLECTANCE_MULT, Scene
+from .scenes import REFLECTANCE_ADD, REFLECTANCE_MULT, SR_ADD, SR_MULT, Scene
 
 #: In-band solar irradiance (W m-2 um-1) of OLI bands 1-9; links the radiance and the
 #: reflectance rescaling as USGS does: L = rho * ESUN / (pi * d^2).
@@ -22,8 +23,10 @@ def mtl_text(
     wrs: tuple[int, int],
     band_files: dict[str, str],
     qa_file: str,
+    level: str = "L1TP",
 ) -> str:
-    """The MTL of one product; corners are 30 m pixel centres, as in USGS products."""
+    """The MTL of one product (``level`` L1TP or L2SP); corners are 30 m pixel centres, as
+    in USGS products."""
     h, w = region.grid30.shape.yx
     left, bottom, right, top = region.bounds
     half = region.grid30.affine.a / 2
@@ -40,7 +43,7 @@ def mtl_text(
     contents: list[Item] = [
         ("ORIGIN", _q("Image courtesy of the U.S. Geological Survey")),
         ("LANDSAT_PRODUCT_ID", _q(product_id)),
-        ("PROCESSING_LEVEL", _q("L1TP")),
+        ("PROCESSING_LEVEL", _q(level)),
         ("COLLECTION_NUMBER", "02"),
         ("COLLECTION_CATEGORY", _q("T1")),
         ("OUTPUT_FORMAT", _q("GEOTIFF")),
@@ -77,9 +80,8 @@ def mtl_text(
         ("EARTH_SUN_DISTANCE", f"{scene.earth_sun_distance:.7f}"),
     ]
 
-    projection = _projection_common(zone, region) + [
-        ("PANCHROMATIC_LINES", 2 * h),
-        ("PANCHROMATIC_SAMPLES", 2 * w),
+    pan_lines = [("PANCHROMATIC_LINES", 2 * h), ("PANCHROMATIC_SAMPLES", 2 * w)]
+    projection = _projection_common(zone, region) + (pan_lines if level == "L1TP" else []) + [
         ("REFLECTIVE_LINES", h),
         ("REFLECTIVE_SAMPLES", w),
         ("THERMAL_LINES", h),
@@ -149,10 +151,7 @@ def mtl_text(
         ("RESAMPLING_OPTION", _q("CUBIC_CONVOLUTION")),
     ]
 
-    groups = [
-        ("PRODUCT_CONTENTS", contents),
-        ("IMAGE_ATTRIBUTES", image),
-        ("PROJECTION_ATTRIBUTES", projection),
+    level1 = [
         ("LEVEL1_PROCESSING_RECORD", record),
         ("LEVEL1_MIN_MAX_RADIANCE", radiance),
         ("LEVEL1_MIN_MAX_REFLECTANCE", reflectance),
@@ -160,6 +159,11 @@ def mtl_text(
         ("LEVEL1_RADIOMETRIC_RESCALING", rescaling),
         ("LEVEL1_PROJECTION_PARAMETERS", params),
     ]
+    groups = [("PRODUCT_CONTENTS", contents), ("IMAGE_ATTRIBUTES", image),
+              ("PROJECTION_ATTRIBUTES", projection)]
+    if level == "L2SP":
+        groups += _level2_groups(product_id, proc_date)
+    groups += level1
     lines = ["GROUP = LANDSAT_METADATA_FILE"]
     for name, items in groups:
         lines.append(f"  GROUP = {name}")
@@ -169,9 +173,31 @@ def mtl_text(
     return "\n".join(lines)
 
 
+def _level2_groups(product_id: str, proc_date: date) -> list[tuple[str, list[Item]]]:
+    record: list[Item] = [
+        ("ORIGIN", _q("Image courtesy of the U.S. Geological Survey")),
+        ("LANDSAT_PRODUCT_ID", _q(product_id)),
+        ("PROCESSING_LEVEL", _q("L2SP")),
+        ("OUTPUT_FORMAT", _q("GEOTIFF")),
+        ("DATE_PRODUCT_GENERATED", f"{proc_date.isoformat()}T00:00:00Z"),
+        ("PROCESSING_SOFTWARE_VERSION", _q("SAMPLE_WORLD")),
+        ("ALGORITHM_SOURCE_SURFACE_REFLECTANCE", _q("SAMPLE_WORLD_ATMOSPHERE")),
+    ]
+    bands = range(1, 8)
+    params: list[Item] = [x for b in bands for x in (
+        (f"REFLECTANCE_MAXIMUM_BAND_{b}", f"{SR_MULT * 65535 + SR_ADD:.6f}"),
+        (f"REFLECTANCE_MINIMUM_BAND_{b}", f"{SR_MULT + SR_ADD:.6f}"))]
+    params += [x for b in bands for x in ((f"QUANTIZE_CAL_MAX_BAND_{b}", 65535),
+                                          (f"QUANTIZE_CAL_MIN_BAND_{b}", 1))]
+    params += [(f"REFLECTANCE_MULT_BAND_{b}", f"{SR_MULT:.2e}") for b in bands]
+    params += [(f"REFLECTANCE_ADD_BAND_{b}", f"{SR_ADD}") for b in bands]
+    return [("LEVEL2_PROCESSING_RECORD", record),
+            ("LEVEL2_SURFACE_REFLECTANCE_PARAMETERS", params)]
+
+
 def _projection_common(zone: int, region: Region) -> list[Item]:
-    # UTM_ZONE is the zone number; the coordinates are in the file's own (southern, EPSG:327xx)
-    # CRS rather than USGS's northern zone with negative northings.
+    # UTM_ZONE is the zone number; coordinates are in USGS's northern zone (EPSG:326zz),
+    # with negative northings south of the equator, as in real products.
     return [
         ("MAP_PROJECTION", _q("UTM")),
         ("DATUM", _q("WGS84")),

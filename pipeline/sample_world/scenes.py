@@ -1,7 +1,12 @@
 """One Landsat 8 acquisition of the world: sun, haze, phenology, clouds, shadows, QA_PIXEL.
 
-The output is already in Level-1 digital numbers (what landsat_files.py writes), so the
-radiometry here is the inverse of the documented C2 L1 TOA formula.
+The output is in digital numbers of both Collection 2 levels (what landsat_files.py
+writes): Level-1 inverts the documented TOA formula, Level-2 the surface-reflectance one.
+The two are linked by a simple atmosphere, per band: TOA = TRANSMITTANCE * surface +
+PATH_REFLECTANCE, so scattering brightens the visible (blue most) and barely touches the
+SWIR, as over real tropical forest (TOA blue ~0.08 over surface ~0.02). The Level-2
+product is that atmosphere inverted on the TOA: a date's extra haze stays in it, as a
+real retrieval's residual.
 """
 
 from __future__ import annotations
@@ -22,6 +27,12 @@ from .spec import WorldSpec
 
 REFLECTANCE_MULT = 2.0e-05
 REFLECTANCE_ADD = -0.1
+#: Collection 2 Level-2 surface reflectance = DN * SR_MULT + SR_ADD.
+SR_MULT = 2.75e-05
+SR_ADD = -0.2
+#: The world's atmosphere for bands B1..B7 (coastal, blue, green, red, nir, swir1, swir2).
+PATH_REFLECTANCE = np.asarray([0.075, 0.060, 0.040, 0.025, 0.012, 0.004, 0.002], np.float32)
+TRANSMITTANCE = np.asarray([0.78, 0.80, 0.85, 0.88, 0.92, 0.95, 0.96], np.float32)
 OVERPASS_UTC_H = 2.62  # Landsat 8 crosses Kalimantan at ~10:10 local solar time
 
 # QA_PIXEL bits (Landsat Collection 2).
@@ -40,8 +51,9 @@ class Scene:
     sun_elevation: float
     sun_azimuth: float
     earth_sun_distance: float
-    ms: np.ndarray  # (7, h, w) uint16 DN, bands B1..B7 at 30 m
-    pan: np.ndarray  # (2h, 2w) uint16 DN, B8 at 15 m
+    ms: np.ndarray  # (7, h, w) uint16 Level-1 DN, bands B1..B7 at 30 m
+    pan: np.ndarray  # (2h, 2w) uint16 Level-1 DN, B8 at 15 m
+    sr: np.ndarray  # (7, h, w) uint16 Level-2 DN, SR_B1..SR_B7 at 30 m
     qa: np.ndarray  # (h, w) uint16 QA_PIXEL
     cloud_cover: float  # % cloud among non-fill pixels
     cloud_cover_land: float  # % cloud among non-fill land pixels
@@ -91,13 +103,18 @@ def render_scene(spec: WorldSpec, region: Region, surface: Surface, index: int) 
 
     ms6 = block_mean(x) + rng.normal(0.0, 0.0025, size=(6, h30, w30)).astype(np.float32)
     coastal = ms6[0] + 0.01 + 0.3 * haze[0] + rng.normal(0, 0.002, (h30, w30)).astype(np.float32)
-    pan = sum(wt * x[b] for wt, b in zip(_PAN_WEIGHTS, (0, 1, 2), strict=True))
+    surface7 = np.concatenate([coastal[None], ms6])
+    toa7 = through_atmosphere(surface7)
+    pan = sum(wt * through_atmosphere(x[b], b + 1) for wt, b in zip(_PAN_WEIGHTS, (0, 1, 2),
+                                                                    strict=True))
     pan = pan + rng.normal(0.0, 0.004, size=(h15, w15)).astype(np.float32)
     sin_e = math.sin(math.radians(elev))
-    ms = to_dn(np.concatenate([coastal[None], ms6]), sin_e)
+    ms = to_dn(toa7, sin_e)
     ms[:, fill] = 0
     pan_dn = to_dn(pan, sin_e)
     pan_dn[fill15] = 0
+    sr = to_sr_dn(surface_from_toa(dn_to_toa(ms, sin_e)))
+    sr[:, fill] = 0
 
     water = block_mean(surface.water) >= 0.5
     qa = qa_pixel(fill, cloud, shadow, water)
@@ -110,10 +127,34 @@ def render_scene(spec: WorldSpec, region: Region, surface: Surface, index: int) 
         earth_sun_distance=round(earth_sun_distance(day), 7),
         ms=ms,
         pan=pan_dn,
+        sr=sr,
         qa=qa,
         cloud_cover=round(100.0 * cloud.sum() / max((~fill).sum(), 1), 2),
         cloud_cover_land=round(100.0 * (cloud & land).sum() / max(land.sum(), 1), 2),
     )
+
+
+def through_atmosphere(surface: np.ndarray, band: int | None = None) -> np.ndarray:
+    """TOA reflectance of surface reflectance: all of B1..B7 ``(7, ...)``, or one band."""
+    if band is None:
+        return TRANSMITTANCE[:, None, None] * surface + PATH_REFLECTANCE[:, None, None]
+    return TRANSMITTANCE[band] * surface + PATH_REFLECTANCE[band]
+
+
+def surface_from_toa(toa: np.ndarray) -> np.ndarray:
+    """The atmosphere inverted: surface reflectance of B1..B7 TOA ``(7, h, w)``."""
+    return (toa - PATH_REFLECTANCE[:, None, None]) / TRANSMITTANCE[:, None, None]
+
+
+def dn_to_toa(dn: np.ndarray, sin_elevation: float) -> np.ndarray:
+    """L1 DN -> TOA reflectance (the documented formula; what a reader decodes)."""
+    return ((REFLECTANCE_MULT * dn.astype(np.float64) + REFLECTANCE_ADD) / sin_elevation
+            ).astype(np.float32)
+
+
+def to_sr_dn(rho: np.ndarray) -> np.ndarray:
+    """Surface reflectance -> L2 DN, inverting rho = DN * SR_MULT + SR_ADD."""
+    return np.clip(np.rint((rho - SR_ADD) / SR_MULT), 1, 65535).astype(np.uint16)
 
 
 def to_dn(rho: np.ndarray, sin_elevation: float) -> np.ndarray:

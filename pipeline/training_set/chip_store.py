@@ -24,11 +24,13 @@ from pathlib import Path
 import dask.array as dsa
 import geopandas as gpd
 import numpy as np
+import pandas as pd
 import xarray as xr
 import zarr
 
 from pipeline.core.atomic import atomic_output
 from pipeline.core.grid import centred_geobox
+from pipeline.core.radiometry import CHIP_SCALING
 from pipeline.imagery.views import CHIP_BANDS, ChipSpec, EventChip
 from pipeline.training_set.auxiliary import AUX_BANDS, AUX_SCALARS
 
@@ -151,7 +153,8 @@ def _template(
     ds = xr.Dataset(data, coords=coords)
     ds["view_date"].attrs["description"] = "acquisition date as YYYYMMDD; 0 = composite or empty"
     ds["image"].attrs["description"] = "reflectance; view 0 = composite, 1.. = single scenes"
-    ds.attrs.update(chip_size=s, chip_resolution=spec.resolution, n_views=v)
+    ds.attrs.update(chip_size=s, chip_resolution=spec.resolution, n_views=v,
+                    radiometry=spec.radiometry, reflectance_scaling=CHIP_SCALING)
     return ds
 
 
@@ -249,3 +252,11 @@ def open_chips(path: Path) -> xr.Dataset:
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         return xr.open_zarr(str(path), consolidated=True, chunks=None)
+
+
+def store_counts(chips: Path) -> dict:
+    """Events per split and events without imagery, read back from a finished store."""
+    ds = open_chips(chips)
+    splits = pd.Series([str(v) for v in ds["split"].values]).value_counts()
+    return {"events": {str(k): int(v) for k, v in sorted(splits.items())},
+            "events_without_imagery": len(ds.attrs.get("skipped_events", {}))}

@@ -32,12 +32,14 @@ def fake_store(monkeypatch: pytest.MonkeyPatch):
     warped: list[str] = []
 
     def fake_query(index, footprint, start, end):
-        return pd.DataFrame({"scene_id": list(clouds)})
+        # Surface-reflectance scenes (the default radiometry), unless named "toa-*".
+        return pd.DataFrame({"scene_id": list(clouds), "level": [
+            "L1TP" if sid.startswith("toa-") else "L2SP" for sid in clouds]})
 
     def fake_qa(store, scene_id, geobox):
         return mask_with_cloud(clouds[scene_id])
 
-    def fake_warp(store, scene_id, geobox, qa_usable=None):
+    def fake_warp(store, scene_id, geobox, qa_usable=None, pan_from=None):
         warped.append(scene_id)
         image = np.ones((6, *geobox.shape), dtype=np.float32)
         return SceneView(scene_id, "2015-01-01", image, qa_usable)
@@ -45,6 +47,7 @@ def fake_store(monkeypatch: pytest.MonkeyPatch):
     monkeypatch.setattr(chips, "query_scenes", fake_query)
     monkeypatch.setattr(chips, "qa_usable_on_grid", fake_qa)
     monkeypatch.setattr(chips, "scene_on_grid", fake_warp)
+    monkeypatch.setattr(chips, "pan_partners", lambda index, scenes: {})
     return clouds, warped
 
 
@@ -92,3 +95,20 @@ def test_selection_matches_choosing_from_every_warped_view(fake_store) -> None:
         for got, want in zip(chosen[1:3], reference[1:3], strict=True):
             assert [v.scene_id for v in got] == [v.scene_id for v in want], trial
         np.testing.assert_array_equal(chosen[0], reference[0])
+
+
+def test_scenes_of_the_other_radiometry_are_never_candidates(fake_store) -> None:
+    clouds, warped = fake_store
+    clouds.update({"toa-a": 0.0, "b": 0.3, "toa-c": 0.1, "d": 0.2})
+    views = select(clouds)
+    assert [v.scene_id for v in views] == ["d", "b"] and sorted(warped) == ["b", "d"]
+
+
+def test_an_event_with_only_the_other_radiometry_says_so(fake_store) -> None:
+    clouds, warped = fake_store
+    clouds.update({"toa-a": 0.0, "toa-b": 0.1})
+    views, problem = scene_views(GEOBOX, pd.Timestamp("2010-01-01"),
+                                 pd.Timestamp("2020-12-31"), Path("unused"), None, SPEC)
+    assert views == [] and warped == []
+    assert problem == ("no surface reflectance (Level-2) scene between 2010-01-01 and "
+                       "2020-12-31: the 2 covering the grid are of another level")

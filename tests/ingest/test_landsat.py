@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import dataclasses
-import math
 from datetime import datetime
 from pathlib import Path
 
@@ -11,11 +10,8 @@ import numpy as np
 import pytest
 
 from pipeline.ingest.landsat import (
-    PAN_WEIGHTS,
-    QA_BITS,
     MTLError,
     clear_fraction,
-    pansharpen_brovey,
     qa_flag,
     reflectance_scaling,
     usable_mask,
@@ -264,77 +260,3 @@ def test_clear_fraction() -> None:
     assert clear_fraction(qa, np.zeros(qa.shape, dtype=bool)) == 0.0
 
 
-# --- Pan-sharpening ----------------------------------------------------------------------------
-
-
-def test_pansharpen_brovey_keeps_ratios_and_takes_pan_intensity() -> None:
-    rng = np.random.default_rng(1)
-    blue, green, red = (rng.uniform(0.02, 0.4, size=(16, 16)) for _ in range(3))
-    pan = rng.uniform(0.02, 0.4, size=(16, 16))
-    b, g, r = pansharpen_brovey(blue, green, red, pan)
-    np.testing.assert_allclose(b / g, blue / green, rtol=1e-12)
-    np.testing.assert_allclose(r / g, red / green, rtol=1e-12)
-    wb, wg, wr = PAN_WEIGHTS
-    assert math.isclose(wb + wg + wr, 1.0)
-    np.testing.assert_allclose(wb * b + wg * g + wr * r, pan, rtol=1e-12)
-
-
-def test_pansharpen_brovey_identity_when_pan_equals_intensity() -> None:
-    rng = np.random.default_rng(2)
-    blue, green, red = (rng.uniform(0.02, 0.4, size=(8, 8)) for _ in range(3))
-    pan = 0.1 * blue + 0.5 * green + 0.4 * red
-    for before, after in zip((blue, green, red), pansharpen_brovey(blue, green, red, pan),
-                             strict=True):
-        np.testing.assert_allclose(after, before, rtol=1e-12)
-
-
-def test_pansharpen_brovey_keeps_float32_and_numpys_numbers() -> None:
-    """The numba kernel against the formula in numpy, on chip-like float32 bands."""
-    rng = np.random.default_rng(3)
-    blue, green, red, pan = (rng.uniform(0.0, 0.4, (2, 40, 30)).astype(np.float32)
-                             for _ in range(4))
-    blue[0, :2] = green[0, :2] = red[0, :2] = 0.0  # dark: left unchanged
-    pan[1, 5] = np.nan
-    red[1, 7] = np.nan
-    wb, wg, wr = PAN_WEIGHTS
-    intensity = wb * blue + wg * green + wr * red
-    with np.errstate(divide="ignore", invalid="ignore"):
-        ratio = np.where(intensity > 1e-6, pan / intensity, 1.0)
-    ratio = np.where(np.isfinite(ratio), ratio, 1.0).astype(np.float32)
-    for got, band in zip(pansharpen_brovey(blue, green, red, pan), (blue, green, red),
-                         strict=True):
-        assert got.dtype == np.float32 and got.shape == band.shape
-        np.testing.assert_array_equal(got, band * ratio)
-
-
-@pytest.mark.parametrize(
-    ("value", "flags", "usable"),
-    [
-        (CLEAR, {"clear"}, True),
-        (FILL, {"fill"}, False),
-        (CLOUD, {"cloud"}, False),
-        (SHADOW, {"cloud_shadow"}, False),
-        (DILATED, {"dilated_cloud"}, False),
-        (CIRRUS, {"cirrus"}, False),
-        (WATER, {"water", "clear"}, True),
-        (SNOW, {"snow"}, True),
-        (0xFF00, set(), True),  # confidences alone set no flag
-        (CLOUD | SHADOW, {"cloud", "cloud_shadow"}, False),
-    ],
-)
-def test_qa_flags_and_usable_pixels(value: int, flags: set[str], usable: bool) -> None:
-    qa = np.array([[value]], dtype=np.uint16)
-    assert {name for name in QA_BITS if qa_flag(qa, name)[0, 0]} == flags
-    assert qa_flag(qa, "cloud").dtype == bool and qa_flag(qa, "cloud").shape == (1, 1)
-    assert bool(usable_mask(qa)[0, 0]) is usable
-
-
-def test_pansharpen_brovey_leaves_dark_and_invalid_pixels_unchanged() -> None:
-    blue = np.array([0.0, 0.1, 0.1])
-    green = np.array([0.0, 0.2, 0.2])
-    red = np.array([0.0, 0.3, 0.3])
-    pan = np.array([0.5, np.nan, np.inf])
-    b, g, r = pansharpen_brovey(blue, green, red, pan)
-    np.testing.assert_array_equal(b, blue)
-    np.testing.assert_array_equal(g, green)
-    np.testing.assert_array_equal(r, red)

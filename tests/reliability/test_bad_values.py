@@ -252,12 +252,12 @@ def _vector_config(path: Path):
 
 
 def test_bad_vector_features_are_refused_by_name(tmp_path: Path) -> None:
-    from flows.training_set import make_events
+    from tests.tiny_config import config_events
 
     path = tmp_path / "events.gpkg"
     gpd.GeoDataFrame({"year": [2015, 2015, 2015, 2014]},
                      geometry=[BOWTIE, Polygon(), None, GOOD], crs="EPSG:4326").to_file(path)
-    events, problems = make_events(_vector_config(path))
+    events, problems = config_events(_vector_config(path))
     assert len(events) == 1 and events.geometry.iloc[0].equals(GOOD)
     assert problems == [
         f"{path}, feature 1: invalid geometry (Self-intersection[113.505 -1.945])",
@@ -267,18 +267,18 @@ def test_bad_vector_features_are_refused_by_name(tmp_path: Path) -> None:
 
 
 def test_no_usable_vector_event_stops_the_training_set(tmp_path: Path, capsys) -> None:
-    from flows.training_set import make_events
+    from tests.tiny_config import config_events
 
     path = tmp_path / "events.gpkg"
     gpd.GeoDataFrame({"year": [2015, 2015]}, geometry=[BOWTIE, Polygon()],
                      crs="EPSG:4326").to_file(path)
     with pytest.raises(EventInputError) as info:
-        make_events(_vector_config(path))
+        config_events(_vector_config(path))
     message = str(info.value)
     assert message.startswith(f"{path}: no usable vector events (2 refused: ")
     assert "feature 1: invalid geometry" in message and "feature 2: empty geometry" in message
     with pytest.raises(typer.Exit) as exit_info:  # how `build-training-set` reports it
-        _guard(lambda: make_events(_vector_config(path)))
+        _guard(lambda: config_events(_vector_config(path)))
     assert exit_info.value.exit_code == 2
     assert len(capsys.readouterr().err.strip().splitlines()) == 1
 

@@ -216,13 +216,13 @@ def clean_chips(tiny_world: Path, tiny_scene_store: Path,
     and Prefect's server, and the module has four to run already.
     """
     from flows.config.schema import load_config
-    from flows.training_set import make_events
+    from tests.tiny_config import config_events
 
     cfg = load_config(chips_config(tmp_path_factory.mktemp("clean_chips"), tiny_world.parent,
                                    tiny_scene_store))
     # Read back, as the flow does: anchors from the in-memory geometries can differ in the
     # last bit (representative points of equal WKB, 1e-14 degrees apart).
-    events = read_events(write_events(make_events(cfg)[0], cfg.events_path))
+    events = read_events(write_events(config_events(cfg)[0], cfg.events_path))
     spec, bands, features = cfg.chips.spec(), cfg.aux.bands, cfg.aux.features
     init_chip_store(cfg.chips_path, events, spec, bands, features)
     batches = plan_batches(len(events), cfg.chips.batch_size)

@@ -20,7 +20,7 @@ from scipy import ndimage
 from pipeline.core.drivers import DRIVER_CLASSES, FINE_TO_MERGED
 from pipeline.sample_world import WorldExistsError, WorldSpec, generate_world
 
-C2_ID = re.compile(r"^LC08_L1TP_(\d{3})(\d{3})_(\d{8})_(\d{8})_02_T1$")
+C2_ID = re.compile(r"^LC08_(?:L1TP|L2SP)_(\d{3})(\d{3})_(\d{8})_(\d{8})_02_T1$")
 RELEASE_COLUMNS = ["label", "merged_label", "latitude", "longitude", "year", "example_path"]
 FILL, DILATED, CLOUD, SHADOW, CLEAR, WATER = 1, 1 << 1, 1 << 3, 1 << 4, 1 << 6, 1 << 7
 
@@ -80,17 +80,19 @@ def test_manifest_records_spec_region_and_every_output(manifest: dict, root: Pat
 
 def test_scene_files_have_collection2_names(manifest: dict, root: Path) -> None:
     ids = sorted(p.name for p in (root / "landsat").iterdir())
-    assert len(ids) == 3
+    assert len(ids) == 6  # each acquisition as USGS serves it: Level-1 and Level-2
     for pid in ids:
         m = C2_ID.match(pid)
         assert m and m.group(1, 2) == ("118", "062")
         assert m.group(4) > m.group(3)  # processed after acquisition
         names = {p.name for p in (root / "landsat" / pid).iterdir()}
-        expected = {f"{pid}_B{b}.TIF" for b in range(1, 9)} | {
-            f"{pid}_QA_PIXEL.TIF",
-            f"{pid}_MTL.txt",
-        }
-        assert names == expected
+        if "_L1TP_" in pid:
+            bands = {f"{pid}_B{b}.TIF" for b in range(1, 9)}
+        else:
+            bands = {f"{pid}_SR_B{b}.TIF" for b in range(1, 8)}
+        assert names == bands | {f"{pid}_QA_PIXEL.TIF", f"{pid}_MTL.txt"}
+    assert {s["level2"]["product_id"] for s in manifest["scenes"]} == {
+        pid for pid in ids if "_L2SP_" in pid}
 
 
 def test_scene_grids_are_usgs_utm_30m_with_aligned_15m_pan(manifest: dict, root: Path) -> None:

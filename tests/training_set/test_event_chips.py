@@ -88,27 +88,39 @@ def _mtl_float(folder: Path, key: str) -> float:
     return float(match.group(1))
 
 
-def test_pansharpened_rgb_follows_the_pan_band(chip, world):
-    # View 1 is the least cloudy scene, 2017-06-12; read its 15 m pan band independently.
-    folder = next((world / "landsat").glob("*_20170612_*"))
-    with rasterio.open(next(folder.glob("*_B8.TIF"))) as src:
-        dn = src.read(1).astype(np.float32)
-        pan = np.full(tuple(chip.geobox.shape), np.nan, np.float32)
-        reproject(dn, pan, src_transform=src.transform, src_crs=src.crs, src_nodata=0,
-                  dst_transform=chip.geobox.affine, dst_crs=chip.geobox.crs.to_wkt(),
-                  dst_nodata=np.nan, resampling=Resampling.bilinear)
-    sin_sun = math.sin(math.radians(_mtl_float(folder, "SUN_ELEVATION")))
-    toa = (_mtl_float(folder, "REFLECTANCE_MULT_BAND_8") * pan
-           + _mtl_float(folder, "REFLECTANCE_ADD_BAND_8")) / sin_sun
-    inside = np.isfinite(toa)
+def _on_chip(path: Path, geobox) -> np.ndarray:
+    """A product's band file read independently, bilinear onto the chip grid (DN, NaN out)."""
+    with rasterio.open(path) as src:
+        out = np.full(tuple(geobox.shape), np.nan, np.float32)
+        reproject(src.read(1).astype(np.float32), out, src_transform=src.transform,
+                  src_crs=src.crs, src_nodata=0, dst_transform=geobox.affine,
+                  dst_crs=geobox.crs.to_wkt(), dst_nodata=np.nan, resampling=Resampling.bilinear)
+    return out
+
+
+def test_views_are_surface_reflectance_sharpened_by_the_level1_pan(chip, world):
+    # View 1 is the least cloudy scene, 2017-06-12: its L2SP red, sharpened by the L1TP pan.
+    level1 = next((world / "landsat").glob("*_L1TP_*_20170612_*"))
+    level2 = next((world / "landsat").glob("*_L2SP_*_20170612_*"))
+    sin_sun = math.sin(math.radians(_mtl_float(level1, "SUN_ELEVATION")))
+    pan = (_mtl_float(level1, "REFLECTANCE_MULT_BAND_8")
+           * _on_chip(next(level1.glob("*_B8.TIF")), chip.geobox)
+           + _mtl_float(level1, "REFLECTANCE_ADD_BAND_8")) / sin_sun
+    toa_red = (_mtl_float(level1, "REFLECTANCE_MULT_BAND_4")
+               * _on_chip(next(level1.glob("*_B4.TIF")), chip.geobox)
+               + _mtl_float(level1, "REFLECTANCE_ADD_BAND_4")) / sin_sun
+    sr_red = _on_chip(next(level2.glob("*_SR_B4.TIF")), chip.geobox) * 2.75e-05 - 0.2
+    red = chip.image[1, 0]
+    inside = np.isfinite(pan) & np.isfinite(sr_red) & np.isfinite(toa_red)
     assert inside.mean() > 0.5
-    red, green, blue = chip.image[1, 0], chip.image[1, 1], chip.image[1, 2]
-    for band in (red, green, blue):
-        assert np.corrcoef(band[inside], toa[inside])[0, 1] > 0.95
-    # Weighted Brovey: the pan-weighted intensity of the sharpened bands is the pan band.
-    intensity = 0.1 * blue + 0.5 * green + 0.4 * red
-    assert np.corrcoef(intensity[inside], toa[inside])[0, 1] > 0.9999
-    np.testing.assert_allclose(intensity[inside], toa[inside], atol=1e-5)
+    # The pan's detail: the sharpened band follows it more closely than the 30 m SR does.
+    assert np.corrcoef(red[inside], pan[inside])[0, 1] > 0.95
+    assert (np.corrcoef(red[inside], pan[inside])[0, 1]
+            > np.corrcoef(sr_red[inside], pan[inside])[0, 1])
+    # The surface reflectance's level (within 1%), not the TOA's, which the atmosphere
+    # brightens by its path reflectance.
+    assert red[inside].mean() == pytest.approx(sr_red[inside].mean(), rel=0.01)
+    assert toa_red[inside].mean() - red[inside].mean() > 0.01
 
 
 def test_event_outside_every_scene_is_flagged_not_dropped(event, store, index):

@@ -15,13 +15,14 @@ from rasterio.warp import reproject
 from shapely.geometry import shape
 
 from flows.config.schema import PipelineConfig
-from flows.training_set import make_events
 from forestnet_model.data import normalisation_stats, split_indices
 from pipeline.imagery.views import ChipSpec, build_event_chip, chip_geobox, scene_on_grid
+from pipeline.ingest.catalog import pan_partners, read_index
 from pipeline.training_set.auxiliary import AUX_SCALARS, MAX_DISTANCE_KM, AuxSources, aux_for_chip
 from pipeline.training_set.batches import build_chip_batch
 from pipeline.training_set.chip_store import finalize_chip_store, init_chip_store, open_chips
 from pipeline.training_set.events import write_events
+from tests.tiny_config import config_events
 
 
 @pytest.fixture(scope="module")
@@ -77,8 +78,11 @@ def test_loss_mask_matches_the_event_polygon(events, chips) -> None:
 def test_composite_is_the_median_of_the_views(chips, store) -> None:
     rng = np.random.default_rng(0)
     checked = 0
+    index = read_index(store)
+    pans = pan_partners(index, index)  # each Level-2 view is sharpened by its Level-1 pan
     for chip in chips[:4]:
-        views = [scene_on_grid(store, sid, chip.geobox) for sid in chip.scene_ids]
+        views = [scene_on_grid(store, sid, chip.geobox, pan_from=pans.get(sid))
+                 for sid in chip.scene_ids]
         rows, cols = rng.integers(0, 332, 200), rng.integers(0, 332, 200)
         for r, c in zip(rows, cols, strict=True):
             usable = [v for v in views if v.usable[r, c]]
@@ -189,7 +193,7 @@ def _config(world: Path, **events: object) -> PipelineConfig:
 
 def test_events_from_a_vector_file_keep_its_labels_and_splits(world: Path) -> None:
     truth = gpd.read_file(world / "events" / "loss_regions.gpkg")
-    events, problems = make_events(_config(world, source="vector", vector={
+    events, problems = config_events(_config(world, source="vector", vector={
         "path": str(world / "events" / "loss_regions.gpkg"), "year_column": "year",
         "label_column": "label", "split_column": "split"}))
     assert problems == [] and len(events) == len(truth)
@@ -203,8 +207,8 @@ def test_events_from_a_vector_file_keep_its_labels_and_splits(world: Path) -> No
 
 
 def test_gfc_events_with_tiles_hectares_and_a_spatial_split(world: Path) -> None:
-    components, _ = make_events(_config(world, source="gfc", years=[2013, 2016]))
-    tiles, _ = make_events(_config(world, source="gfc", years=[2013, 2016],
+    components, _ = config_events(_config(world, source="gfc", years=[2013, 2016]))
+    tiles, _ = config_events(_config(world, source="gfc", years=[2013, 2016],
                                    group_by_tile=True, min_event_ha=2.0,
                                    split={"block_km": 5.0, "seed": 4}))
     assert len(tiles) < len(components)
@@ -214,9 +218,9 @@ def test_gfc_events_with_tiles_hectares_and_a_spatial_split(world: Path) -> None
 
 
 def test_csv_events_keep_the_published_split_unless_told(world: Path) -> None:
-    published, _ = make_events(_config(world))
+    published, _ = config_events(_config(world))
     truth = gpd.read_file(world / "events" / "loss_regions.gpkg")
     assert sorted(published["split"]) == sorted(truth["split"])
-    spatial, _ = make_events(_config(world, split={"method": "spatial", "block_km": 2.0}))
+    spatial, _ = config_events(_config(world, split={"method": "spatial", "block_km": 2.0}))
     assert spatial["split"].isin(["train", "val", "test"]).all()
     assert math.isclose(spatial["area_ha"].sum(), published["area_ha"].sum())
