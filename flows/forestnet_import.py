@@ -10,7 +10,7 @@ from prefect import flow, get_run_logger, task
 
 from flows.config.schema import PipelineConfig
 from flows.runtime.cluster import gather_with_progress
-from flows.runtime.provenance import run_record, write_run_record
+from flows.runtime.provenance import chip_band_stats, run_record, write_run_record
 from pipeline.imagery.views import ChipSpec
 from pipeline.training_set.batches import import_release_batch, plan_batches
 from pipeline.training_set.chip_store import finalize_chip_store, init_chip_store, is_complete
@@ -104,5 +104,6 @@ def import_forestnet_flow(config: PipelineConfig, client_address: str, release: 
     counts = {k: result[k] for k in ("imported", "failed", "left_out", "reused_batches")}
     write_run_record(run_record(config, "import-forestnet", started, counts=counts,
                                 from_scenes=False, release=str(release),
-                                unknown_aux_files=result["unknown_aux_files"]), out)
+                                unknown_aux_files=result["unknown_aux_files"],
+                                band_stats=chip_band_stats(out)), out)
     return {**result, "skipped": False}

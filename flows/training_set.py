@@ -18,7 +18,7 @@ from flows.config.input_checks import (
 )
 from flows.config.schema import ConfigError, PipelineConfig, require_file
 from flows.runtime.cluster import gather_with_progress
-from flows.runtime.provenance import RUN_RECORD, run_record, write_run_record
+from flows.runtime.provenance import RUN_RECORD, chip_band_stats, run_record, write_run_record
 from pipeline.core.radiometry import require_same, store_radiometry
 from pipeline.training_set.auxiliary import describe_aux
 from pipeline.training_set.batches import build_chip_batch, plan_batches
@@ -120,6 +120,8 @@ def training_set_flow(config: PipelineConfig, client_address: str) -> dict:
     events_path = labelled_events(config)
     built = build_chips(config, events_path, client_address)
     write_run_record(run_record(config, "build-training-set", started, counts=built["counts"],
-                                events=events_path), config.chips_path)
+                                events=events_path,
+                                band_stats=chip_band_stats(config.chips_path)),
+                     config.chips_path)
     return {"events": events_path, "chips": built["chips"], "counts": built["counts"],
             "skipped": False}

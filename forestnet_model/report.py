@@ -29,6 +29,13 @@ from pipeline.core.atomic import atomic_output
 from pipeline.core.drivers import DRIVER_CLASSES
 from pipeline.core.json_ready import json_ready
 from pipeline.core.markdown_image import png_markdown
+from pipeline.core.radiometry import store_radiometry
+from pipeline.training_set.band_stats import (
+    RELEASE_BAND_MEANS,
+    RELEASE_BAND_STDS,
+    band_warnings,
+    display_band_stats,
+)
 from pipeline.training_set.chip_store import open_chips
 
 
@@ -113,6 +120,7 @@ def evaluate_bundle(
     ids = chips["event_id"].values[indices]
     report.update(
         model_id=model_id, bundle=str(bundle), chips=str(chips_path), split=split,
+        radiometry=store_radiometry(chips.attrs), band_stats=display_band_stats(chips),
         classes=classes, inputs={"bands": bands, "aux_bands": aux_bands},
         precision_per_class=scores["precision"], recall_per_class=scores["recall"],
         support_per_class=scores["support"],
@@ -169,6 +177,20 @@ def comparison_rows(
     return rows
 
 
+def band_stats_section(stats: dict, radiometry: str) -> list[str]:
+    """The chip store's band means and stds beside the release's, with a warning per band
+    more than 2x off (the sign of chips of another radiometry or scaling)."""
+    if not stats:
+        return []
+    rows = [[band, _num(v["mean"]), _num(v["std"]), _num(RELEASE_BAND_MEANS[band]),
+             _num(RELEASE_BAND_STDS[band])] for band, v in stats.items()]
+    warnings = band_warnings(stats)
+    return ["", "## Band statistics (display units 0-255, composites)", "",
+            f"Chip store radiometry: {radiometry}.", "",
+            *_table(["band", "mean", "std", "release mean", "release std"], rows),
+            *(["", *(f"- **Warning:** {w}" for w in warnings)] if warnings else [])]
+
+
 def render_markdown(
     model_report: dict, baselines: Sequence[BaselineResult],
     published: Sequence[PublishedResult],
@@ -197,6 +219,7 @@ def render_markdown(
         "",
         "Published numbers are on the ForestNet dataset's splits (1616 / 473 / 668 events); "
         "ours compare with them only when this chip store is that dataset.",
+        *band_stats_section(r.get("band_stats", {}), r.get("radiometry", "")),
     ]
     for b in baselines:
         lines += ["", f"## Random forest, {b.feature_set}", "",

@@ -292,6 +292,9 @@ def train_model(chips_path: Path, out_dir: Path, model_spec: ModelSpec, spec: Tr
         "normalisation": data.stats,
         "training": spec.model_dump(mode="json"),
         "metrics": {"val": val_report, "test": test_report, "best_val_macro_f1": best_f1,
+                    # The held-out headline, where a reader of bundle.json looks first.
+                    "test_accuracy": test_report.get("accuracy"),
+                    "test_macro_f1": test_report.get("macro_f1"),
                     "epochs_run": len(metrics.records()),
                     "train_events": len(data.train.dataset)},
         "data_hash": str(chips.attrs.get("events_fingerprint", "")),

@@ -32,9 +32,11 @@ def forestnet(*args: str, timeout: int = 420) -> subprocess.CompletedProcess:
                           text=True, timeout=timeout)
 
 
-def untrained_bundle(out: Path, fusion_features: tuple[str, ...] | None = None) -> Path:
-    """A seeded, untrained resnet18 bundle; with ``fusion_features`` (possibly empty) it has
-    a fusion head, its weights nudged so that its inputs all move its outputs."""
+def untrained_bundle(out: Path, fusion_features: tuple[str, ...] | None = None,
+                     radiometry: str = "surface") -> Path:
+    """A seeded, untrained resnet18 bundle for chips of ``radiometry``; with
+    ``fusion_features`` (possibly empty) it has a fusion head, its weights nudged so that
+    its inputs all move its outputs."""
     import torch
 
     from forestnet_model.bundle import save_bundle
@@ -53,7 +55,8 @@ def untrained_bundle(out: Path, fusion_features: tuple[str, ...] | None = None) 
         with torch.no_grad():
             for p in model.head.parameters():
                 p.add_(0.05 * torch.randn_like(p))
-    return save_bundle(model.eval(), {"model": spec, "normalisation": norm}, out)
+    return save_bundle(model.eval(), {"model": spec, "normalisation": norm,
+                                      "radiometry": radiometry}, out)
 
 
 def make_map_job(folder: Path, mapping: dict, centre: tuple[float, float] = BORDER) -> dict:

@@ -7,6 +7,8 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+from prefect import get_run_logger
+
 from flows.config.schema import PipelineConfig
 from pipeline.core.atomic import atomic_output
 from pipeline.core.json_ready import json_ready
@@ -56,3 +58,15 @@ def bundle_id(bundle: Path) -> str:
     if not manifest.exists():
         return ""
     return str(json.loads(manifest.read_text()).get("model_id", ""))
+
+
+def chip_band_stats(chips_path: Path) -> dict[str, dict[str, float]]:
+    """The store's band statistics in the release's display units, for its ``run.json``;
+    each band far off the release's is logged as a warning."""
+    from pipeline.training_set.band_stats import band_warnings, display_band_stats
+    from pipeline.training_set.chip_store import open_chips
+
+    stats = display_band_stats(open_chips(chips_path))
+    for line in band_warnings(stats):
+        get_run_logger().warning("%s: %s", chips_path, line)
+    return stats

@@ -79,7 +79,7 @@ def test_sample_data_writes_the_world_through_the_cluster(tmp_path: Path) -> Non
     assert "dashboard http://" in result.stderr
     assert sorted(p.name for p in (out / "events").glob("*.csv")) == [
         "test.csv", "train.csv", "val.csv"]
-    assert len(list((out / "landsat").iterdir())) == 3
+    assert len(list((out / "landsat").iterdir())) == 6  # Level-1 and Level-2 of 3 dates
 
 
 def test_sample_data_refuses_an_unknown_preset(tmp_path: Path) -> None:

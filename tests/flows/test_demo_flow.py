@@ -88,7 +88,7 @@ def test_features_carry_probabilities_areas_and_provenance(demo_run: dict) -> No
     assert (features["confidence"] == probs.max(axis=1)).all()
     assert (features["area_ha"] > 0).all()
     assert features["model_id"].str.startswith("forestnet-").all()
-    assert features["scene_ids"].str.contains("LC08_L1TP_").all()
+    assert features["scene_ids"].str.contains("LC08_L2SP_").all()  # surface reflectance
     table = pyogrio.read_dataframe(demo_run["gpkg"], layer=AREA_TABLE)
     assert table["area_ha"].sum() == pytest.approx(features["area_ha"].sum())
     assert table["n_events"].sum() == len(features)

@@ -31,25 +31,12 @@ from pipeline.core.drivers import DRIVER_CLASSES
 from pipeline.imagery.views import CHIP_BANDS
 from pipeline.training_set.auxiliary import AUX_SCALARS
 from pipeline.training_set.chip_store import (
-    finalize_chip_store,
-    init_chip_store,
     open_chips,
-    write_chip_batch,
 )
-from tests.model.test_train import SPEC, _chips, _events
+from tests.model import synthetic_chips as training_chips
 
 #: One point: the grid search itself is tested with a two-point grid below.
 SMALL_GRID = {"n_estimators": (50,), "max_depth": (None,), "max_features": ("sqrt",)}
-
-
-def write_tiny_chips(path: Path) -> Path:
-    """The training tests' 8-event store (48 px, a class signal in the region), written
-    through the real chip-store writer."""
-    events = _events()
-    chips, aux, scalars = _chips(events)
-    init_chip_store(path, events, SPEC)
-    write_chip_batch(path, 0, chips, aux, scalars)
-    return finalize_chip_store(path, [(0, len(chips))])
 
 
 #: Per-class spectra (red, green, blue, nir, swir1, swir2) inside the loss region.
@@ -112,7 +99,7 @@ def write_synthetic_chips(
 
 @pytest.fixture(scope="module")
 def tiny_chips(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    return write_tiny_chips(tmp_path_factory.mktemp("baseline") / "chips.zarr")
+    return training_chips.synthetic_chip_store(tmp_path_factory.mktemp("baseline") / "chips.zarr")
 
 
 @pytest.fixture(scope="module")
@@ -174,7 +161,7 @@ def test_features_of_the_real_store_layout(tiny_chips):
     assert table.X.shape == (4, 3 * len(STATS))
     assert table.y.tolist() == [0, 1, 2, 3]
     assert table.event_ids == tuple(f"2015_ev{i}" for i in range(4))
-    inputs, _, _ = _chips(_events())
+    inputs, _, _ = training_chips.synthetic_chips(training_chips.synthetic_events())
     for row, event in zip(table.X, split_indices(chips, "train"), strict=True):
         composite, mask = inputs[event].image[0], inputs[event].loss_mask
         expected = [s for b in range(3) for s in _direct_stats(composite[b], mask)]

@@ -35,7 +35,8 @@ from forestnet_model.report import (
 from pipeline.core.drivers import DRIVER_CLASSES
 from pipeline.training_set.chip_store import open_chips
 from tests.ingest_inputs import threads_cluster
-from tests.model.test_baseline import write_synthetic_chips, write_tiny_chips
+from tests.model.synthetic_chips import synthetic_chip_store
+from tests.model.test_baseline import write_synthetic_chips
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
@@ -55,7 +56,7 @@ def _bundle(out: Path, spec: ModelSpec = SPEC) -> Path:
 
 @pytest.fixture(scope="module")
 def tiny_chips(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    return write_tiny_chips(tmp_path_factory.mktemp("report") / "chips.zarr")
+    return synthetic_chip_store(tmp_path_factory.mktemp("report") / "chips.zarr")
 
 
 @pytest.fixture(scope="module")

@@ -5,82 +5,29 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-import geopandas as gpd
 import numpy as np
 import pytest
 import torch
 from pydantic import ValidationError
-from shapely.geometry import box
 
 from forestnet_model.bundle import load_bundle
 from forestnet_model.data import ChipDataset, normalisation_stats, split_indices
 from forestnet_model.model import ModelSpec
 from forestnet_model.train import TrainSpec, train_model
-from pipeline.core.drivers import DRIVER_CLASSES
-from pipeline.imagery.views import CHIP_BANDS, ChipSpec, EventChip, chip_geobox
-from pipeline.training_set.auxiliary import AUX_BANDS, AUX_SCALARS
-from pipeline.training_set.chip_store import (
-    finalize_chip_store,
-    init_chip_store,
-    open_chips,
-    write_chip_batch,
+from pipeline.training_set.chip_store import open_chips
+from tests.model.synthetic_chips import (
+    BANDS,
+    CLASSES,
+    MODEL,
+    synthetic_chip_store,
+    synthetic_chips,
+    synthetic_events,
 )
-
-#: 48 px chips: not a multiple of 32, so evaluation has to pad them (to 64).
-SPEC = ChipSpec(size=48, max_single_views=2)
-SPLITS = ["train", "train", "train", "train", "val", "val", "test", "test"]
-CLASSES = [0, 1, 2, 3, 0, 1, 2, 3]  # 2 events per class
-MODEL = ModelSpec(encoder="efficientnet-b0")
-BANDS = tuple(CHIP_BANDS)
-
-
-def _events() -> gpd.GeoDataFrame:
-    lons = 113.50 + 0.01 * np.arange(len(SPLITS))
-    return gpd.GeoDataFrame({
-        "event_id": [f"2015_ev{i}" for i in range(len(SPLITS))],
-        "loss_year": [2015] * len(SPLITS),
-        "label": [DRIVER_CLASSES[c] for c in CLASSES],
-        "merged_label": [DRIVER_CLASSES[c] for c in CLASSES],
-        "split": SPLITS,
-        "geometry": [box(x - 0.0005, -1.9504, x + 0.0005, -1.9496) for x in lons],
-    }, crs="EPSG:4326")
-
-
-def _chips(events: gpd.GeoDataFrame):
-    """View v holds about v + 0.1 everywhere, so a sample's view can be read off its values."""
-    rng = np.random.default_rng(0)
-    s, v = SPEC.size, SPEC.n_views
-    chips, aux, scalars = [], [], []
-    for i, geom in enumerate(events.geometry):
-        image = (0.1 + np.arange(v)[:, None, None, None]
-                 + 0.02 * rng.standard_normal((v, len(CHIP_BANDS), s, s))).astype(np.float32)
-        mask = np.zeros((s, s), np.uint8)
-        mask[22:28, 20:30] = 1  # around the centre pixel (24, 24), as real chips are
-        mask[10:14, 30:40] = 1
-        image[0, :, mask.astype(bool)] += 0.05 * CLASSES[i]  # a class signal in the region
-        if SPLITS[i] == "train":
-            image[0, 2, :3, :5] = np.nan  # no data in a corner
-        a = rng.normal(50.0, 5.0, size=(len(AUX_BANDS), s, s)).astype(np.float32)
-        a[0, -4:] = np.nan
-        chips.append(EventChip(
-            geobox=chip_geobox(geom, SPEC), image=image,
-            view_dates=["composite", "2017-06-12", ""], view_cloud=[0.2, 0.1, 1.0],
-            scene_ids=["scene"], loss_mask=mask, region=geom,
-        ))
-        aux.append(a)
-        scalars.append(np.zeros(len(AUX_SCALARS), np.float32))
-    return chips, aux, scalars
 
 
 @pytest.fixture(scope="module")
 def chips_path(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    final = tmp_path_factory.mktemp("train") / "chips.zarr"
-    events = _events()
-    chips, aux, scalars = _chips(events)
-    init_chip_store(final, events, SPEC)
-    write_chip_batch(final, 0, chips[:4], aux[:4], scalars[:4])
-    write_chip_batch(final, 4, chips[4:], aux[4:], scalars[4:])
-    return finalize_chip_store(final, [(0, 4), (4, 8)])
+    return synthetic_chip_store(tmp_path_factory.mktemp("train") / "chips.zarr")
 
 
 IDENTITY = {"mean": [0.0] * 6, "std": [1.0] * 6}
@@ -153,8 +100,8 @@ def test_normalisation_stats_ignore_nan(chips_path):
     chips = open_chips(chips_path)
     train = split_indices(chips, "train")
     stats = normalisation_stats(chips, train, BANDS, ("elevation",))
-    events = _events()
-    inputs, aux, _ = _chips(events)
+    events = synthetic_events()
+    inputs, aux, _ = synthetic_chips(events)
     composites = np.stack([inputs[i].image[0] for i in train])  # (event, band, y, x)
     elevation = np.stack([aux[i][0] for i in train])
     assert np.isnan(composites).any() and np.isnan(elevation).any()
@@ -211,6 +158,9 @@ def test_training_writes_bundle_metrics_and_checkpoint(trained, chips_path):
     assert meta.normalisation == expected
     assert set(meta.metrics) >= {"val", "test"}
     assert meta.metrics["val"]["n"] == 2 and meta.metrics["test"]["n"] == 2
+    assert meta.metrics["test_accuracy"] == meta.metrics["test"]["accuracy"]
+    assert meta.metrics["test_macro_f1"] == meta.metrics["test"]["macro_f1"]
+    assert meta.radiometry == "surface"  # the synthetic store's, recorded
     assert meta.metrics["train_events"] == len(split_indices(chips, "train"))
     assert meta.data_hash == chips.attrs["events_fingerprint"]
     with torch.no_grad():

@@ -182,8 +182,9 @@ def test_all_cloud_and_outside_scenes_are_per_event_reasons(
     from pipeline.training_set.chip_store import finalize_chip_store, init_chip_store, open_chips
     from pipeline.training_set.events import write_events
 
-    clear = products(tiny_world)[0]  # acquired 2017
-    cloudy = _all_cloud_copy(products(tiny_world)[1], tmp_path / "inputs")  # acquired 2018
+    # Level-2 products: the chips' default radiometry (surface reflectance).
+    clear = products(tiny_world, "L2SP")[0]  # acquired 2017
+    cloudy = _all_cloud_copy(products(tiny_world, "L2SP")[1], tmp_path / "inputs")  # 2018
     store = tmp_path / "scenes.zarr"
     rows = []
     for product in (clear, cloudy):
