@@ -80,20 +80,20 @@ def deploy(
     def body() -> None:
         import yaml
 
-        from flows import deploy as jobs
+        from flows.cli import deployments as plans
 
         if serve and work_pool:
             raise ConfigError("--serve and --work-pool exclude each other: --serve runs the "
                               "jobs here, a work pool runs them on its workers")
         _load(config, None)  # a bad config fails here, in one line, before anything registers
         # Absolute: served and pooled runs may start in another working directory.
-        plan = jobs.deployment_plan(str(Path(config).resolve()), province, cron)
-        api = jobs.api_url()
+        plan = plans.deployment_plan(str(Path(config).resolve()), province, cron)
+        api = plans.api_url()
         if work_pool:
             if not api:
                 raise ConfigError("--work-pool needs a Prefect server: start one with "
                                   "`prefect server start` and set PREFECT_API_URL")
-            jobs.deploy_plan(plan, work_pool)
+            plans.deploy_plan(plan, work_pool)
             for job in plan:
                 typer.echo(f"deployment: {job.full_name} (work pool {work_pool})")
             console.print(f"start a worker: prefect worker start --pool {work_pool}",
@@ -103,9 +103,9 @@ def deploy(
                 console.print("PREFECT_API_URL is not set: serving against Prefect's temporary "
                               "local API (no UI); see README, Operating it", highlight=False,
                               soft_wrap=True)
-            jobs.serve_plan(plan)
+            plans.serve_plan(plan)
         else:
-            entries = jobs.as_prefect_yaml(plan, jobs.DEFAULT_WORK_POOL)
+            entries = plans.as_prefect_yaml(plan, plans.DEFAULT_WORK_POOL)
             typer.echo(yaml.safe_dump({"deployments": entries}, sort_keys=False).rstrip())
             console.print("run them here: forestnet deploy --serve; on a worker: forestnet "
                           "deploy --work-pool NAME", highlight=False, soft_wrap=True)

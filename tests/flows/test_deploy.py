@@ -13,6 +13,7 @@ import yaml
 from typer.testing import CliRunner
 
 from flows import deploy as jobs
+from flows.cli import deployments as plans
 from flows.cli.app import app
 from flows.config.schema import ConfigError, load_config
 from pipeline.core.provinces import UnknownProvinceError
@@ -52,10 +53,10 @@ def test_prefect_yaml_parameters_match_the_flow_signatures(prefect_yaml: dict) -
         assert load_config(config)  # the config it names exists and validates
 
 
-def test_prefect_yaml_is_the_plan_of_flows_deploy(prefect_yaml: dict) -> None:
+def test_prefect_yaml_is_the_deployment_plan(prefect_yaml: dict) -> None:
     """prefect.yaml and `forestnet deploy` describe the same three deployments."""
-    plan = jobs.deployment_plan(DEMO)
-    assert prefect_yaml["deployments"] == jobs.as_prefect_yaml(plan)
+    plan = plans.deployment_plan(DEMO)
+    assert prefect_yaml["deployments"] == plans.as_prefect_yaml(plan)
     (monthly,) = [e for e in prefect_yaml["deployments"] if "schedules" in e]
     assert monthly["entrypoint"].endswith(":map_job")
     assert monthly["schedules"] == [{"cron": "0 3 1 * *", "timezone": "Asia/Jakarta"}]
@@ -97,10 +98,10 @@ def test_job_config_rejects_bad_overrides_in_one_line() -> None:
 
 def test_plan_checks_cron_and_province() -> None:
     with pytest.raises(ConfigError, match="cron"):
-        jobs.deployment_plan(DEMO, cron="every month")
+        plans.deployment_plan(DEMO, cron="every month")
     with pytest.raises(UnknownProvinceError, match="Atlantis"):
-        jobs.deployment_plan(DEMO, province="Atlantis")
-    plan = jobs.deployment_plan(DEMO, province="Riau", cron="0 4 * * 1")
+        plans.deployment_plan(DEMO, province="Atlantis")
+    plan = plans.deployment_plan(DEMO, province="Riau", cron="0 4 * * 1")
     assert [j.full_name for j in plan] == ["ingest-job/default", "train-job/default",
                                            "map-job/monthly"]
     assert plan[2].parameters["provinces"] == ["Riau"] and plan[2].cron == "0 4 * * 1"
@@ -122,6 +123,6 @@ def test_cli_deploy_errors_are_one_line(monkeypatch: pytest.MonkeyPatch) -> None
     assert both.exit_code == 2 and "exclude each other" in both.output
     cron = runner.invoke(app, ["deploy", "--config", DEMO, "--cron", "daily"])
     assert cron.exit_code == 2 and "cron" in cron.output
-    monkeypatch.setattr(jobs, "api_url", lambda: None)
+    monkeypatch.setattr(plans, "api_url", lambda: None)
     pool = runner.invoke(app, ["deploy", "--config", DEMO, "--work-pool", "p"])
     assert pool.exit_code == 2 and "PREFECT_API_URL" in pool.output

@@ -29,11 +29,11 @@ from tests.world_chips import world_chip_store
 pytestmark = pytest.mark.slow
 
 #: The recipe for a short CPU run from random weights: small crops, many draws per epoch
-#: (200 steps), lr 1e-3 (ForestNet used 1e-4 from pre-trained weights) and two torch
+#: (160 steps), lr 1e-3 (ForestNet used 1e-4 from pre-trained weights) and two torch
 #: threads: the test runs alone, and two threads train 1.5x faster than one on 2 cores.
 #: The chips come from the loader's in-memory cache after the first epoch.
 MODEL = ModelSpec(fusion=True)
-TRAIN = TrainSpec(epochs=10, batch_size=16, crop=64, samples_per_epoch=320, lr=1e-3,
+TRAIN = TrainSpec(epochs=10, batch_size=16, crop=64, samples_per_epoch=256, lr=1e-3,
                   patience=10, seed=0, num_threads=2, device="cpu", progress="off")
 
 
