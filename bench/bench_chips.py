@@ -6,7 +6,8 @@ Both sides run in this process, on the same sample world, one after the other:
 - chips: ``build_event_chip`` for every labelled event (scene-store reads, warp to the
   15 m UTM chip grid, QA mask, pan-sharpening, the median composite and the SDA views);
 - baseline: for the same events and the same candidate scenes, ``rasterio`` reads of the
-  window under the chip from each source GeoTIFF the chip uses (B2-B7, B8 pan, QA_PIXEL).
+  window under the chip from each source GeoTIFF the chip uses (the Level-2 SR_B2-SR_B7
+  and QA_PIXEL, and the Level-1 B8 pan of the same acquisition).
 
 Three pairings, each best of ``--repeats`` passes over every event:
 - ``cold``: each pass starts with cold decoded-pixel caches on both sides: the baseline
@@ -41,14 +42,21 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from bench.peak_memory import PeakMemory  # noqa: E402
 from pipeline.imagery.scene_windows import CACHE  # noqa: E402
-from pipeline.imagery.views import ChipSpec, build_event_chip, chip_geobox  # noqa: E402
-from pipeline.ingest.catalog import query_scenes, read_index  # noqa: E402
+from pipeline.imagery.views import (  # noqa: E402
+    RADIOMETRY_LEVELS,
+    ChipSpec,
+    build_event_chip,
+    chip_geobox,
+)
+from pipeline.ingest.catalog import pan_partners, query_scenes, read_index  # noqa: E402
 from pipeline.sample_world import WorldSpec, generate_world  # noqa: E402
 from pipeline.training_set.events import events_from_forestnet_csvs  # noqa: E402
 from tests.world_chips import ingest_world  # noqa: E402
 
 #: The source files a chip reads: the 30 m bands it keeps, the pan band and the QA band.
-BAND_FILES = ("B4", "B3", "B2", "B5", "B6", "B7", "B8", "QA_PIXEL")
+#: The files of each product level a chip reads (the pan comes from the Level-1 product).
+BAND_FILES = {"L2": ("SR_B4", "SR_B3", "SR_B2", "SR_B5", "SR_B6", "SR_B7", "QA_PIXEL"),
+              "L1": ("B4", "B3", "B2", "B5", "B6", "B7", "B8", "QA_PIXEL")}
 GOAL = 0.5
 
 
@@ -64,17 +72,25 @@ def prepare(folder: Path, preset: str) -> tuple[Path, Path, object]:
 
 
 def plan_reads(world: Path, events, index, spec: ChipSpec) -> list[list[tuple[Path, tuple]]]:
-    """Per event: (file, bounds in the file's CRS) for every file of every candidate scene."""
+    """Per event: (file, bounds in the file's CRS) for every file a chip of ``spec``'s
+    radiometry reads of every candidate scene: surface reflectance reads the Level-2
+    bands and QA and the Level-1 pan of the same acquisition; toa the Level-1 files."""
+    level = RADIOMETRY_LEVELS[spec.radiometry]
     plans = []
     for row in events.itertuples():
         geobox = chip_geobox(row.geometry, spec)
         footprint = geobox.extent.to_crs("EPSG:4326").geom
-        scenes = query_scenes(index, footprint, _year(row.loss_year, -spec.years_window),
-                              _year(row.loss_year, spec.years_window, end=True))
+        found = query_scenes(index, footprint, _year(row.loss_year, -spec.years_window),
+                             _year(row.loss_year, spec.years_window, end=True))
+        scenes = found[found["level"].str.startswith(level)]
+        pans = pan_partners(index, scenes)
         reads = []
         for scene_id in scenes["scene_id"]:
-            for band in BAND_FILES:
-                path = world / "landsat" / scene_id / f"{scene_id}_{band}.TIF"
+            files = [(scene_id, band) for band in BAND_FILES[level]]
+            if scene_id in pans:
+                files.append((pans[scene_id], "B8"))
+            for product, band in files:
+                path = world / "landsat" / product / f"{product}_{band}.TIF"
                 reads.append((path, geobox.crs.to_wkt(), tuple(geobox.boundingbox)))
         plans.append(reads)
     return plans

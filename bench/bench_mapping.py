@@ -55,8 +55,9 @@ GOAL_SPREAD = 0.15
 YEARS = (2013, 2016)
 PRESETS = {"demo": WorldSpec.demo(), "large": replace(WorldSpec.demo(), size_km=44.0,
                                                       n_events=216)}
-#: Plausible L1 TOA statistics (red, green, blue, nir, swir1, swir2); untrained weights.
-NORMALISATION = {"mean": [0.05, 0.06, 0.04, 0.25, 0.15, 0.08], "std": [0.03] * 6}
+#: Plausible surface-reflectance statistics (red, green, blue, nir, swir1, swir2), the
+#: chips' default radiometry; untrained weights.
+NORMALISATION = {"mean": [0.03, 0.05, 0.025, 0.3, 0.15, 0.07], "std": [0.03] * 6}
 
 
 @dataclass
@@ -90,8 +91,8 @@ def prepare_job(folder: Path, preset: str) -> Job:
 
         torch.manual_seed(0)
         spec = ModelSpec(encoder="efficientnet-b2")
-        save_bundle(build_model(spec).eval(), {"model": spec, "normalisation": NORMALISATION},
-                    config.bundle_path)
+        save_bundle(build_model(spec).eval(), {"model": spec, "normalisation": NORMALISATION,
+                                               "radiometry": "surface"}, config.bundle_path)
     return Job(folder, world, config, plan_all_tiles(config.inputs.lossyear))
 
 
@@ -245,9 +246,10 @@ def instrumented(totals: dict[str, float]):
                (ch, "scene_on_grid", "scene_views.scene_on_grid"),
                (ch, "scene_window_to_grid", "scene_views.read_and_warp"),
                (ch, "read_window", "scene_views.read"), (ch, "array_to_grid", "scene_views.warp"),
-               (ch, "pansharpen_brovey", "scene_views.pansharpen"),
+               (ch, "sfim", "scene_views.pansharpen"),
                (ti, "composite_views", "prepare.composite"),
-               (ti, "piece_labels", "prepare.piece_labels"), (ti, "aux_for_chip", "prepare.aux"),
+               (ti, "piece_labels", "prepare.piece_labels"),
+               (ti, "piece_scalars", "prepare.piece_scalars"),
                (mb, "region_means", "infer.region_means"), (mb, "tile_part", "infer.tile_part")]
     # The pipeline changes under us: time the steps that the current code has.
     targets = [t for t in targets if hasattr(t[0], t[1])]

@@ -3,8 +3,14 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import yaml
+
+if TYPE_CHECKING:
+    import geopandas as gpd
+
+    from flows.config.schema import PipelineConfig
 
 
 def write_tiny_config(folder: Path, world: Path, **overrides: dict) -> Path:
@@ -39,7 +45,7 @@ def write_tiny_config(folder: Path, world: Path, **overrides: dict) -> Path:
     return path
 
 
-def config_events(config):
+def config_events(config: PipelineConfig) -> tuple[gpd.GeoDataFrame, list[str]]:
     """The labelled events a config's training set would start from (and the problems)."""
     from pipeline.training_set.event_sources import make_events
 

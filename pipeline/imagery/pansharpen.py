@@ -13,6 +13,8 @@ Landsat products are; :func:`pan_aligned` says whether two grids are.
 
 from __future__ import annotations
 
+import math
+
 import numpy as np
 from odc.geo.geobox import GeoBox
 
@@ -22,9 +24,10 @@ from pipeline.core.jit import cached_njit
 def pan_aligned(ms: GeoBox, pan: GeoBox) -> bool:
     """Whether ``pan``'s cells split ``ms``'s exactly in four (same CRS, corner, half cell)."""
     a, b = ms.affine, pan.affine
-    return (ms.crs == pan.crs and a.b == a.d == b.b == b.d == 0
-            and np.isclose(b.a * 2, a.a) and np.isclose(b.e * 2, a.e)
-            and np.isclose(a.c, b.c) and np.isclose(a.f, b.f))
+    # Called for every view of every chip: scalar comparisons, not numpy's.
+    return (a.b == a.d == b.b == b.d == 0 and math.isclose(b.a * 2, a.a)
+            and math.isclose(b.e * 2, a.e) and math.isclose(a.c, b.c, abs_tol=1e-6)
+            and math.isclose(a.f, b.f, abs_tol=1e-6) and ms.crs == pan.crs)
 
 
 def sfim(bands: np.ndarray, pan: np.ndarray) -> np.ndarray:
@@ -45,21 +48,17 @@ def sfim(bands: np.ndarray, pan: np.ndarray) -> np.ndarray:
 @cached_njit
 def _sfim_kernel(bands: np.ndarray, pan: np.ndarray, out: np.ndarray) -> None:
     n, h, w = bands.shape
+    ratio = np.empty((2 * h, 2 * w), dtype=np.float32)  # pan / its cell's mean, or 1
     for r in range(h):
         for c in range(w):
-            p00, p01 = pan[2 * r, 2 * c], pan[2 * r, 2 * c + 1]
-            p10, p11 = pan[2 * r + 1, 2 * c], pan[2 * r + 1, 2 * c + 1]
-            mean = (p00 + p01 + p10 + p11) / 4.0
+            mean = (pan[2 * r, 2 * c] + pan[2 * r, 2 * c + 1] + pan[2 * r + 1, 2 * c]
+                    + pan[2 * r + 1, 2 * c + 1]) / 4.0
             ok = mean > 1e-6 and mean - mean == 0  # positive and finite
-            for k in range(n):
-                v = bands[k, r, c]
-                if ok:
-                    out[k, 2 * r, 2 * c] = v * p00 / mean
-                    out[k, 2 * r, 2 * c + 1] = v * p01 / mean
-                    out[k, 2 * r + 1, 2 * c] = v * p10 / mean
-                    out[k, 2 * r + 1, 2 * c + 1] = v * p11 / mean
-                else:
-                    out[k, 2 * r, 2 * c] = v
-                    out[k, 2 * r, 2 * c + 1] = v
-                    out[k, 2 * r + 1, 2 * c] = v
-                    out[k, 2 * r + 1, 2 * c + 1] = v
+            for dr in range(2):
+                for dc in range(2):
+                    ratio[2 * r + dr, 2 * c + dc] = pan[2 * r + dr, 2 * c + dc] / mean if ok \
+                        else 1.0
+    for k in range(n):
+        for y in range(2 * h):
+            for x in range(2 * w):
+                out[k, y, x] = bands[k, y // 2, x // 2] * ratio[y, x]

@@ -31,6 +31,8 @@ INDEX_COLUMNS = [
     "scene_id", "product", "level", "acquired", "path", "row", "epsg", "cloud_cover",
     "sun_elevation", "clear_fraction", "status", "error", "source",
 ]
+#: Columns ``read_index`` derives from the others: never stored, so never stale.
+DERIVED_COLUMNS = ["pan_partner"]
 #: Statuses of scenes that are in the store.
 OK_STATUSES = ("ingested", "skipped")
 
@@ -96,6 +98,7 @@ def write_index(store: Path, rows: Iterable[dict]) -> Path:
                                   crs="EPSG:4326")
     else:
         merged = new
+    merged = merged.drop(columns=DERIVED_COLUMNS, errors="ignore")
     merged = merged.sort_values("scene_id").reset_index(drop=True)
     with atomic_output(store / INDEX_NAME) as tmp:
         merged.to_parquet(tmp, index=False)
@@ -122,11 +125,16 @@ def is_complete(store: Path) -> bool:
 
 
 def read_index(store: Path) -> gpd.GeoDataFrame:
-    """Read the scene index; a clear error when the store has none."""
+    """Read the scene index, with each Level-2 scene's ``pan_partner`` (:func:`pan_partners`,
+    "" where none); a clear error when the store has none."""
     path = Path(store) / INDEX_NAME
     if not path.exists():
         raise FileNotFoundError(f"{path}: no scene index; run `forestnet ingest` first")
-    return gpd.read_parquet(path)
+    index = gpd.read_parquet(path).drop(columns=DERIVED_COLUMNS, errors="ignore")
+    partners = pan_partners(index, index)
+    # Found once here: chip building asks for the partners of every event's candidates.
+    index["pan_partner"] = [partners.get(sid, "") for sid in index["scene_id"]]
+    return index
 
 
 def ingested_scene_ids(store: Path) -> list[str]:
@@ -169,15 +177,23 @@ def query_scenes(
 def pan_partners(index: gpd.GeoDataFrame, scenes: pd.DataFrame) -> dict[str, str]:
     """Level-2 scene id -> the ingested Level-1 product of the same acquisition (same
     path, row and date), whose B8 pan sharpens it; scenes without one are left out."""
-    level1 = index[index["status"].isin(OK_STATUSES) & index["level"].str.startswith("L1")]
-    by_acquisition = {(int(r.path), int(r.row), pd.Timestamp(r.acquired).date()): r.scene_id
-                      for r in level1.itertuples()}
+    if "pan_partner" in scenes:  # rows of a read_index: already found
+        found = scenes["pan_partner"].astype(str)
+        return dict(zip(scenes["scene_id"][found != ""], found[found != ""], strict=True))
+    ok = index[index["status"].isin(OK_STATUSES)]
+    level = ok["level"].astype(str)
+    by_acquisition = {_acquisition(r): r.scene_id for r in ok[level.str.startswith("L1")]
+                      .itertuples()}
     out = {}
-    for r in scenes.itertuples():
-        partner = by_acquisition.get((int(r.path), int(r.row), pd.Timestamp(r.acquired).date()))
+    for r in scenes[scenes["status"].isin(OK_STATUSES)].itertuples():
+        partner = by_acquisition.get(_acquisition(r))
         if str(r.level).startswith("L2") and partner is not None:
             out[r.scene_id] = partner
     return out
+
+
+def _acquisition(row) -> tuple[int, int, object]:
+    return int(row.path), int(row.row), pd.Timestamp(row.acquired).date()
 
 
 def window_clear_fraction(store: Path, scene_id: str, window: BaseGeometry | GeoBox) -> float:

@@ -160,3 +160,16 @@ def test_query_scenes(rows: dict[str, dict], tmp_path: Path) -> None:
     assert ids(geometry=inside, max_cloud_cover=20.0) == [L2_ID]
     assert ids(geometry=inside, max_cloud_cover=61.45) == [L2_ID, L1_ID]
     assert ids(geometry=inside, max_cloud_cover=5.0) == []
+
+
+def test_each_level2_scene_knows_the_level1_product_that_sharpens_it(tiny_scene_store) -> None:
+    from pipeline.ingest.catalog import read_index
+
+    index = read_index(tiny_scene_store)
+    level2 = index[index["level"] == "L2SP"]
+    assert len(level2) == 3
+    for row in level2.itertuples():
+        assert row.pan_partner == row.scene_id.replace("_L2SP_", "_L1TP_")
+    assert (index.loc[index["level"] == "L1TP", "pan_partner"] == "").all()
+    stored = pd.read_parquet(tiny_scene_store / "index.parquet")
+    assert "pan_partner" not in stored  # derived when read, never stale on disk
