@@ -36,65 +36,41 @@ def product_id(spec: WorldSpec, acquired: date, level: str = "L1TP") -> str:
 
 
 def write_scene(root: Path, spec: WorldSpec, region: Region, scene: Scene) -> dict[str, Any]:
-    """Write the product under ``root/landsat/<product_id>/``; return its manifest entry."""
-    pid = product_id(spec, scene.date)
-    rel = Path("landsat") / pid
-    folder = root / rel
-    folder.mkdir(parents=True, exist_ok=True)
-    band_files = {str(b): f"{pid}_B{b}.TIF" for b in range(1, 9)}
-    for b in range(1, 8):
-        write_tif(folder / band_files[str(b)], scene.ms[b - 1], region.grid30, nodata=0)
-    write_tif(folder / band_files["8"], scene.pan, region.grid15, nodata=0)
-    qa_file = f"{pid}_QA_PIXEL.TIF"
-    write_tif(folder / qa_file, scene.qa, region.grid30)
-    mtl_file = f"{pid}_MTL.txt"
-    text = mtl_text(
-        pid,
-        processing_date(scene.date),
-        scene,
-        region,
-        (spec.wrs_path, spec.wrs_row),
-        band_files,
-        qa_file,
-    )
-    (folder / mtl_file).write_text(text)
+    """Write the acquisition's L1TP product (and its L2SP, under ``level2``) below
+    ``root/landsat/``; return its manifest entry."""
+    bands = {f"B{b}": (scene.ms[b - 1], region.grid30) for b in range(1, 8)}
+    bands["B8"] = (scene.pan, region.grid15)
+    level1 = _write_product(root, spec, region, scene, "L1TP", bands)
     return {
-        "product_id": pid,
-        "level2": write_level2(root, spec, region, scene),
+        "product_id": level1["product_id"],
+        "level2": _write_product(root, spec, region, scene, "L2SP", {
+            f"SR_B{b}": (scene.sr[b - 1], region.grid30) for b in range(1, 8)}),
         "date": scene.date.isoformat(),
         "cloud_cover": scene.cloud_cover,
         "sun_elevation": scene.sun_elevation,
         "sun_azimuth": scene.sun_azimuth,
-        "folder": rel.as_posix(),
-        "files": {
-            **{f"B{b}": (rel / f).as_posix() for b, f in band_files.items()},
-            "QA_PIXEL": (rel / qa_file).as_posix(),
-            "MTL": (rel / mtl_file).as_posix(),
-        },
+        "folder": level1["folder"],
+        "files": level1["files"],
     }
 
 
-def write_level2(root: Path, spec: WorldSpec, region: Region, scene: Scene) -> dict[str, Any]:
-    """The acquisition's L2SP product under ``root/landsat/<product_id>/``; its manifest."""
-    pid = product_id(spec, scene.date, "L2SP")
+def _write_product(root: Path, spec: WorldSpec, region: Region, scene: Scene, level: str,
+                   bands: dict[str, tuple]) -> dict[str, Any]:
+    """One product folder: ``bands`` (file suffix -> (DN, grid)), QA_PIXEL and the MTL."""
+    pid = product_id(spec, scene.date, level)
     rel = Path("landsat") / pid
     folder = root / rel
     folder.mkdir(parents=True, exist_ok=True)
-    band_files = {str(b): f"{pid}_SR_B{b}.TIF" for b in range(1, 8)}
-    for b in range(1, 8):
-        write_tif(folder / band_files[str(b)], scene.sr[b - 1], region.grid30, nodata=0)
-    qa_file = f"{pid}_QA_PIXEL.TIF"
-    write_tif(folder / qa_file, scene.qa, region.grid30)
-    mtl_file = f"{pid}_MTL.txt"
-    (folder / mtl_file).write_text(mtl_text(pid, processing_date(scene.date), scene, region,
-                                            (spec.wrs_path, spec.wrs_row), band_files,
-                                            qa_file, level="L2SP"))
-    return {
-        "product_id": pid,
-        "folder": rel.as_posix(),
-        "files": {
-            **{f"SR_B{b}": (rel / f).as_posix() for b, f in band_files.items()},
-            "QA_PIXEL": (rel / qa_file).as_posix(),
-            "MTL": (rel / mtl_file).as_posix(),
-        },
-    }
+    files = {suffix: f"{pid}_{suffix}.TIF" for suffix in bands}
+    for suffix, (dn, grid) in bands.items():
+        write_tif(folder / files[suffix], dn, grid, nodata=0)
+    files["QA_PIXEL"] = f"{pid}_QA_PIXEL.TIF"
+    write_tif(folder / files["QA_PIXEL"], scene.qa, region.grid30)
+    files["MTL"] = f"{pid}_MTL.txt"
+    # The MTL names band files by number: B4 and SR_B4 are both band 4.
+    numbered = {suffix.rsplit("B", 1)[1]: files[suffix] for suffix in bands}
+    (folder / files["MTL"]).write_text(mtl_text(
+        pid, processing_date(scene.date), scene, region, (spec.wrs_path, spec.wrs_row),
+        numbered, files["QA_PIXEL"], level=level))
+    return {"product_id": pid, "folder": rel.as_posix(),
+            "files": {key: (rel / name).as_posix() for key, name in files.items()}}
