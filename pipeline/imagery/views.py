@@ -208,12 +208,12 @@ def scene_views(
     chip most candidate scenes are cloudy, so most of them never cost a band warp.
     """
     footprint = geobox.extent.to_crs("EPSG:4326").geom
-    found = query_scenes(index, footprint, start, end)
-    if found.empty:
-        return [], f"no scene between {start.date()} and {end.date()} covers the grid"
     level = RADIOMETRY_LEVELS[spec.radiometry]
-    candidates = found[found["level"].str.startswith(level)]
+    candidates = query_scenes(index, footprint, start, end, level=level)
     if candidates.empty:
+        found = query_scenes(index, footprint, start, end)
+        if found.empty:
+            return [], f"no scene between {start.date()} and {end.date()} covers the grid"
         return [], (f"no {spec.radiometry} reflectance (Level-{level[1]}) scene between "
                     f"{start.date()} and {end.date()}: the {len(found)} covering the grid "
                     f"are of another level")

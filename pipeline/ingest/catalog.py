@@ -151,8 +151,10 @@ def query_scenes(
     start: datetime | None = None,
     end: datetime | None = None,
     max_cloud_cover: float | None = None,
+    level: str | None = None,
 ) -> gpd.GeoDataFrame:
-    """Ingested scenes whose footprint intersects ``geometry`` (EPSG:4326) in a date range.
+    """Ingested scenes whose footprint intersects ``geometry`` (EPSG:4326) in a date range,
+    of processing ``level`` ("L1", "L2": a prefix) when given.
 
     Least cloudy first (then by scene id). Filters are numpy masks and one selection at
     the end: chip building asks this once per event, and chained DataFrame filters cost
@@ -166,6 +168,8 @@ def query_scenes(
         keep &= (acquired <= pd.Timestamp(end)).to_numpy()
     if max_cloud_cover is not None:
         keep &= (index["cloud_cover"] <= max_cloud_cover).to_numpy()
+    if level is not None:
+        keep &= np.char.startswith(index["level"].to_numpy(str), level)
     rows = np.flatnonzero(keep)
     footprints = np.asarray(index.geometry.array)[rows]
     rows = rows[shapely.intersects(footprints, geometry)]
@@ -178,8 +182,9 @@ def pan_partners(index: gpd.GeoDataFrame, scenes: pd.DataFrame) -> dict[str, str
     """Level-2 scene id -> the ingested Level-1 product of the same acquisition (same
     path, row and date), whose B8 pan sharpens it; scenes without one are left out."""
     if "pan_partner" in scenes:  # rows of a read_index: already found
-        found = scenes["pan_partner"].astype(str)
-        return dict(zip(scenes["scene_id"][found != ""], found[found != ""], strict=True))
+        return {sid: pan for sid, pan in zip(scenes["scene_id"].to_numpy(),
+                                             scenes["pan_partner"].to_numpy(), strict=True)
+                if pan}
     ok = index[index["status"].isin(OK_STATUSES)]
     level = ok["level"].astype(str)
     by_acquisition = {_acquisition(r): r.scene_id for r in ok[level.str.startswith("L1")]

@@ -31,10 +31,11 @@ def fake_store(monkeypatch: pytest.MonkeyPatch):
     clouds: dict[str, float] = {}
     warped: list[str] = []
 
-    def fake_query(index, footprint, start, end):
+    def fake_query(index, footprint, start, end, level=None):
         # Surface-reflectance scenes (the default radiometry), unless named "toa-*".
-        return pd.DataFrame({"scene_id": list(clouds), "level": [
-            "L1TP" if sid.startswith("toa-") else "L2SP" for sid in clouds]})
+        levels = {sid: "L1TP" if sid.startswith("toa-") else "L2SP" for sid in clouds}
+        ids = [sid for sid in clouds if level is None or levels[sid].startswith(level)]
+        return pd.DataFrame({"scene_id": ids, "level": [levels[sid] for sid in ids]})
 
     def fake_qa(store, scene_id, geobox):
         return mask_with_cloud(clouds[scene_id])
