@@ -48,6 +48,7 @@ def infer_tiles(
                              f"({meta.model.in_bands + meta.model.aux_bands}), "
                              f"got {sample.image.shape[0]}")
     logits: list[np.ndarray] = []
+    moments: list[tuple[np.ndarray, np.ndarray]] = []  # only a fusion head reads them
     with torch.inference_mode():
         for start in range(0, len(samples), batch_size):
             chunk = samples[start:start + batch_size]
@@ -59,13 +60,14 @@ def infer_tiles(
             with torch.autocast(dev.type, dtype=torch.bfloat16, enabled=dev.type == "cuda"):
                 out = model(xt)
             logits.extend(out.float().cpu().numpy())
+            if meta.model.fusion:
+                moments.extend(piece_band_moments(row, pad_to_multiple(s.labels), len(s.pieces))
+                                for row, (_, s) in zip(x, chunk, strict=True))
     per_piece: dict[int, dict[int, PieceStats]] = {}
-    for (tile, sample), pixel_logits in zip(samples, logits, strict=True):
-        labels = pad_to_multiple(sample.labels)
+    for i, ((tile, sample), pixel_logits) in enumerate(zip(samples, logits, strict=True)):
         n = len(sample.pieces)
-        means, counts = region_means(pixel_logits, labels, n)
-        x = pad_to_multiple(normalise(sample.image, meta.normalisation))
-        band_mean, band_var = piece_band_moments(x, labels, n)
+        means, counts = region_means(pixel_logits, pad_to_multiple(sample.labels), n)
+        band_mean, band_var = moments[i] if moments else (np.zeros((n, 0)), np.zeros((n, 0)))
         scalars = sample.scalars if sample.scalars is not None else np.zeros((n, 0))
         for k, row in enumerate(sample.pieces):
             per_piece.setdefault(id(tile), {})[row] = PieceStats(
