@@ -10,6 +10,8 @@ its children (runner flow runs, Dask workers) at teardown.
 
 from __future__ import annotations
 
+import json
+import shutil
 import subprocess
 import sys
 import time
@@ -47,10 +49,15 @@ def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict]:
 
 
 @pytest.fixture(scope="module")
-def map_job(border_map_inputs: dict, tmp_path_factory: pytest.TempPathFactory) -> dict:
-    """The inputs of the map deployment: scenes ingested, a bundle, a config."""
-    return clone_map_job(border_map_inputs, tmp_path_factory.mktemp("deployed"), {
-        "provinces": ["Kalimantan Tengah"], "years": [2013, 2016], "tiles_per_task": 2})
+def map_job(border_map_run: dict, tmp_path_factory: pytest.TempPathFactory) -> dict:
+    """The inputs of the map deployment: scenes ingested, a bundle, a config (years
+    2014-2016), and the tile parts the session's border run predicted for 2013-2016. The
+    served run asks for 2013-2016, so it plans, reuses those parts and writes the map:
+    predicting tiles is the mapping-flow tests' subject, serving it this module's."""
+    job = clone_map_job(border_map_run, tmp_path_factory.mktemp("deployed"), {
+        "provinces": ["Kalimantan Tengah"], "years": [2014, 2016], "tiles_per_task": 2})
+    shutil.copytree(border_map_run["work"] / "map-parts", job["work"] / "map-parts")
+    return job
 
 
 @pytest.fixture(scope="module")
@@ -100,14 +107,17 @@ def test_served_map_deployment_runs_to_completion(
     started = time.time()
     clock = time.perf_counter()
     with temporary_settings(updates={PREFECT_API_URL: api}):
-        run = run_deployment(MAP_DEPLOYMENT, parameters={"years": "2014-2016"}, timeout=600,
+        run = run_deployment(MAP_DEPLOYMENT, parameters={"years": "2013-2016"}, timeout=600,
                              poll_interval=2, as_subflow=False)
     TIMINGS["map_run_s"] = time.perf_counter() - clock
 
     record = httpx.get(f"{api}/flow_runs/{run.id}", timeout=10).json()
     assert record["state"]["type"] == "COMPLETED", (record["state"], tail(served, 6000))
     assert record["deployment_id"] == monthly["id"]
-    assert record["parameters"]["years"] == "2014-2016"
+    assert record["parameters"]["years"] == "2013-2016"
+    (summary,) = (map_job["work"] / "maps").glob("run.json")
+    tiles = json.loads(summary.read_text())["counts"]
+    assert tiles["skipped"] > 0 and tiles["failed"] == 0  # the parameter reached the flow
     assert record["parameters"]["provinces"] == ["Kalimantan Tengah"]
     (gpkg,) = maps.glob("*.gpkg")
     assert gpkg.stem == "kalimantan-tengah" and gpkg.stat().st_mtime >= started - 1
