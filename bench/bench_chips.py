@@ -41,13 +41,9 @@ from rasterio.windows import from_bounds
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from bench.peak_memory import PeakMemory  # noqa: E402
+from pipeline.core.radiometry import RADIOMETRY_LEVELS  # noqa: E402
 from pipeline.imagery.scene_windows import CACHE  # noqa: E402
-from pipeline.imagery.views import (  # noqa: E402
-    RADIOMETRY_LEVELS,
-    ChipSpec,
-    build_event_chip,
-    chip_geobox,
-)
+from pipeline.imagery.views import ChipSpec, build_event_chip, chip_geobox  # noqa: E402
 from pipeline.ingest.catalog import pan_partners, query_scenes, read_index  # noqa: E402
 from pipeline.sample_world import WorldSpec, generate_world  # noqa: E402
 from pipeline.training_set.events import events_from_forestnet_csvs  # noqa: E402

@@ -17,8 +17,7 @@ from flows.config.input_checks import (
 from flows.config.schema import ConfigError, PipelineConfig, require_file
 from forestnet_model.bundle import BundleMeta, is_complete, read_bundle_meta
 from pipeline.core.provinces import province_names, select_provinces
-from pipeline.core.radiometry import require_same
-from pipeline.imagery.views import RADIOMETRY_LEVELS
+from pipeline.core.radiometry import RADIOMETRY_LEVELS, require_same
 from pipeline.ingest.catalog import ingested_scene_ids, read_index
 from pipeline.mapping.area_of_interest import read_aoi
 from pipeline.mapping.parts import file_version, parts_key

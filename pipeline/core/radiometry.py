@@ -24,7 +24,8 @@ from typing import Literal
 from pipeline.core.errors import ForestNetError
 
 Radiometry = Literal["surface", "toa"]
-RADIOMETRIES: tuple[str, ...] = ("surface", "toa")
+#: The product level each radiometry is made of (a prefix of the processing level).
+RADIOMETRY_LEVELS = {"surface": "L2", "toa": "L1"}
 #: What a chip store's ``reflectance_scaling`` attribute says.
 CHIP_SCALING = "reflectance 0-1, float32 (int16 on disk with scale_factor 1e-4)"
 LABELS = {"surface": "surface reflectance (Level-2)", "toa": "top-of-atmosphere (Level-1)"}

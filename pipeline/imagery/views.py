@@ -25,7 +25,7 @@ from rasterio.enums import Resampling
 from shapely.geometry.base import BaseGeometry
 
 from pipeline.core.grid import CHIP_RESOLUTION, CHIP_SIZE, centred_geobox
-from pipeline.core.radiometry import Radiometry
+from pipeline.core.radiometry import RADIOMETRY_LEVELS, Radiometry
 from pipeline.imagery.composite import composite
 from pipeline.imagery.fast_warp import fast_nearest
 from pipeline.imagery.pansharpen import pan_aligned, sfim
@@ -37,8 +37,6 @@ from pipeline.ingest.landsat import QA_BITS, usable_mask
 CHIP_BANDS: tuple[str, ...] = ("red", "green", "blue", "nir", "swir1", "swir2")
 _VISIBLE, _INFRARED = CHIP_BANDS[:3], CHIP_BANDS[3:]
 _FILL_QA = 1 << QA_BITS["fill"]
-#: The product level each radiometry is made of (``pipeline.core.radiometry``).
-RADIOMETRY_LEVELS = {"surface": "L2", "toa": "L1"}
 
 
 class ChipSpec(BaseModel):

@@ -33,18 +33,26 @@ def scalar_names(features: Sequence[str]) -> tuple[str, ...]:
     return tuple(names)
 
 
+def region_means(
+    values: np.ndarray, labels: np.ndarray, n: int
+) -> tuple[np.ndarray, np.ndarray]:
+    """Mean of each channel ``(n, C)`` over the pixels labelled 1..n (the pooled pixel
+    logits, or band values), and the pixel counts."""
+    flat = labels.ravel()
+    counts = np.bincount(flat, minlength=n + 1)[1:n + 1].astype(np.float64)
+    sums = np.stack([np.bincount(flat, weights=c.ravel(), minlength=n + 1)[1:n + 1]
+                     for c in values], axis=1)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        return sums / counts[:, None], counts
+
+
 def piece_band_moments(x: np.ndarray, labels: np.ndarray, n: int) -> tuple[np.ndarray, np.ndarray]:
     """Mean and population variance ``(n, C)`` of each channel of ``x (C, H, W)`` over the
     pixels labelled 1..n."""
-    flat = labels.ravel()
-    counts = np.bincount(flat, minlength=n + 1)[1:n + 1].astype(np.float64)
-    values = x.reshape(len(x), -1).astype(np.float64)
-    sums = np.stack([np.bincount(flat, weights=c, minlength=n + 1)[1:n + 1] for c in values], 1)
-    squares = np.stack([np.bincount(flat, weights=c * c, minlength=n + 1)[1:n + 1]
-                        for c in values], 1)
-    with np.errstate(invalid="ignore", divide="ignore"):
-        mean = sums / counts[:, None]
-        return mean, np.maximum(squares / counts[:, None] - mean ** 2, 0.0)
+    values = x.astype(np.float64)
+    mean, _ = region_means(values, labels, n)
+    squares, _ = region_means(values * values, labels, n)
+    return mean, np.maximum(squares - mean ** 2, 0.0)
 
 
 def piece_scalars(ctx: AuxContext, regions: Sequence, labels: np.ndarray,

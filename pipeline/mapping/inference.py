@@ -25,6 +25,7 @@ from pipeline.mapping.fusion_inputs import (
     BAND_VAR,
     FUSION_COLUMNS,
     piece_band_moments,
+    region_means,
 )
 from pipeline.mapping.piece_merge import LOGIT_COLUMNS
 from pipeline.mapping.tile_inputs import TileInput, TileSample
@@ -83,18 +84,6 @@ def infer_tiles(
         results.append({"tile_id": tile.tile_id, "status": "done", "pieces": len(part),
                         "notes": tile.notes})
     return results
-
-
-def region_means(
-    pixel_logits: np.ndarray, labels: np.ndarray, n: int
-) -> tuple[np.ndarray, np.ndarray]:
-    """Mean logits ``(n, classes)`` over each label 1..n, and the pixel counts."""
-    flat = labels.ravel()
-    counts = np.bincount(flat, minlength=n + 1)[1:n + 1].astype(np.float64)
-    sums = np.stack([np.bincount(flat, weights=c.ravel(), minlength=n + 1)[1:n + 1]
-                     for c in pixel_logits], axis=1)
-    with np.errstate(invalid="ignore", divide="ignore"):
-        return sums / counts[:, None], counts
 
 
 @dataclass(frozen=True)

@@ -16,7 +16,8 @@ from shapely.geometry import box
 
 from forestnet_model.bundle import load_bundle
 from forestnet_model.data import normalise
-from pipeline.mapping.inference import infer_tiles, region_means
+from pipeline.mapping.fusion_inputs import region_means
+from pipeline.mapping.inference import infer_tiles
 from pipeline.mapping.parts import PART_COLUMNS, read_pieces
 from pipeline.mapping.piece_merge import LOGIT_COLUMNS
 from pipeline.mapping.tile_inputs import TileInput, TileSample
