@@ -11,7 +11,7 @@ from __future__ import annotations
 import numpy as np
 import xarray as xr
 
-from pipeline.training_set.release_import import INFRARED_SCALE, VISIBLE_SCALE
+from pipeline.training_set.release_import import INFRARED_SCALE, VISIBLE_SCALE, display_units
 
 #: The release's published per-band means and stds in display units (terratorch's
 #: ForestNet datamodule, its red and blue keys swapped back).
@@ -37,7 +37,7 @@ def display_band_stats(chips: xr.Dataset, batch: int = 16) -> dict[str, dict[str
         image = chips["image"].isel(event=usable[start:start + batch], view=0).sel(
             band=bands).values.astype(np.float64)  # (event, band, y, x)
         for k, band in enumerate(bands):
-            values = np.clip(image[:, k] / _SCALES[band], 0, 255)
+            values = display_units(image[:, k], _SCALES[band])
             values = values[np.isfinite(values)]
             total[k] += values.sum()
             squares[k] += (values ** 2).sum()

@@ -74,6 +74,14 @@ from pipeline.training_set.safe_pickle import UnsafePickleError, loads_geometry
 
 VISIBLE_SCALE = 0.4 / 255.0
 INFRARED_SCALE = 1.0 / 255.0
+
+
+def display_units(reflectance: np.ndarray, scale: float) -> np.ndarray:
+    """Reflectance in the release's display units: ``reflectance / scale`` clipped to
+    0-255 (``VISIBLE_SCALE`` or ``INFRARED_SCALE``); NaN stays NaN."""
+    return np.clip(np.asarray(reflectance, np.float64) / scale, 0, 255)
+
+
 #: What the chip store records of the import's radiometry (see the module docstring).
 RELEASE_RADIOMETRY = "surface"
 IMAGE_SCALING = ("surface reflectance from the release's display values: PNG (red, green, "

@@ -32,7 +32,12 @@ from PIL import Image
 from shapely.geometry import MultiPolygon, shape
 
 from pipeline.core.atomic import atomic_output
-from pipeline.training_set.release_import import INFRARED_SCALE, POLYGON_FILE, VISIBLE_SCALE
+from pipeline.training_set.release_import import (
+    INFRARED_SCALE,
+    POLYGON_FILE,
+    VISIBLE_SCALE,
+    display_units,
+)
 from pipeline.training_set.release_reader import SPLIT_FILES
 
 CSV_COLUMNS = ["label", "merged_label", "latitude", "longitude", "year", "example_path"]
@@ -82,8 +87,7 @@ def _write_example(event: xr.Dataset, bands: list[str], folder: Path) -> None:
 
 def display_values(reflectance: np.ndarray, scale: float) -> np.ndarray:
     """Reflectance as the release's 0-255 display values (``value * scale`` gives it back)."""
-    values = np.nan_to_num(reflectance, nan=0.0) / scale
-    return np.clip(np.rint(values), 0, 255)
+    return np.rint(np.nan_to_num(display_units(reflectance, scale), nan=0.0))
 
 
 def mask_polygon(mask: np.ndarray) -> MultiPolygon:
