@@ -109,6 +109,32 @@ def pad_to_multiple(x: np.ndarray, multiple: int = 32) -> np.ndarray:
     return np.pad(x, pad)
 
 
+def event_window(mask: np.ndarray, context: int | None, stride: int = 32
+                 ) -> tuple[slice, slice]:
+    """Rows and columns of an event's window: the loss region's bounding box plus
+    ``context`` pixels each side, grown to a multiple of ``stride`` about its centre and
+    kept inside the chip.
+
+    The whole chip when ``context`` is None, the region is empty or the window would not
+    fit. A pure function of the mask, so an event's prediction never depends on the other
+    events of its batch. Context beyond about 1 km adds cost, not evidence: at 15 m the
+    default window is 4-10x fewer pixels than ForestNet's 332 x 332 chip.
+    """
+    whole = slice(None), slice(None)
+    if context is None or not mask.any():
+        return whole
+    spans = []
+    for axis, size in enumerate(mask.shape):
+        hit = np.flatnonzero(mask.any(axis=1 - axis))
+        first, last = int(hit[0]) - context, int(hit[-1]) + 1 + context
+        length = -(-(last - first) // stride) * stride
+        if length >= size:
+            return whole
+        start = min(max((first + last - length) // 2, 0), size - length)
+        spans.append(slice(start, start + length))
+    return spans[0], spans[1]
+
+
 class EpochSampler(Sampler):
     """Yields ``(index, sample_seed)``; the draw is a pure function of (seed, epoch).
 
@@ -144,6 +170,7 @@ def seed_worker(worker_id: int) -> None:
 
 class ChipDataset(Dataset):
     """Events of one split. Training: random view (SDA), random crop, flips, rot90, jitter.
+    Evaluation: the composite view in the event's window (:func:`event_window`).
 
     Items hold ``image (C, H, W)`` (normalised bands then aux bands), ``mask``, ``label``,
     ``event``, ``scalars (F,)`` (normalised ``scalar_features``) and, with ``target_band``,
@@ -156,10 +183,11 @@ class ChipDataset(Dataset):
         self, path: str, split: str, bands: tuple[str, ...], aux_bands: tuple[str, ...],
         stats: dict[str, list[float]], train: bool, crop: int = 224, sda: bool = True,
         seed: int = 0, scalar_features: tuple[str, ...] = (), target_band: str | None = None,
-        cache_mb: float = 0,
+        cache_mb: float = 0, event_context: int | None = None,
     ) -> None:
         self.path, self.split, self.bands, self.aux_bands = str(path), split, bands, aux_bands
         self.stats, self.train, self.crop, self.sda = stats, train, crop, sda
+        self.event_context = event_context  # evaluation only: see event_window
         self.target_band = target_band
         chips = open_chips(self.path)
         self.indices = split_indices(chips, split)
@@ -211,7 +239,7 @@ class ChipDataset(Dataset):
 
     def _window(self, mask: np.ndarray, rng: np.random.Generator) -> tuple[slice, slice]:
         if not self.train:
-            return slice(None), slice(None)
+            return event_window(mask, self.event_context)
         h, w = mask.shape
         c = min(self.crop, h, w)
         for _ in range(10):  # keep crops that see the loss region

@@ -9,7 +9,7 @@ import numpy as np
 import torch
 
 from forestnet_model.bundle import BundleMeta, load_bundle
-from forestnet_model.data import normalise, normalise_scalars, pad_to_multiple
+from forestnet_model.data import event_window, normalise, normalise_scalars, pad_to_multiple
 from forestnet_model.model import as_forestnet, region_band_stats, region_mean_logits
 from forestnet_model.train import pick_device, to_device
 
@@ -22,9 +22,7 @@ def cached_bundle(path: str, device: str) -> tuple[torch.nn.Module, BundleMeta]:
     bundle's head is reached through :func:`predict_events`.
     """
     model, meta = load_bundle(Path(path))
-    model = model.to(device)
-    if device == "cuda":
-        model = model.to(memory_format=torch.channels_last)
+    model = model.to(device, memory_format=torch.channels_last)
     return model, meta
 
 
@@ -46,24 +44,39 @@ def predict_events(
         raise ValueError(f"{bundle}: model expects {spec.in_channels} input channels "
                          f"({spec.in_bands + spec.aux_bands}), got {images.shape[1]}")
     check_scalars(bundle, meta, len(images), scalars)
-    forestnet = as_forestnet(model)
-    out = []
-    with torch.inference_mode():
-        for start in range(0, len(images), batch_size):
-            stop = start + batch_size
-            x = np.stack([pad_to_multiple(normalise(im, meta.normalisation))
-                          for im in images[start:stop]])
-            m = np.stack([pad_to_multiple(np.asarray(mk).astype(bool)) for mk in masks[start:stop]])
-            xt = to_device(torch.from_numpy(x), dev, image=True)
-            mt = torch.from_numpy(m).to(dev)
-            with torch.autocast(dev.type, dtype=torch.bfloat16, enabled=dev.type == "cuda"):
-                pixel_logits = forestnet.net(xt)
-            pooled = region_mean_logits(pixel_logits.float(), mt)
-            chunk = None if scalars is None else scalars[start:stop]
-            out.append(event_probabilities(model, meta, pooled.cpu().numpy(),
-                                           region_band_stats(xt, mt).cpu().numpy(), chunk))
-    probs = np.concatenate(out) if out else np.zeros((0, spec.n_classes), np.float32)
+    masks = [np.asarray(mk).astype(bool) for mk in masks]
+    windows = [event_window(mk, spec.event_context) for mk in masks]
+    probs = np.zeros((len(images), spec.n_classes), np.float32)
+    for batch in same_shape_batches(masks, windows, batch_size):
+        x = np.stack([pad_to_multiple(normalise(images[i][:, *windows[i]], meta.normalisation))
+                      for i in batch])
+        m = np.stack([pad_to_multiple(masks[i][windows[i]]) for i in batch])
+        pooled, band_stats = region_statistics(model, dev, x, m)
+        chunk = None if scalars is None else scalars[batch]
+        probs[batch] = event_probabilities(model, meta, pooled, band_stats, chunk)
     return probs, meta.model_id
+
+
+def same_shape_batches(masks: list[np.ndarray], windows: list[tuple[slice, slice]],
+                       batch_size: int) -> list[list[int]]:
+    """Event indices in batches of at most ``batch_size`` whose windows share one shape."""
+    groups: dict[tuple[int, ...], list[int]] = {}
+    for i, (mask, window) in enumerate(zip(masks, windows, strict=True)):
+        groups.setdefault(mask[window].shape, []).append(i)
+    return [group[s:s + batch_size] for group in groups.values()
+            for s in range(0, len(group), batch_size)]
+
+
+def region_statistics(model: torch.nn.Module, dev: torch.device, x: np.ndarray, m: np.ndarray
+                      ) -> tuple[np.ndarray, np.ndarray]:
+    """Region-mean pixel logits and region band statistics of normalised windows."""
+    with torch.inference_mode():
+        xt = to_device(torch.from_numpy(x), dev, image=True)
+        mt = torch.from_numpy(m).to(dev)
+        with torch.autocast(dev.type, dtype=torch.bfloat16, enabled=dev.type == "cuda"):
+            pixel_logits = as_forestnet(model).net(xt)
+        pooled = region_mean_logits(pixel_logits.float(), mt)
+        return pooled.cpu().numpy(), region_band_stats(xt, mt).cpu().numpy()
 
 
 def check_scalars(bundle: Path | str, meta: BundleMeta, n: int, scalars: np.ndarray | None) -> None:

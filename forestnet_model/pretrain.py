@@ -90,9 +90,7 @@ def pretrain_encoder(
                         drop_last=len(sampler) > train_spec.batch_size)
     spec = model_spec.model_copy(update={"n_classes": n_classes, "fusion": False,
                                          "fusion_features": ()})
-    model = segmentation_net(build_model(spec)).to(device)
-    if device.type == "cuda":
-        model = model.to(memory_format=torch.channels_last)
+    model = segmentation_net(build_model(spec)).to(device, memory_format=torch.channels_last)
     optimiser = torch.optim.Adam(model.parameters(), lr=train_spec.lr)
     losses: list[float] = []
     show_bar = progress_enabled(train_spec.progress)

@@ -39,6 +39,11 @@ class ModelSpec(BaseModel):
     )
     fusion_hidden: tuple[int, ...] = Field((128, 128), description="fusion MLP hidden sizes")
     fusion_dropout: float = Field(0.2, ge=0, lt=1, description="fusion MLP dropout")
+    event_context: int | None = Field(
+        64, ge=0, description="pixels of context each side of the loss region's bounding box "
+        "that evaluation and prediction see (the event window, grown to a multiple of 32); "
+        "null: the whole chip"
+    )
 
     @property
     def in_channels(self) -> int:

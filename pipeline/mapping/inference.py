@@ -55,9 +55,7 @@ def infer_tiles(
             chunk = samples[start:start + batch_size]
             x = np.stack([pad_to_multiple(normalise(s.image, meta.normalisation))
                           for _, s in chunk])
-            xt = torch.from_numpy(x).to(dev)
-            if dev.type == "cuda":
-                xt = xt.contiguous(memory_format=torch.channels_last)
+            xt = torch.from_numpy(x).to(dev).contiguous(memory_format=torch.channels_last)
             with torch.autocast(dev.type, dtype=torch.bfloat16, enabled=dev.type == "cuda"):
                 out = model(xt)
             logits.extend(out.float().cpu().numpy())
