@@ -135,6 +135,16 @@ def event_window(mask: np.ndarray, context: int | None, stride: int = 32
     return spans[0], spans[1]
 
 
+def same_shape_batches(shapes: list[tuple[int, ...]], batch_size: int) -> list[list[int]]:
+    """Indices of ``shapes`` in batches of at most ``batch_size`` that share one shape
+    (event windows differ in size; each keeps its own, so a batch never pads one)."""
+    groups: dict[tuple[int, ...], list[int]] = {}
+    for i, shape in enumerate(shapes):
+        groups.setdefault(tuple(shape), []).append(i)
+    return [group[s:s + batch_size] for group in groups.values()
+            for s in range(0, len(group), batch_size)]
+
+
 class EpochSampler(Sampler):
     """Yields ``(index, sample_seed)``; the draw is a pure function of (seed, epoch).
 

@@ -9,7 +9,13 @@ import numpy as np
 import torch
 
 from forestnet_model.bundle import BundleMeta, load_bundle
-from forestnet_model.data import event_window, normalise, normalise_scalars, pad_to_multiple
+from forestnet_model.data import (
+    event_window,
+    normalise,
+    normalise_scalars,
+    pad_to_multiple,
+    same_shape_batches,
+)
 from forestnet_model.model import as_forestnet, region_band_stats, region_mean_logits
 from forestnet_model.train import pick_device, to_device
 
@@ -47,7 +53,8 @@ def predict_events(
     masks = [np.asarray(mk).astype(bool) for mk in masks]
     windows = [event_window(mk, spec.event_context) for mk in masks]
     probs = np.zeros((len(images), spec.n_classes), np.float32)
-    for batch in same_shape_batches(masks, windows, batch_size):
+    for batch in same_shape_batches([m[w].shape for m, w in zip(masks, windows, strict=True)],
+                                    batch_size):
         x = np.stack([pad_to_multiple(normalise(images[i][:, *windows[i]], meta.normalisation))
                       for i in batch])
         m = np.stack([pad_to_multiple(masks[i][windows[i]]) for i in batch])
@@ -55,16 +62,6 @@ def predict_events(
         chunk = None if scalars is None else scalars[batch]
         probs[batch] = event_probabilities(model, meta, pooled, band_stats, chunk)
     return probs, meta.model_id
-
-
-def same_shape_batches(masks: list[np.ndarray], windows: list[tuple[slice, slice]],
-                       batch_size: int) -> list[list[int]]:
-    """Event indices in batches of at most ``batch_size`` whose windows share one shape."""
-    groups: dict[tuple[int, ...], list[int]] = {}
-    for i, (mask, window) in enumerate(zip(masks, windows, strict=True)):
-        groups.setdefault(mask[window].shape, []).append(i)
-    return [group[s:s + batch_size] for group in groups.values()
-            for s in range(0, len(group), batch_size)]
 
 
 def region_statistics(model: torch.nn.Module, dev: torch.device, x: np.ndarray, m: np.ndarray

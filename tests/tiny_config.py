@@ -50,3 +50,13 @@ def config_events(config: PipelineConfig) -> tuple[gpd.GeoDataFrame, list[str]]:
     from pipeline.training_set.event_sources import make_events
 
     return make_events(config.events, config.inputs.lossyear, config.inputs.events_csv_dir)
+
+
+def write_demo_config(folder: Path, world: Path) -> Path:
+    """``configs/demo.yaml`` (its world, recipe and mapping job) with the sample world at
+    ``world`` and the outputs under ``folder``."""
+    demo = (Path(__file__).resolve().parents[1] / "configs" / "demo.yaml").read_text()
+    text = demo.replace("outputs/demo/sample-world", str(world))
+    path = folder / "config.yaml"
+    path.write_text(text.replace("outputs/demo", str(folder / "work")))
+    return path

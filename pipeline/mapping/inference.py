@@ -1,7 +1,9 @@
 """The model half of mapping: tile inputs -> each piece's region statistics -> a part per tile.
 
-The bundle is loaded once per worker process (:func:`cached_bundle`) and tiles are run
-through it in batches. Per-pixel logits never leave this function: each piece keeps its
+The bundle is loaded once per worker process (:func:`cached_bundle`). Each piece is seen
+as evaluation sees an event: in its event window (the bundle's ``event_context``), so a
+mapped driver comes from the same inputs as an evaluated one; windows of one shape run
+in batches. Per-pixel logits never leave this function: each piece keeps its
 region-mean logits, its pixel count (the weight when pieces merge across tiles) and the
 fusion head's other inputs (``fusion_inputs``); the head itself runs on merged events.
 """
@@ -15,7 +17,7 @@ import geopandas as gpd
 import numpy as np
 import torch
 
-from forestnet_model.data import normalise, pad_to_multiple
+from forestnet_model.data import event_window, normalise, pad_to_multiple, same_shape_batches
 from forestnet_model.predict import cached_bundle
 from forestnet_model.train import pick_device
 from pipeline.core.atomic import atomic_output
@@ -48,29 +50,34 @@ def infer_tiles(
             raise ValueError(f"{bundle}: model expects {expected} input channels "
                              f"({meta.model.in_bands + meta.model.aux_bands}), "
                              f"got {sample.image.shape[0]}")
-    logits: list[np.ndarray] = []
-    moments: list[tuple[np.ndarray, np.ndarray]] = []  # only a fusion head reads them
-    with torch.inference_mode():
-        for start in range(0, len(samples), batch_size):
-            chunk = samples[start:start + batch_size]
-            x = np.stack([pad_to_multiple(normalise(s.image, meta.normalisation))
-                          for _, s in chunk])
-            xt = torch.from_numpy(x).to(dev).contiguous(memory_format=torch.channels_last)
-            with torch.autocast(dev.type, dtype=torch.bfloat16, enabled=dev.type == "cuda"):
-                out = model(xt)
-            logits.extend(out.float().cpu().numpy())
-            if meta.model.fusion:
-                moments.extend(piece_band_moments(row, pad_to_multiple(s.labels), len(s.pieces))
-                                for row, (_, s) in zip(x, chunk, strict=True))
+    images = [normalise(s.image, meta.normalisation) for _, s in samples]
+    views = model_views([s for _, s in samples], meta.model.event_context)
+    pooled = [np.full((len(s.pieces), meta.model.n_classes), np.nan) for _, s in samples]
+    pixels = [np.zeros(len(s.pieces)) for _, s in samples]
+    for batch in same_shape_batches([images[v.sample][:, v.rows, v.cols].shape for v in views],
+                                    batch_size):
+        x = np.stack([pad_to_multiple(images[views[j].sample][:, views[j].rows, views[j].cols])
+                      for j in batch])
+        xt = torch.from_numpy(x).to(dev).contiguous(memory_format=torch.channels_last)
+        with torch.inference_mode(), torch.autocast(dev.type, dtype=torch.bfloat16,
+                                                    enabled=dev.type == "cuda"):
+            out = model(xt).float().cpu().numpy()
+        for v, pixel_logits in zip((views[j] for j in batch), out, strict=True):
+            labels = samples[v.sample][1].labels[v.rows, v.cols]
+            means, counts = region_means(pixel_logits, pad_to_multiple(labels),
+                                         len(pooled[v.sample]))
+            pooled[v.sample][v.pieces] = means[v.pieces]
+            pixels[v.sample][v.pieces] = counts[v.pieces]
     per_piece: dict[int, dict[int, PieceStats]] = {}
-    for i, ((tile, sample), pixel_logits) in enumerate(zip(samples, logits, strict=True)):
+    for i, (tile, sample) in enumerate(samples):
         n = len(sample.pieces)
-        means, counts = region_means(pixel_logits, pad_to_multiple(sample.labels), n)
-        band_mean, band_var = moments[i] if moments else (np.zeros((n, 0)), np.zeros((n, 0)))
+        # Band moments are over the piece's own pixels: the same in any window.
+        band_mean, band_var = (piece_band_moments(images[i], sample.labels, n) if meta.model.fusion
+                               else (np.zeros((n, 0)), np.zeros((n, 0))))
         scalars = sample.scalars if sample.scalars is not None else np.zeros((n, 0))
         for k, row in enumerate(sample.pieces):
             per_piece.setdefault(id(tile), {})[row] = PieceStats(
-                means[k], counts[k], band_mean[k], band_var[k], scalars[k], sample)
+                pooled[i][k], pixels[i][k], band_mean[k], band_var[k], scalars[k], sample)
     results = []
     for tile in inputs:
         if tile.error:
@@ -82,6 +89,28 @@ def infer_tiles(
         results.append({"tile_id": tile.tile_id, "status": "done", "pieces": len(part),
                         "notes": tile.notes})
     return results
+
+
+@dataclass(frozen=True)
+class ModelView:
+    """One network input: a window of a sample and the pieces it classifies."""
+
+    sample: int
+    rows: slice
+    cols: slice
+    pieces: list[int]  # piece positions in the sample (label k + 1)
+
+
+def model_views(samples: list[TileSample], context: int | None) -> list[ModelView]:
+    """What the network sees of each sample: each piece's event window, as evaluation sees
+    an event's chip (``event_window`` with the bundle's ``event_context``), or, with no
+    context set, the whole tile for all its pieces at once."""
+    whole = slice(None)
+    if context is None:
+        return [ModelView(i, whole, whole, list(range(len(s.pieces))))
+                for i, s in enumerate(samples)]
+    return [ModelView(i, *event_window(s.labels == k + 1, context), [k])
+            for i, s in enumerate(samples) for k in range(len(s.pieces))]
 
 
 @dataclass(frozen=True)

@@ -19,7 +19,7 @@ class WorldSpec:
     center_lon: float = 113.55
     center_lat: float = -1.95  # southern hemisphere -> UTM zone 49S, EPSG:32749
     size_km: float = 24.0  # square region side
-    n_events: int = 64  # balanced over the 4 merged classes
+    n_events: int = 100  # balanced over the 4 merged classes
     loss_years: tuple[int, ...] = (2013, 2014, 2015, 2016)
     scene_dates: tuple[str, ...] = (
         "2017-06-12",
@@ -31,7 +31,9 @@ class WorldSpec:
     scene_cloud_cover: tuple[float, ...] = (0.05, 0.30, 0.70, 0.15, 0.40)
     wrs_path: int = 118
     wrs_row: int = 62
-    split_fractions: tuple[float, float, float] = (0.6, 0.2, 0.2)
+    #: train / val / test: a test split of about 30 events, so that one event moves the
+    #: held-out accuracy by 0.03, not 0.08.
+    split_fractions: tuple[float, float, float] = (0.5, 0.2, 0.3)
 
     def __post_init__(self) -> None:
         if len(self.scene_dates) != len(self.scene_cloud_cover):
@@ -64,7 +66,7 @@ class WorldSpec:
 
     @classmethod
     def demo(cls) -> WorldSpec:
-        """The default 24 km world with 64 events and 5 scenes, for the end-to-end demo."""
+        """The default 24 km world with 100 events and 5 scenes, for the end-to-end demo."""
         return cls()
 
     def to_json(self) -> dict[str, Any]:

@@ -61,7 +61,7 @@ def mapped(tmp_path: Path, bundle: Path, chip: dict, regions: list[np.ndarray],
         "province": "Riau", "n_pixels": [int(r.sum()) for r in regions], "touches_edge": n > 1},
         geometry=[box(101 + 0.01 * k, 0.5, 101.01 + 0.01 * k, 0.51) for k in range(n)],
         crs="EPSG:4326")
-    labels = np.zeros((SIZE, SIZE), np.int32)
+    labels = np.zeros(chip["mask"].shape, np.int32)
     for k, region in enumerate(regions):
         labels[region] = k + 1
     sample = TileSample(image=chip["image"], labels=labels, pieces=list(range(n)),
@@ -85,6 +85,25 @@ def test_the_map_and_evaluation_give_the_same_fused_probabilities(tmp_path, fusi
     other, _ = predict_events(fusion_bundle, chip["image"][None], chip["mask"][None],
                               device="cpu", scalars=np.asarray([[90.0, 1.0, 30.0]]))
     assert np.abs(other - expected).max() > 1e-3
+
+
+def test_in_a_full_tile_a_piece_is_seen_in_its_event_window_as_evaluation_sees_it(
+        tmp_path, fusion_bundle) -> None:
+    rng = np.random.default_rng(3)
+    size = 332  # a map tile: the piece's event window (about 160 px) fits inside it
+    mask = np.zeros((size, size), bool)
+    mask[200:220, 90:130] = True
+    tile = {"image": rng.normal(0.12, 0.06, (6, size, size)).astype(np.float32), "mask": mask,
+            "elevation": rng.normal(40.0, 15.0, (size, size))}
+    scalars = scalars_of(tile, mask, 2.5)
+    expected, _ = predict_events(fusion_bundle, tile["image"][None], mask[None], device="cpu",
+                                 scalars=np.asarray([scalars]))
+    got = mapped(tmp_path, fusion_bundle, tile, [mask], [scalars])
+    np.testing.assert_allclose(got, expected, atol=1e-5)
+    # Imagery outside the window (rows 0-99: the window spans rows 130-290) changes nothing.
+    tile["image"][:, :100] = 0.5
+    np.testing.assert_allclose(mapped(tmp_path, fusion_bundle, tile, [mask], [scalars]),
+                               expected, atol=1e-5)
 
 
 def test_an_event_split_by_a_tile_seam_merges_into_the_whole_events_probabilities(
