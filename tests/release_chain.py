@@ -1,0 +1,76 @@
+"""The demo recipe on the demo world, and how its models' predictions are scored.
+
+Shared by the accuracy test (the pipeline's own chips) and ``bench/bench_release_chain.py``
+(the same chips through the release's layout: ``import-forestnet`` -> ``train`` -> ``map``).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import geopandas as gpd
+import numpy as np
+import pandas as pd
+from shapely.geometry import Point
+
+from flows.config.schema import PipelineConfig, load_config
+from forestnet_model.bundle import load_bundle
+from forestnet_model.data import event_scalars
+from forestnet_model.predict import predict_events
+from forestnet_model.specs import ModelSpec, TrainSpec
+from forestnet_model.train import train_model
+from pipeline.core.drivers import DRIVER_CLASSES
+from pipeline.sample_world import WorldSpec, generate_world
+from pipeline.training_set.chip_store import open_chips
+from tests.tiny_config import write_demo_config
+from tests.world_chips import world_chip_store
+
+
+def demo_recipe(config: Path) -> tuple[PipelineConfig, ModelSpec, TrainSpec]:
+    """The config, and its model and training specs on the CPU without progress bars."""
+    cfg = load_config(config)
+    return cfg, cfg.model, cfg.train.model_copy(update={"device": "cpu", "progress": "off"})
+
+
+def own_chips_and_model(folder: Path) -> dict:
+    """The demo world, chipped as ``forestnet demo`` chips it (scenes in the config's
+    scene store), and the demo recipe trained on those chips."""
+    world = generate_world(folder / "world", WorldSpec.demo()).parent
+    config = write_demo_config(folder, world)
+    cfg, model, train = demo_recipe(config)
+    chips = world_chip_store(world, folder / "own", cfg.aux.bands, cfg.aux.features,
+                             cfg.chips.spec(), workers=2, scene_store=cfg.scene_store)
+    bundle = train_model(chips, folder / "own" / "model", model, train)
+    return {"world": world, "config": config, "cfg": cfg, "chips": chips, "bundle": bundle}
+
+
+def held_out(chips_path: Path) -> tuple[np.ndarray, np.ndarray]:
+    """Rows of the usable test events and their true class indices."""
+    chips = open_chips(chips_path)
+    rows = np.flatnonzero((chips["split"].values == "test") & (chips["chip_ok"].values == 1))
+    truth = np.array([list(DRIVER_CLASSES).index(str(m))
+                      for m in chips["merged_label"].values[rows]])
+    return rows, truth
+
+
+def bundle_predictions(bundle: Path, chips_path: Path, rows: np.ndarray) -> np.ndarray:
+    """Classes that ``predict_events`` (evaluation's entry) gives the events' composites."""
+    _, meta = load_bundle(bundle)
+    chips = open_chips(chips_path)
+    images = chips["image"].isel(event=rows, view=0).sel(band=list(meta.model.in_bands)).values
+    scalars = event_scalars(chips, rows, meta.model.fusion_features)
+    probs, _ = predict_events(bundle, images, chips["loss_mask"].values[rows], device="cpu",
+                              scalars=scalars)
+    return probs.argmax(1)
+
+
+def mapped_classes(maps: list[gpd.GeoDataFrame], chips_path: Path, rows: np.ndarray
+                   ) -> np.ndarray:
+    """The mapped class at each event's anchor (-1 where no mapped event holds it)."""
+    chips = open_chips(chips_path)
+    mapped = pd.concat(maps, ignore_index=True)
+    found = []
+    for lon, lat in zip(chips["lon"].values[rows], chips["lat"].values[rows], strict=True):
+        hit = mapped[mapped.contains(Point(float(lon), float(lat)))]
+        found.append(list(DRIVER_CLASSES).index(hit["driver"].iloc[0]) if len(hit) else -1)
+    return np.array(found)
