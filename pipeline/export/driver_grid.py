@@ -50,6 +50,7 @@ from odc.geo.geobox import GeoBox
 from pipeline.core.atomic import atomic_output
 from pipeline.core.drivers import DRIVER_CLASSES, DRIVER_KEYS
 from pipeline.core.grid import EQUAL_AREA_CRS
+from pipeline.export.geopackage import GPKG_VERSION
 from pipeline.export.qgis_style import categorized_qml, write_layer_style
 
 #: The 7 classes of the WRI/Google DeepMind drivers of forest loss product (Sims et al. 2025).
@@ -168,7 +169,7 @@ def write_dominant_grid(grid: gpd.GeoDataFrame, path: Path) -> Path:
         try:
             pyogrio.write_dataframe(
                 grid.to_crs("EPSG:4326"), staging, layer=DOMINANT_GRID_LAYER, driver="GPKG",
-                geometry_type="Polygon",
+                geometry_type="Polygon", dataset_options={"VERSION": GPKG_VERSION},
                 layer_options={"SPATIAL_INDEX": "YES", "GEOMETRY_NAME": "geom",
                                "DESCRIPTION": "Forest loss area per driver in 1 km "
                                               "equal-area (EPSG:6933) cells"},

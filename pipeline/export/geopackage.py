@@ -191,6 +191,14 @@ def _ids(features: pd.DataFrame, mask: object) -> str:
     return ", ".join(map(str, features.loc[mask, "event_id"].head(5).tolist()))
 
 
+#: The GeoPackage version written. GDAL writes 1.4 by default, which GDAL 3.6 and QGIS 3.22
+#: (Debian 12's LTR) open with a "may only be partially supported" warning; nothing here
+#: needs 1.4 (``layer_styles`` is an attributes table, which 1.2 introduced).
+GPKG_VERSION = "1.3"
+#: ``PRAGMA user_version`` of such a file.
+GPKG_USER_VERSION = 10300
+
+
 def _write_layer(frame: gpd.GeoDataFrame, tmp: Path, provenance: dict[str, str]) -> None:
     # Explicit geometry type and name, so an empty map still gets a MultiPolygon 'geom' layer.
     # Provenance goes in the layer metadata: as dataset metadata, GDAL readers (and QGIS)
@@ -202,6 +210,7 @@ def _write_layer(frame: gpd.GeoDataFrame, tmp: Path, provenance: dict[str, str])
         layer=DRIVER_MAP_LAYER,
         driver="GPKG",
         geometry_type="MultiPolygon",
+        dataset_options={"VERSION": GPKG_VERSION},
         layer_options=options,
         layer_metadata=provenance or None,
     )
@@ -222,6 +231,7 @@ def _check_geopackage(tmp: Path, *, expected_features: int) -> None:
     rtree = f"rtree_{DRIVER_MAP_LAYER}_{GEOMETRY_COLUMN}"
     with contextlib.closing(sqlite3.connect(tmp)) as con:
         (application_id,) = con.execute("PRAGMA application_id").fetchone()
+        (user_version,) = con.execute("PRAGMA user_version").fetchone()
         tables = {name for (name,) in con.execute("SELECT table_name FROM gpkg_contents")}
         has_rtree = con.execute(
             "SELECT count(*) FROM sqlite_master WHERE type = 'table' AND name = ?", (rtree,)
@@ -229,6 +239,8 @@ def _check_geopackage(tmp: Path, *, expected_features: int) -> None:
         indexed = con.execute(f'SELECT count(*) FROM "{rtree}"').fetchone()[0] if has_rtree else -1
     problems = [
         f"application_id is {application_id:#x}, not GPKG" if application_id != 0x47504B47 else "",
+        "" if user_version == GPKG_USER_VERSION else f"GeoPackage version {user_version}, "
+        f"not {GPKG_VERSION}",
         "" if {DRIVER_MAP_LAYER, AREA_TABLE} <= tables else f"tables are {sorted(tables)}",
         "" if indexed == expected_features else f"{rtree} holds {indexed} of {expected_features}",
     ]

@@ -19,6 +19,8 @@ import hashlib
 import json
 import shutil
 import warnings
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import dask.array as dsa
@@ -240,17 +242,28 @@ def finalize_chip_store(
                 problems[str(ids[start + i])] = status
     group.attrs["skipped_events"] = problems
     group.attrs.update(extra_attrs or {})
-    zarr.consolidate_metadata(str(partial_path(final)))
+    with consolidated_metadata_quiet():
+        zarr.consolidate_metadata(str(partial_path(final)))
     with atomic_output(final) as tmp:
         partial_path(final).rename(tmp)
     shutil.rmtree(progress_dir(final), ignore_errors=True)
     return final
 
 
+@contextmanager
+def consolidated_metadata_quiet() -> Iterator[None]:
+    """Silence zarr's warning, on every write and read of Zarr v3 consolidated metadata,
+    that the v3 spec does not cover it yet: chips.zarr relies on it on purpose (one
+    metadata read per open, for training loaders and Dask tasks alike), and the warning
+    would otherwise reach a user's terminal on every run. Other warnings still show."""
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message="Consolidated metadata", category=UserWarning)
+        yield
+
+
 def open_chips(path: Path) -> xr.Dataset:
     """Open ``chips.zarr`` lazily."""
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
+    with consolidated_metadata_quiet():
         return xr.open_zarr(str(path), consolidated=True, chunks=None)
 
 

@@ -144,6 +144,8 @@ def test_geopackage_has_the_layer_the_crosswalk_and_a_style(two_driver_cell, tmp
         styles = con.execute("SELECT f_table_name, styleQML, useAsDefault FROM layer_styles")
         ((table, qml, default),) = styles.fetchall()
         (rtree,) = con.execute(f"SELECT count(*) FROM rtree_{DOMINANT_GRID_LAYER}_geom").fetchone()
+        (version,) = con.execute("PRAGMA user_version").fetchone()
+    assert version == 10300  # GeoPackage 1.3: GDAL 3.6 and QGIS 3.22 open it without a warning
     assert (table, default) == (DOMINANT_GRID_LAYER, 1)
     assert 'attr="dominant_driver"' in qml and rtree == len(grid)
     assert [p.name for p in tmp_path.iterdir()] == ["riau_grid.gpkg"]

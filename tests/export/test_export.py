@@ -295,3 +295,16 @@ def test_empty_input_writes_valid_empty_geopackage(tmp_path: Path) -> None:
         assert con.execute(f'SELECT count(*) FROM "{RTREE}"').fetchone() == (0,)
     assert {name for name, _ in pyogrio.list_layers(out)} >= {DRIVER_MAP_LAYER, AREA_TABLE}
     assert os.path.getsize(out) > 0
+
+
+def test_maps_are_geopackage_1_3_so_gdal_3_6_and_qgis_3_22_open_them_quietly(
+        gpkg: Path, tmp_path: Path) -> None:
+    empty = write_driver_geopackage(empty_driver_frame(), tmp_path / "empty.gpkg",
+                                    metadata=METADATA)
+    for path in (gpkg, empty):
+        with sqlite3.connect(path) as con:
+            assert con.execute("PRAGMA user_version").fetchone() == (10300,)  # not 1.4
+            assert con.execute("PRAGMA application_id").fetchone() == (0x47504B47,)
+            # The style table is an 'attributes' table, which 1.2 and later know.
+            assert con.execute("SELECT data_type FROM gpkg_contents WHERE table_name = "
+                               "'layer_styles'").fetchone() == ("attributes",)
