@@ -57,6 +57,11 @@ def test_cli_prints_the_dask_dashboard_link(demo_run: dict) -> None:
     assert "dashboard http://127.0.0.1:" in demo_run["first"].stderr
 
 
+def test_no_library_warning_reaches_the_users_terminal(demo_run: dict) -> None:
+    shown = demo_run["first"].stderr + demo_run["first"].stdout
+    assert not re.findall(r"\w+Warning: .*", shown), shown[-3000:]
+
+
 def test_geopackage_opens_with_gdal_and_has_the_contract(demo_run: dict) -> None:
     gpkg = demo_run["gpkg"]
     assert gpkg.exists() and gpkg.suffix == ".gpkg"
