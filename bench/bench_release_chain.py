@@ -86,10 +86,12 @@ def main() -> None:
 
     # The own-chips bundle maps the same world from a workdir of its own.
     own_work = folder / "own-map"
+    own_work.mkdir(exist_ok=True)
     own_config = write_demo_config(own_work, own["world"])
     (own_work / "work" / "model").mkdir(parents=True, exist_ok=True)
-    (own_work / "work" / "scenes.zarr").symlink_to(own["cfg"].scene_store)
-    shutil.copytree(own["bundle"], own_work / "work" / "model" / "bundle")
+    if not (own_work / "work" / "scenes.zarr").exists():
+        (own_work / "work" / "scenes.zarr").symlink_to(own["cfg"].scene_store)
+        shutil.copytree(own["bundle"], own_work / "work" / "model" / "bundle")
     own_maps, _ = cli("map", "--config", str(own_config))
 
     cfg = own["cfg"]
