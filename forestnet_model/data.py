@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import os
 import random
-import warnings
 from collections.abc import Iterator, Sequence
 
 import numpy as np
@@ -22,7 +21,7 @@ from torch.utils.data import Dataset, Sampler
 from forestnet_model.losses import IGNORE_INDEX
 from pipeline.core.drivers import DRIVER_CLASSES
 from pipeline.core.lru_cache import ByteBoundedLRU
-from pipeline.training_set.chip_store import open_chips
+from pipeline.training_set.chip_store import consolidated_metadata_quiet, open_chips
 
 #: A dataset key: an index (augmented from the dataset's own generator) or an index and a
 #: per-sample seed (see :class:`EpochSampler`), which makes augmentation independent of
@@ -230,8 +229,7 @@ class ChipDataset(Dataset):
     def group(self) -> zarr.Group:
         # Keyed by process id: a forked worker opens its own store.
         if self._group is None or self._group[0] != os.getpid():
-            with warnings.catch_warnings():  # zarr warns about v3 consolidated metadata
-                warnings.simplefilter("ignore")
+            with consolidated_metadata_quiet():
                 self._group = (os.getpid(), zarr.open_group(self.path, mode="r"))
         return self._group[1]
 
