@@ -245,6 +245,15 @@ class ChipDataset(Dataset):
                            if self.view_dates[event, v] > 0]
         return int(rng.choice(available))
 
+    def window_shapes(self) -> list[tuple[int, int]]:
+        """The evaluation window's shape of each item, in item order (for batching)."""
+        masks = self.group["loss_mask"]
+        shapes = []
+        for event in self.indices:
+            mask = masks[int(event)].astype(bool)
+            shapes.append(mask[event_window(mask, self.event_context)].shape)
+        return shapes
+
     def _window(self, mask: np.ndarray, rng: np.random.Generator) -> tuple[slice, slice]:
         if not self.train:
             return event_window(mask, self.event_context)

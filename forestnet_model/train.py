@@ -28,6 +28,7 @@ from forestnet_model.data import (
     check_features,
     event_scalars,
     normalisation_stats,
+    same_shape_batches,
     scalar_stats,
     seed_worker,
     split_indices,
@@ -181,11 +182,11 @@ def make_loaders(chips_path: Path, model_spec: ModelSpec, spec: TrainSpec,
     train_dl = DataLoader(train_ds, batch_size=spec.batch_size, sampler=sampler,
                           drop_last=len(sampler) > spec.batch_size, **loader_args)
     # Evaluation runs once per epoch: its workers need not outlive it (and hold memory).
-    # Event windows differ in size, so they go one at a time.
+    # Event windows differ in size: batches hold windows of one shape, as in predict_events.
     eval_args = {**loader_args, "persistent_workers": False}
-    eval_batch = spec.batch_size if context is None else 1
-    val_dl = DataLoader(val_ds, batch_size=eval_batch, **eval_args)
-    test_dl = DataLoader(test_ds, batch_size=eval_batch, **eval_args)
+    val_dl, test_dl = (
+        DataLoader(ds, batch_sampler=same_shape_batches(ds.window_shapes(), spec.batch_size),
+                   **eval_args) for ds in (val_ds, test_ds))
     return Loaders(stats, train_dl, val_dl, test_dl, sampler)
 
 
