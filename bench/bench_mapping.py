@@ -296,7 +296,7 @@ def prepare_here(config, tile_ids: list[str], totals: dict) -> tuple[list, float
 def model_batches(config, inputs: list, batch: int) -> list[torch.Tensor]:
     """The model's input tensors, normalised as ``infer_tiles`` does, in its batches."""
     from forestnet_model.bundle import read_bundle_meta
-    from forestnet_model.data import normalise, pad_to_multiple
+    from forestnet_model.model_inputs import normalise, pad_to_multiple
 
     meta = read_bundle_meta(config.bundle_path)
     images = [pad_to_multiple(normalise(s.image, meta.normalisation))

@@ -15,10 +15,11 @@ from prefect import flow, get_run_logger, task
 from flows.config.schema import ConfigError
 from flows.runtime.cluster import gpu_resources
 from forestnet_model.baseline import fit_random_forest
-from forestnet_model.bundle import read_bundle_meta
+from forestnet_model.bundle_meta import read_bundle_meta
 from forestnet_model.data import split_indices
+from forestnet_model.evaluation import evaluate_bundle, missing_inputs
 from forestnet_model.region_features import FEATURE_SETS
-from forestnet_model.report import evaluate_bundle, missing_inputs, write_evaluation_report
+from forestnet_model.report import write_evaluation_report
 from pipeline.training_set.chip_store import is_complete, open_chips
 
 SPLITS = ("train", "val", "test")

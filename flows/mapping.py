@@ -27,10 +27,10 @@ from flows.config.schema import PipelineConfig
 from flows.runtime.cluster import gpu_resources
 from flows.runtime.run_report import report_map_run
 from flows.runtime.waves import run_in_waves
-from forestnet_model.bundle import BundleMeta, read_bundle_meta
+from forestnet_model.bundle_meta import BundleMeta, read_bundle_meta
 from pipeline.core.progress_bar import progress_bar
 from pipeline.core.run_lock import output_lock
-from pipeline.export.driver_maps import MapOutputs, layer_provenance, write_driver_maps
+from pipeline.export.driver_maps import MapOutputs, layer_provenance, publish_driver_maps
 from pipeline.mapping import tile_plan
 from pipeline.mapping.fusion_inputs import scalar_names
 from pipeline.mapping.inference import infer_tiles
@@ -98,22 +98,22 @@ def predict_tiles(config: PipelineConfig, tiles_path: str, parts_dir: str, meta:
 
 @task(name="write-geopackages")
 def write_geopackages(config: PipelineConfig, tiles_path: str, parts_dir: str, run_id: str,
-                      meta: BundleMeta) -> dict[str, list[str]]:
-    """The one writer; returns the GeoPackages, the side outputs and the events file."""
+                      meta: BundleMeta, client_address: str) -> dict[str, list[str]]:
+    """The one writer, on a worker (it runs the fusion head: the model stack stays out of
+    the flow's process); returns the GeoPackages, the side outputs and the events file."""
     parts = [p for p in (part_path(Path(parts_dir), MapTile.from_id(t))
                          for t in pd.read_parquet(tiles_path)["tile_id"]) if p.exists()]
     m = config.mapping
-    gpkgs, extras, events = write_driver_maps(
-        parts, config.bundle_path, chosen_provinces(config), m.aoi, m.all,
-        m.out or config.maps_dir,
-        layer_provenance(run_id, meta.model_id, config.model_dump_json()),
-        MapOutputs(m.years, m.min_event_pixels, m.driver_raster, m.dominant_grid))
-    for gpkg in gpkgs:
+    with Client(client_address, set_as_default=False) as client:
+        written = client.submit(
+            publish_driver_maps, parts, config.bundle_path, chosen_provinces(config), m.aoi,
+            m.all, m.out or config.maps_dir,
+            layer_provenance(run_id, meta.model_id, config.model_dump_json()),
+            MapOutputs(m.years, m.min_event_pixels, m.driver_raster, m.dominant_grid),
+            Path(tiles_path).with_name("events.parquet"), pure=False).result()
+    for gpkg in map(Path, written["geopackages"]):
         get_run_logger().info("%s -> %s", gpkg.stem, gpkg)
-    events_path = Path(tiles_path).with_name("events.parquet")
-    events.to_parquet(events_path)
-    return {"geopackages": [str(p) for p in gpkgs], "extras": [str(p) for p in extras],
-            "events": [str(events_path)]}
+    return written
 
 
 @flow(name="map", log_prints=True)
@@ -138,5 +138,6 @@ def mapping_flow(config: PipelineConfig, client_address: str) -> dict:
             get_run_logger().error("%d of %d tiles failed; GeoPackages not written (rerun to "
                                    "retry them)", len(tally["failed"]), tally["tiles"])
         else:
-            written = write_geopackages(config, tiles_path, str(parts_dir), run_id, meta)
+            written = write_geopackages(config, tiles_path, str(parts_dir), run_id, meta,
+                                       client_address)
         return report_map_run(config, meta, run_id, started, started_at, tally, written)

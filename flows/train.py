@@ -12,7 +12,7 @@ from flows.config.schema import ConfigError, PipelineConfig
 from flows.runtime.artifacts import publish_training
 from flows.runtime.cluster import matching_resources
 from flows.runtime.provenance import RUN_RECORD, run_record, write_run_record
-from forestnet_model.bundle import BundleMeta, is_complete, read_bundle_meta
+from forestnet_model.bundle_meta import BundleMeta, is_complete, read_bundle_meta
 from pipeline.core.radiometry import require_same, store_radiometry
 from pipeline.training_set import chip_store
 

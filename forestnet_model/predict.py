@@ -8,25 +8,31 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from forestnet_model.bundle import BundleMeta, load_bundle
-from forestnet_model.data import (
+from forestnet_model.bundle import BundleMeta, load_bundle, read_bundle_meta
+from forestnet_model.model import as_forestnet, region_band_stats, region_mean_logits
+from forestnet_model.model_inputs import (
     event_window,
     normalise,
     normalise_scalars,
     pad_to_multiple,
     same_shape_batches,
 )
-from forestnet_model.model import as_forestnet, region_band_stats, region_mean_logits
 from forestnet_model.train import pick_device, to_device
 
 
-@lru_cache(maxsize=2)
 def cached_bundle(path: str, device: str) -> tuple[torch.nn.Module, BundleMeta]:
-    """Load a bundle once per worker process (keyed by path and device).
+    """Load a bundle once per worker process (keyed by path, device and model id).
 
-    The module maps ``model(x)`` to pixel logits whatever the bundle holds; a fusion
-    bundle's head is reached through :func:`predict_events`.
+    The model id (the weights' hash, in ``bundle.json``) is part of the key: a worker of
+    a long-lived cluster reloads a bundle retrained in place instead of serving the old
+    one. The module maps ``model(x)`` to pixel logits whatever the bundle holds; a
+    fusion bundle's head is reached through :func:`predict_events`.
     """
+    return _loaded_bundle(path, device, read_bundle_meta(Path(path)).model_id)
+
+
+@lru_cache(maxsize=2)
+def _loaded_bundle(path: str, device: str, model_id: str) -> tuple[torch.nn.Module, BundleMeta]:
     model, meta = load_bundle(Path(path))
     model = model.to(device, memory_format=torch.channels_last)
     return model, meta

@@ -1,8 +1,6 @@
-"""Evaluation of a model bundle on a chip-store split, and the report written from it.
-
-``evaluate_bundle`` predicts a split's composites with the bundle; ``write_evaluation_report``
-turns that, the random-forest baselines and the published ForestNet numbers into
-``report.md``, ``confusion_matrix.png`` and ``report.json`` (each written atomically).
+"""The evaluation report: ``write_evaluation_report`` turns ``evaluate_bundle``'s result
+(``forestnet_model.evaluation``), the random-forest baselines and the published ForestNet
+numbers into ``report.md``, ``confusion_matrix.png`` and ``report.json`` (each written atomically).
 """
 
 from __future__ import annotations
@@ -14,29 +12,23 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
-import xarray as xr
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 
-from forestnet_model.baseline import BaselineResult
-from forestnet_model.bundle import BundleMeta, read_bundle_meta
-from forestnet_model.data import event_scalars, split_indices
-from forestnet_model.metrics import classification_report, per_class_scores
-from forestnet_model.predict import predict_events
 from pipeline.core.atomic import atomic_output
-from pipeline.core.drivers import DRIVER_CLASSES
 from pipeline.core.json_ready import json_ready
 from pipeline.core.markdown_image import png_markdown
-from pipeline.core.radiometry import store_radiometry
 from pipeline.training_set.band_stats import (
     RELEASE_BAND_MEANS,
     RELEASE_BAND_STDS,
     band_warnings,
-    display_band_stats,
 )
-from pipeline.training_set.chip_store import open_chips
+
+if TYPE_CHECKING:  # the baselines need scikit-learn; rendering them does not
+    from forestnet_model.baseline import BaselineResult
 
 
 @dataclass(frozen=True)
@@ -62,73 +54,6 @@ PUBLISHED_RESULTS: tuple[PublishedResult, ...] = (
 )
 
 REPORT_MD, CONFUSION_PNG, REPORT_JSON = "report.md", "confusion_matrix.png", "report.json"
-
-
-# --- evaluation -----------------------------------------------------------------------------
-
-
-def missing_inputs(meta: BundleMeta, chips: xr.Dataset) -> str | None:
-    """What the bundle reads that the store lacks (e.g. "aux bands ['slope']"), or None."""
-    spec = meta.model
-    for kind, wanted, coord in (("bands", spec.in_bands, "band"),
-                                ("aux bands", spec.aux_bands, "aux_band"),
-                                ("aux scalars", spec.fusion_features, "feature")):
-        missing = sorted(set(wanted) - set(map(str, chips[coord].values)))
-        if missing:
-            return f"{kind} {missing}"
-    return None
-
-
-def evaluate_bundle(
-    bundle: Path, chips_path: Path, split: str, batch_size: int = 32, device: str = "auto"
-) -> dict:
-    """Scores and per-event predictions of ``bundle`` on the composites of ``split``.
-
-    Only the bundle's bands, aux bands and (fusion bundles) aux scalars are read,
-    ``batch_size`` events at a time, so memory does not grow with the split.
-    """
-    bundle, chips_path = Path(bundle), Path(chips_path)
-    meta = read_bundle_meta(bundle)
-    chips = open_chips(chips_path)
-    bands, aux_bands = list(meta.model.in_bands), list(meta.model.aux_bands)
-    features = list(meta.model.fusion_features)
-    gap = missing_inputs(meta, chips)
-    if gap:
-        raise ValueError(f"{chips_path}: the bundle {bundle} needs {gap} that the store lacks")
-    indices = split_indices(chips, split)
-    if not len(indices):
-        raise ValueError(f"{chips_path}: split {split!r} has no labelled events with chips")
-    probs, model_id = [], meta.model_id
-    for start in range(0, len(indices), batch_size):
-        idx = indices[start:start + batch_size]
-        images = chips["image"].isel(event=idx, view=0).sel(band=bands).values
-        if aux_bands:
-            aux = chips["aux"].isel(event=idx).sel(aux_band=aux_bands).values
-            images = np.concatenate([images, aux], axis=1)
-        masks = chips["loss_mask"].isel(event=idx).values
-        scalars = event_scalars(chips, idx, features) if features else None  # fusion head
-        p, model_id = predict_events(bundle, images.astype(np.float32), masks,
-                                     batch_size=min(8, batch_size), device=device,
-                                     scalars=scalars)
-        probs.append(p)
-    p = np.concatenate(probs)
-    classes = list(DRIVER_CLASSES)
-    y_true = np.array([classes.index(str(m)) for m in chips["merged_label"].values[indices]])
-    y_pred = p.argmax(axis=1)
-    report = classification_report(y_true, y_pred, len(classes))
-    scores = per_class_scores(np.asarray(report["confusion_matrix"]))
-    ids = chips["event_id"].values[indices]
-    report.update(
-        model_id=model_id, bundle=str(bundle), chips=str(chips_path), split=split,
-        radiometry=store_radiometry(chips.attrs), band_stats=display_band_stats(chips),
-        classes=classes, inputs={"bands": bands, "aux_bands": aux_bands},
-        precision_per_class=scores["precision"], recall_per_class=scores["recall"],
-        support_per_class=scores["support"],
-        events=[{"event_id": str(e), "true": classes[t], "predicted": classes[q],
-                 "probabilities": [round(float(v), 6) for v in row]}
-                for e, t, q, row in zip(ids, y_true, y_pred, p, strict=True)],
-    )
-    return report
 
 
 # --- report ---------------------------------------------------------------------------------

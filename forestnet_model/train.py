@@ -28,7 +28,6 @@ from forestnet_model.data import (
     check_features,
     event_scalars,
     normalisation_stats,
-    same_shape_batches,
     scalar_stats,
     seed_worker,
     split_indices,
@@ -36,6 +35,7 @@ from forestnet_model.data import (
 from forestnet_model.losses import class_weight_tensor, event_cross_entropy, make_loss
 from forestnet_model.metrics import classification_report
 from forestnet_model.model import as_forestnet, build_model
+from forestnet_model.model_inputs import same_shape_batches
 from forestnet_model.progress import EpochBar, MetricsLog, progress_enabled
 from forestnet_model.specs import ModelSpec, TrainSpec
 from pipeline.core.atomic import atomic_output

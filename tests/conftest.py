@@ -52,27 +52,22 @@ def one_torch_thread():
 
 
 @pytest.fixture(scope="session")
-def prefect_harness():
-    """Flows in this session run against a temporary Prefect database (one server start).
-
-    Prefect's own 30 s start-up limit is too short on a busy 2-core machine, and the
-    server's telemetry (off, as in the CLI) only logs failures on an offline machine.
-    """
-    from prefect.settings import PREFECT_SERVER_ANALYTICS_ENABLED, temporary_settings
-    from prefect.testing.utilities import prefect_test_harness
-
-    with (temporary_settings({PREFECT_SERVER_ANALYTICS_ENABLED: False}),
-          prefect_test_harness(server_startup_timeout=120)):
-        yield
-
-
-@pytest.fixture(scope="session")
 def shared_prefect_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict]:
     """One self-hosted Prefect server for the session's CLI-heavy slow tests."""
     from tests.prefect_server import prefect_server
 
     with prefect_server(tmp_path_factory.mktemp("prefect-shared")) as running:
         yield running
+
+
+@pytest.fixture(scope="session")
+def prefect_harness(shared_prefect_server: dict) -> Iterator[None]:
+    """Flows run in this process talk to the session's Prefect server (one server start
+    for every flow test), and read their runs and artifacts back from it."""
+    from prefect.settings import PREFECT_API_URL, temporary_settings
+
+    with temporary_settings({PREFECT_API_URL: shared_prefect_server["api"]}):
+        yield
 
 
 @pytest.fixture(scope="module")
@@ -88,6 +83,19 @@ def cli_on_shared_prefect(shared_prefect_server: dict) -> Iterator[None]:
 
 
 @pytest.fixture(scope="session")
+def shared_cluster() -> Iterator[str]:
+    """A two-worker process LocalCluster that CLI runs attach to (``--dask-address``), as
+    users attach to a running cluster: its workers load the model stack and compile their
+    kernels once per session instead of once per run. Runs that kill workers or the CLI
+    keep clusters of their own, and the demo test keeps the default LocalCluster."""
+    from distributed import LocalCluster
+
+    with LocalCluster(n_workers=2, threads_per_worker=1, memory_limit="3GiB",
+                      processes=True, dashboard_address=":0") as cluster:
+        yield cluster.scheduler_address
+
+
+@pytest.fixture(scope="session")
 def border_map_inputs(tmp_path_factory: pytest.TempPathFactory) -> dict:
     """One tiny world on the Kalimantan Tengah / Selatan border, ingested, with an untrained
     bundle: the mapping-flow, fault and deployment tests each clone it (``clone_map_job``)."""
@@ -97,7 +105,7 @@ def border_map_inputs(tmp_path_factory: pytest.TempPathFactory) -> dict:
 
 
 @pytest.fixture(scope="session")
-def border_map_run(border_map_inputs: dict, shared_prefect_server: dict,
+def border_map_run(border_map_inputs: dict, shared_prefect_server: dict, shared_cluster: str,
                    tmp_path_factory: pytest.TempPathFactory) -> dict:
     """`forestnet map` over both border provinces, run once: the mapping-flow tests read it
     and the fault tests compare their killed-and-resumed maps with it."""
@@ -108,7 +116,7 @@ def border_map_run(border_map_inputs: dict, shared_prefect_server: dict,
         "min_event_pixels": 1})
     with pytest.MonkeyPatch.context() as patch:
         patch.setenv("PREFECT_API_URL", shared_prefect_server["api"])
-        first = forestnet("map", "--config", str(job["config"]))
+        first = forestnet("map", "--config", str(job["config"]), "--dask-address", shared_cluster)
     assert first.returncode == 0, first.stderr[-4000:]
     maps = {p.name: read_map(p) for p in geopackages(first)}
-    return {**job, "first": first, "maps": maps}
+    return {**job, "first": first, "maps": maps, "cluster": shared_cluster}

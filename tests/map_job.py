@@ -73,10 +73,12 @@ def make_map_job(folder: Path, mapping: dict, centre: tuple[float, float] = BORD
     return {"folder": folder, "world": world, "config": config, "work": work}
 
 
-def clone_map_job(job: dict, folder: Path, mapping: dict) -> dict:
+def clone_map_job(job: dict, folder: Path, mapping: dict, cluster: dict | None = None) -> dict:
     """A job of its own over ``job``'s world: a copy of its scene store and bundle, and a
-    config with other mapping settings. Runs in the clone never touch ``job``'s outputs."""
-    config = write_tiny_config(folder, job["world"], mapping=mapping)
+    config with other mapping (and cluster) settings. Runs in the clone never touch
+    ``job``'s outputs."""
+    config = write_tiny_config(folder, job["world"], mapping=mapping, **(
+        {"cluster": cluster} if cluster else {}))
     work = Path(yaml.safe_load(config.read_text())["workdir"])
     for name in ("scenes.zarr", "model"):
         shutil.copytree(job["work"] / name, work / name)

@@ -56,11 +56,12 @@ def check_event_csvs(csv_dir: Path) -> None:
 
 def check_map_bundle(path: Path) -> None:
     """The bundle asks for bands the map can make and its weights fit its own spec."""
-    from forestnet_model.bundle import MANIFEST, BundleError, load_bundle, read_bundle_meta
+    from forestnet_model.bundle_meta import MANIFEST, BundleError, read_bundle_meta, saved_together
     from pipeline.imagery.views import CHIP_BANDS
     from pipeline.training_set.auxiliary import AUX_BAND_REGISTRY, AUX_FEATURE_REGISTRY
 
-    spec = read_bundle_meta(path).model
+    meta = read_bundle_meta(path)
+    spec = meta.model
     for key, names, valid in (("in_bands", spec.in_bands, CHIP_BANDS),
                               ("aux_bands", spec.aux_bands, tuple(AUX_BAND_REGISTRY)),
                               ("fusion_features", spec.fusion_features,
@@ -69,7 +70,12 @@ def check_map_bundle(path: Path) -> None:
         if unknown:
             raise BundleError(f"{Path(path) / MANIFEST}: model.{key} {unknown} are not inputs "
                               f"the map can make; valid: {', '.join(valid)}")
-    load_bundle(path)  # weights that do not fit the spec: BundleError naming the file
+    if not saved_together(path, meta):
+        # Weights that do not fit the spec: BundleError naming the file. Only a bundle
+        # changed since it was saved (or an older one) needs torch to tell.
+        from forestnet_model.bundle import load_bundle
+
+        load_bundle(path)
 
 
 def require_scene_index(config: PipelineConfig) -> None:

@@ -15,7 +15,7 @@ from flows.config.input_checks import (
     require_writable,
 )
 from flows.config.schema import ConfigError, PipelineConfig, require_file
-from forestnet_model.bundle import BundleMeta, is_complete, read_bundle_meta
+from forestnet_model.bundle_meta import BundleMeta, is_complete, read_bundle_meta
 from pipeline.core.provinces import province_names, select_provinces
 from pipeline.core.radiometry import RADIOMETRY_LEVELS, require_same
 from pipeline.ingest.catalog import ingested_scene_ids, read_index

@@ -13,7 +13,7 @@ from pathlib import Path
 from prefect import get_run_logger
 from prefect.artifacts import create_markdown_artifact
 
-from forestnet_model.bundle import BundleMeta
+from forestnet_model.bundle_meta import BundleMeta
 from forestnet_model.report import (
     CONFUSION_PNG,
     confusion_png,

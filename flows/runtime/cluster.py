@@ -9,8 +9,10 @@ from __future__ import annotations
 
 import importlib
 import logging
+import sys
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
+from pathlib import Path
 from types import ModuleType
 
 from distributed import Client, LocalCluster
@@ -27,6 +29,11 @@ log = logging.getLogger(__name__)
 
 def visible_gpus() -> int:
     """CUDA devices visible to this process (0 without torch CUDA)."""
+    # On Linux, CUDA needs the NVIDIA kernel driver: without it there is no device to
+    # count, and the process that only starts the cluster skips importing torch (~3 s).
+    if sys.platform.startswith("linux") and not any(
+            Path(p).exists() for p in ("/proc/driver/nvidia", "/dev/nvidiactl")):
+        return 0
     try:
         import torch
 

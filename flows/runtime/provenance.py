@@ -23,7 +23,7 @@ def run_record(config: PipelineConfig, verb: str, started: datetime, counts: dic
 
     ``from_scenes`` False for outputs not made from the scene store (a release import).
     """
-    from forestnet_model.bundle import git_sha, package_versions
+    from forestnet_model.bundle_meta import git_sha, package_versions
 
     return {
         "verb": verb,

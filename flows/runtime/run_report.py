@@ -14,7 +14,7 @@ from prefect.artifacts import create_markdown_artifact
 from flows.config.schema import PipelineConfig
 from flows.runtime.artifacts import publish_quick_looks
 from flows.runtime.provenance import run_record, write_run_record
-from forestnet_model.bundle import BundleMeta
+from forestnet_model.bundle_meta import BundleMeta
 from pipeline.export.geopackage import empty_driver_frame
 from pipeline.export.run_summary import render_summary_markdown, summarise_run
 

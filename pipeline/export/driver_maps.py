@@ -12,7 +12,8 @@ import geopandas as gpd
 import pandas as pd
 from shapely.geometry.base import BaseGeometry
 
-from forestnet_model.bundle import package_versions
+from forestnet_model.bundle_meta import package_versions
+from pipeline.core.atomic import atomic_output
 from pipeline.core.provinces import select_provinces, slug
 from pipeline.export.driver_grid import dominant_driver_grid, write_dominant_grid
 from pipeline.export.driver_raster import driver_raster_grid, write_driver_cog
@@ -108,6 +109,21 @@ def write_driver_maps(parts: list[Path], bundle: Path, provinces: list[str], aoi
     return written, extras, gpd.GeoDataFrame(pd.concat([merged, blind], ignore_index=True),
                                              crs="EPSG:4326")
 
+
+
+def publish_driver_maps(parts: list[Path], bundle: Path, provinces: list[str],
+                        aoi: Path | None, national: bool, out_dir: Path,
+                        provenance: dict[str, str], outputs: MapOutputs,
+                        events_path: Path) -> dict[str, list[str]]:
+    """``write_driver_maps``, with every event saved (atomically) as GeoParquet at
+    ``events_path``; returns the paths alone, so a Dask worker can run it and send back
+    a few names instead of the events."""
+    gpkgs, extras, events = write_driver_maps(parts, bundle, provinces, aoi, national,
+                                              out_dir, provenance, outputs)
+    with atomic_output(Path(events_path)) as tmp:
+        events.to_parquet(tmp)
+    return {"geopackages": [str(p) for p in gpkgs], "extras": [str(p) for p in extras],
+            "events": [str(events_path)]}
 
 def _write_one(events: gpd.GeoDataFrame, blind: gpd.GeoDataFrame, path: Path, name: str,
                provenance: dict[str, str]) -> Path:

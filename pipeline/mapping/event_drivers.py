@@ -12,18 +12,21 @@ from pathlib import Path
 import geopandas as gpd
 import numpy as np
 
-from forestnet_model.predict import cached_bundle, event_probabilities
+from forestnet_model.bundle_meta import read_bundle_meta
 from pipeline.mapping.fusion_inputs import AUX_VALUES, BAND_MEAN, BAND_VAR, band_stats
 from pipeline.mapping.piece_merge import LOGIT_COLUMNS
 
 
 def bundle_scalars(bundle: Path) -> tuple[str, ...]:
     """The fusion features of a bundle (empty for a model without them)."""
-    return cached_bundle(str(Path(bundle).resolve()), "cpu")[1].model.fusion_features
+    return read_bundle_meta(Path(bundle)).model.fusion_features
 
 
 def event_driver_probabilities(events: gpd.GeoDataFrame, bundle: Path) -> np.ndarray:
     """``(events, classes)`` probabilities; NaN rows for events without imagery."""
+    # The model stack loads only where events are classified, never where maps are planned.
+    from forestnet_model.predict import cached_bundle, event_probabilities
+
     model, meta = cached_bundle(str(Path(bundle).resolve()), "cpu")
     logits = events[LOGIT_COLUMNS].to_numpy(np.float64)
     probs = np.full(logits.shape, np.nan)

@@ -15,11 +15,13 @@ from pathlib import Path
 
 import geopandas as gpd
 import numpy as np
-import torch
 
-from forestnet_model.data import event_window, normalise, pad_to_multiple, same_shape_batches
-from forestnet_model.predict import cached_bundle
-from forestnet_model.train import pick_device
+from forestnet_model.model_inputs import (
+    event_window,
+    normalise,
+    pad_to_multiple,
+    same_shape_batches,
+)
 from pipeline.core.atomic import atomic_output
 from pipeline.mapping.fusion_inputs import (
     AUX_VALUES,
@@ -41,6 +43,13 @@ def infer_tiles(
 
     Failed tiles (``error`` set) write nothing, so a rerun tries them again.
     """
+    # The model stack (torch, smp, timm: about 10 s of imports) loads here, in the worker
+    # that predicts; the flow that plans the tiles and submits this never loads it.
+    import torch
+
+    from forestnet_model.predict import cached_bundle
+    from forestnet_model.train import pick_device
+
     dev = pick_device(device)
     model, meta = cached_bundle(str(Path(bundle).resolve()), dev.type)
     expected = meta.model.in_channels

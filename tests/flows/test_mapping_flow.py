@@ -81,7 +81,8 @@ def test_mapped_area_matches_the_lossyear_raster(border_job: dict) -> None:
 
 
 def test_rerun_skips_every_tile_and_writes_the_same_maps(border_job: dict) -> None:
-    again = forestnet("map", "--config", str(border_job["config"]))
+    again = forestnet("map", "--config", str(border_job["config"]), "--dask-address",
+                      border_job["cluster"])
     assert again.returncode == 0, again.stderr[-4000:]
     assert "0 predicted" in again.stdout, again.stdout
     assert geopackages(again) == geopackages(border_job["first"])
@@ -95,7 +96,8 @@ def test_an_aoi_reuses_the_province_tiles_and_clips_to_the_area(border_job: dict
         BORDER[1] + 0.02
     aoi = border_job["folder"] / "my-area.gpkg"
     gpd.GeoDataFrame(geometry=[shapely.box(west, south, east, north)], crs="EPSG:4326").to_file(aoi)
-    result = forestnet("map", "--config", str(border_job["config"]), "--aoi", str(aoi))
+    result = forestnet("map", "--config", str(border_job["config"]), "--aoi", str(aoi),
+                       "--dask-address", border_job["cluster"])
     assert result.returncode == 0, result.stderr[-4000:]
     assert "0 predicted" in result.stdout  # every tile was predicted by the province run
     (path,) = geopackages(result)

@@ -15,7 +15,7 @@ import torch
 from shapely.geometry import box
 
 from forestnet_model.bundle import load_bundle
-from forestnet_model.data import normalise
+from forestnet_model.model_inputs import normalise
 from pipeline.mapping.fusion_inputs import region_means
 from pipeline.mapping.inference import infer_tiles
 from pipeline.mapping.parts import PART_COLUMNS, read_pieces

@@ -269,7 +269,7 @@ def test_fusion_bundle_round_trips_with_the_same_predictions(fusion_bundle):
     scalars = np.array([[70.0, 1.0], [90.0, 5.0], [np.nan, 2.0], [85.0, 0.5]], np.float32)
     probs, _ = predict_events(path, images, masks, batch_size=3, device="cpu", scalars=scalars)
     # The same numbers by hand through the original module.
-    from forestnet_model.data import normalise, normalise_scalars, pad_to_multiple
+    from forestnet_model.model_inputs import normalise, normalise_scalars, pad_to_multiple
 
     x = torch.from_numpy(np.stack([pad_to_multiple(normalise(im, FUSION_NORMALISATION))
                                    for im in images]))

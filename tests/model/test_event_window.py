@@ -7,7 +7,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from forestnet_model.data import event_window
+from forestnet_model.model_inputs import event_window
 from forestnet_model.predict import predict_events
 from tests.map_job import untrained_bundle
 

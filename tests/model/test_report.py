@@ -20,6 +20,7 @@ from flows.evaluate import run_evaluation, summary_lines
 from forestnet_model.baseline import select_forest
 from forestnet_model.bundle import save_bundle
 from forestnet_model.data import split_indices
+from forestnet_model.evaluation import evaluate_bundle
 from forestnet_model.metrics import classification_report, per_class_scores
 from forestnet_model.model import ModelSpec, build_model
 from forestnet_model.predict import predict_events
@@ -27,7 +28,6 @@ from forestnet_model.region_features import FeatureTable
 from forestnet_model.report import (
     PUBLISHED_RESULTS,
     confusion_png,
-    evaluate_bundle,
     render_confusion_markdown,
     render_metrics_markdown,
     write_evaluation_report,

@@ -79,10 +79,10 @@ def test_nan_in_an_aux_raster_is_no_data_end_to_end(
     from forestnet_model.data import (
         ChipDataset,
         normalisation_stats,
-        normalise_scalars,
         scalar_stats,
         split_indices,
     )
+    from forestnet_model.model_inputs import normalise_scalars
     from pipeline.training_set.batches import build_chip_batch
 
     events = tiny_events.iloc[:2].assign(split="train")

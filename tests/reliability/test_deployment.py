@@ -53,9 +53,12 @@ def map_job(border_map_run: dict, tmp_path_factory: pytest.TempPathFactory) -> d
     """The inputs of the map deployment: scenes ingested, a bundle, a config (years
     2014-2016), and the tile parts the session's border run predicted for 2013-2016. The
     served run asks for 2013-2016, so it plans, reuses those parts and writes the map:
-    predicting tiles is the mapping-flow tests' subject, serving it this module's."""
+    predicting tiles is the mapping-flow tests' subject, serving it this module's. The
+    config attaches to the session's cluster by its address, as a deployment on a shared
+    cluster would."""
     job = clone_map_job(border_map_run, tmp_path_factory.mktemp("deployed"), {
-        "provinces": ["Kalimantan Tengah"], "years": [2014, 2016], "tiles_per_task": 2})
+        "provinces": ["Kalimantan Tengah"], "years": [2014, 2016], "tiles_per_task": 2},
+        cluster={"address": border_map_run["cluster"]})
     shutil.copytree(border_map_run["work"] / "map-parts", job["work"] / "map-parts")
     return job
 
