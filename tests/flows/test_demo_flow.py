@@ -116,12 +116,13 @@ def test_intermediate_stores_are_real(demo_run: dict) -> None:
     assert bundle["model"]["encoder"] == "efficientnet-b2"
 
 
-def test_rerun_resumes_and_gives_the_same_map(demo_run: dict,
-                                              shared_prefect_server: dict) -> None:
+def test_rerun_resumes_and_gives_the_same_map(demo_run: dict, shared_prefect_server: dict,
+                                              shared_cluster: str) -> None:
     before = gpd.read_file(demo_run["gpkg"], layer=DRIVER_MAP_LAYER)
-    # The first run covered the temporary API; the rerun uses the session's server.
-    again = forestnet("demo", "--config", str(demo_run["config"]),
-                      api=shared_prefect_server["api"])
+    # The first run covered the temporary API and its own LocalCluster; the rerun attaches
+    # to the session's Prefect server and Dask cluster.
+    again = forestnet("demo", "--config", str(demo_run["config"]), "--dask-address",
+                      shared_cluster, api=shared_prefect_server["api"])
     assert again.returncode == 0, again.stderr[-4000:]
     log = again.stderr + again.stdout
     # Every map tile is skipped: its part exists from the first run.

@@ -105,7 +105,8 @@ def test_r1_a_killed_worker_does_not_change_the_map(job: dict, clean_maps: dict)
     assert_same_maps(finished_maps(result), clean_maps)
 
 
-def test_r2_a_killed_run_resumes_reusing_finished_tiles(job: dict, clean_maps: dict) -> None:
+def test_r2_a_killed_run_resumes_reusing_finished_tiles(job: dict, clean_maps: dict,
+                                                       shared_cluster: str) -> None:
     reset(job)
     run = start_map(job)
     wait_for_parts(job, run, 2)
@@ -113,7 +114,8 @@ def test_r2_a_killed_run_resumes_reusing_finished_tiles(job: dict, clean_maps: d
     run.wait()
     done_before = {p.name for p in parts(job)}
     assert not (job["work"] / "maps").exists() or not list((job["work"] / "maps").glob("*.gpkg"))
-    again = forestnet("map", "--config", str(job["config"]))
+    # Resumed on the session's cluster: a rerun need not be on the cluster that was killed.
+    again = forestnet("map", "--config", str(job["config"]), "--dask-address", shared_cluster)
     assert again.returncode == 0, again.stderr[-4000:]
     line = next(s for s in again.stdout.splitlines() if s.startswith("tiles: "))
     skipped = int(line.split("predicted, ")[1].split(" skipped")[0])

@@ -152,7 +152,7 @@ def complete_scenes(store: Path) -> list[str]:
 
 
 def test_r2_a_killed_ingest_resumes_reusing_finished_scenes(
-    tiny_world: Path, landsat: Path, clean_scenes: Path, tmp_path: Path,
+    tiny_world: Path, landsat: Path, clean_scenes: Path, tmp_path: Path, shared_cluster: str,
 ) -> None:
     config = write_tiny_config(tmp_path, tiny_world.parent, cluster=ONE_WORKER,
                                inputs={"landsat": [str(landsat)]})
@@ -169,7 +169,9 @@ def test_r2_a_killed_ingest_resumes_reusing_finished_scenes(
     # rows, and then the groups themselves must tell the rerun what is finished.
     rows_at_kill = len(read_index(store)) if (store / INDEX_NAME).exists() else 0
 
-    again = forestnet("ingest", "--config", str(config))
+    # The rerun attaches to the session's cluster: a resumed run need not be on the
+    # cluster that was killed.
+    again = forestnet("ingest", "--config", str(config), "--dask-address", shared_cluster)
     assert again.returncode == 0, again.stderr[-4000:]
     index = read_index(store)
     status = dict(zip(index["scene_id"], index["status"], strict=True))
@@ -271,6 +273,7 @@ def assert_same_chips(chips: Path, clean: Path, events: Path) -> None:
 
 def test_r2_a_killed_training_set_resumes_reusing_finished_batches(
     tiny_world: Path, tiny_scene_store: Path, clean_chips: Path, tmp_path: Path,
+    shared_cluster: str,
 ) -> None:
     config = chips_config(tmp_path, tiny_world.parent, tiny_scene_store)
     final = tmp_path / "work" / "chips.zarr"
@@ -287,7 +290,8 @@ def test_r2_a_killed_training_set_resumes_reusing_finished_batches(
               for b in done}
     assert all(before.values()), "a finished batch with no chunk files"
 
-    again = forestnet("build-training-set", "--config", str(config))
+    again = forestnet("build-training-set", "--config", str(config), "--dask-address",
+                      shared_cluster)
     assert again.returncode == 0, again.stderr[-4000:]
     counted = re.search(r"(\d+) reused from an earlier run", again.stdout + again.stderr)
     assert counted, f"no reuse count in the output:\n{again.stderr[-3000:]}"
