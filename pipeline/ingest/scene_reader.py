@@ -1,9 +1,10 @@
 """Plan one product's scene group from its band files' headers, validated against its MTL.
 
-Paths are anything GDAL opens: local files, ``/vsitar/`` members of USGS bundles,
-``/vsicurl/`` or ``/vsis3/`` objects. Every check that can fail on bad input (missing,
-truncated or foreign files, a grid that disagrees with the MTL) runs here, before anything
-is written, and its message names the file.
+Paths are anything GDAL opens: local files, ``/vsitar/`` members of USGS bundles, http(s)
+URLs (read in ranges by ``remote_files``) or ``/vsis3/`` objects. Every check that can fail
+on bad input (missing, truncated or foreign files, a grid that disagrees with the MTL) runs
+here, before anything is written, and its message names the file. A layout may hold one
+part of a product (``part``): the window of its files that a job's area needs.
 """
 
 from __future__ import annotations
@@ -27,6 +28,7 @@ from pipeline.ingest.landsat import (
     SceneMetadata,
     reflectance_scaling,
 )
+from pipeline.ingest.remote_files import RemoteReadError, is_http, remote_opener
 
 log = logging.getLogger("pipeline.ingest.scene_ingest")  # one logger for the whole ingest stage
 
@@ -58,8 +60,8 @@ def present_bands(found: dict[str, str], missing: dict[str, str]) -> dict[str, s
 
 
 def _exists(path: str) -> bool:
-    # GDAL virtual paths are checked when opened (a tar member was checked when listed).
-    return path.startswith("/vsi") or os.path.exists(path)
+    # Virtual paths and URLs are checked when opened (a tar member was checked when listed).
+    return path.startswith("/vsi") or is_http(path) or os.path.exists(path)
 
 
 def multispectral_names(paths: dict[str, str]) -> list[str]:
@@ -130,19 +132,22 @@ def plan_product(paths: dict[str, str], meta: SceneMetadata) -> SceneLayout:
 
 
 def reflective_geobox(first_band: str, meta: SceneMetadata) -> GeoBox:
-    """The 30 m grid: from the GeoTIFF, or from the MTL when the file lost its georeferencing."""
+    """The band files' 30 m grid: their own georeferencing (checked against the MTL, which
+    may describe a larger scene the files were clipped from), or the MTL's grid when the
+    files lost theirs."""
     with open_raster(first_band) as src:
         shape, crs, transform = src.shape, src.crs, src.transform
-    if meta.reflective_shape and tuple(meta.reflective_shape) != tuple(shape):
-        raise SceneInputError(
-            f"{first_band}: shape {shape} does not match its MTL's REFLECTIVE_LINES/SAMPLES "
-            f"{meta.reflective_shape}; the MTL belongs to another product",
-            scene_id=meta.product_id,
-        )
     if crs is not None and transform != Affine.identity():
         grid = GeoBox(shape, transform, CRS(crs))
         _check_against_mtl(first_band, grid, meta)
         return grid
+    if meta.reflective_shape and tuple(meta.reflective_shape) != tuple(shape):
+        raise SceneInputError(
+            f"{first_band}: no georeferencing, and its shape {shape} is not its MTL's "
+            f"REFLECTIVE_LINES/SAMPLES {meta.reflective_shape}: where the pixels lie is "
+            "unknown (a clipped file must keep its own georeferencing)",
+            scene_id=meta.product_id,
+        )
     if meta.corner_ul_xy is None:
         raise SceneInputError(f"{first_band}: no CRS in the file and no corner coordinates in MTL")
     # MTL corners are pixel centres; USGS grids use the northern UTM zone (negative
@@ -158,34 +163,67 @@ def reflective_geobox(first_band: str, meta: SceneMetadata) -> GeoBox:
 
 
 def _check_against_mtl(path: str, grid: GeoBox, meta: SceneMetadata) -> None:
-    """A georeferenced file must sit where its MTL says: same UTM zone, same UL corner."""
+    """A georeferenced file must sit where its MTL says: same UTM zone and pixel size, on
+    the scene's 30 m lattice, inside its footprint (the whole of it, unless clipped)."""
     epsg = grid.crs.epsg or 0
     if epsg // 100 in (326, 327) and epsg % 100 != meta.utm_zone:
         raise SceneInputError(
             f"{path}: file is in UTM zone {epsg % 100} but the MTL says zone {meta.utm_zone}; "
             "the MTL belongs to another product", scene_id=meta.product_id,
         )
+    cell = meta.reflective_cell
+    size = (abs(grid.affine.a), abs(grid.affine.e))
+    if any(abs(s - cell) > 1e-6 * cell for s in size):
+        raise SceneInputError(
+            f"{path}: pixel size {size[0]:g} x {size[1]:g} m is not the product's {cell:g} m; "
+            "a resampled product cannot be ingested (use the product's own files)",
+            scene_id=meta.product_id,
+        )
     if meta.corner_ul_xy is None or epsg // 100 not in (326, 327):
         return
     x, y = grid.affine @ (0.5, 0.5)
-    dx, dy = abs(x - meta.corner_ul_xy[0]), abs(y - meta.corner_ul_xy[1])
+    ulx, uly = meta.corner_ul_xy
     # The MTL may give southern-hemisphere northings with or without the 10,000 km offset.
-    dy = min(dy, abs(dy - 10_000_000.0))
-    if dx > meta.reflective_cell or dy > meta.reflective_cell:
+    uly = min((uly, uly - 1e7, uly + 1e7), key=lambda v: abs(v - y))
+    col, row = (x - ulx) / cell, (uly - y) / cell
+    whole = meta.reflective_shape is None or tuple(meta.reflective_shape) == tuple(grid.shape)
+    if whole:
+        if abs(col) > 1 or abs(row) > 1:
+            raise SceneInputError(
+                f"{path}: first pixel centre ({x:.1f}, {y:.1f}) is not the MTL's UL corner "
+                f"{meta.corner_ul_xy}; the MTL belongs to another product",
+                scene_id=meta.product_id,
+            )
+        return
+    lines, samples = meta.reflective_shape
+    h, w = grid.shape
+    inside = -1 <= row <= lines - h + 1 and -1 <= col <= samples - w + 1
+    if not inside:
         raise SceneInputError(
-            f"{path}: first pixel centre ({x:.1f}, {y:.1f}) is not the MTL's UL corner "
-            f"{meta.corner_ul_xy}; the MTL belongs to another product",
+            f"{path}: its {h} x {w} pixels from row {row:.0f}, column {col:.0f} lie outside "
+            f"the {lines} x {samples} scene its MTL describes; the MTL belongs to another "
+            "product", scene_id=meta.product_id,
+        )
+    if abs(col - round(col)) > 0.01 or abs(row - round(row)) > 0.01:
+        raise SceneInputError(
+            f"{path}: pixels are off the scene's {cell:g} m lattice by ({col % 1:.2f}, "
+            f"{row % 1:.2f}) pixels; a resampled product cannot be ingested",
             scene_id=meta.product_id,
         )
+    log.info("%s: clipped product: rows %d-%d, columns %d-%d of the %d x %d scene of %s",
+             os.path.basename(path), round(row), round(row) + h, round(col), round(col) + w,
+             lines, samples, meta.product_id)
 
 
 def open_raster(path: str) -> rasterio.DatasetReader:
-    """Open a GeoTIFF (any GDAL path); a clear error naming the file when that fails."""
+    """Open a GeoTIFF (any GDAL path, or an http(s) URL read in ranges by
+    ``remote_files``); a clear error naming the file when that fails."""
+    opener = remote_opener(path) if is_http(path) else None
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", rasterio.errors.NotGeoreferencedWarning)
-            return rasterio.open(path)
-    except rasterio.errors.RasterioIOError as exc:
+            return rasterio.open(path, opener=opener)
+    except (rasterio.errors.RasterioIOError, RemoteReadError) as exc:
         raise SceneInputError(f"{path}: cannot open as a GeoTIFF ({exc})") from exc
 
 

@@ -18,6 +18,7 @@ from pathlib import Path
 from pipeline.ingest.landsat import MULTISPECTRAL_BANDS, MTLError, SceneInputError, SceneMetadata
 from pipeline.ingest.mtl import mtl_format, parse_metadata, preferred_mtl
 from pipeline.ingest.product_source import ProductSource
+from pipeline.ingest.remote_files import fetch, is_http
 from pipeline.ingest.stac_items import is_url, item_sources, looks_like_item
 
 log = logging.getLogger(__name__)
@@ -138,7 +139,9 @@ def _read_bytes(source: ProductSource) -> bytes:
                 if member is None:
                     raise OSError(f"{source.metadata_member} is not a file")
                 return member.read()
-        if is_url(source.metadata):
+        if is_http(source.metadata):
+            return fetch(source.metadata)[0]
+        if is_url(source.metadata):  # s3://, gs://: fsspec with the matching filesystem
             import fsspec
 
             with fsspec.open(source.metadata, "rb") as f:

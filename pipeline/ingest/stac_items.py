@@ -3,8 +3,9 @@
 Understands the asset layouts of USGS (``blue``, ``nir08``, ``MTL.txt``), Earth Search and
 Planetary Computer (``nir08``, ``swir16``, ``mtl.json``) and older ``SR_B4`` / ``B4`` keys,
 falling back to ``eo:bands`` common names and then to the USGS file-name suffix. Hrefs may
-be local (absolute, or relative to the item file) or URLs; URLs become GDAL virtual paths
-(http(s) -> ``/vsicurl/``, s3 -> ``/vsis3/``, gs -> ``/vsigs/``).
+be local (absolute, or relative to the item file) or URLs. http(s) URLs stay URLs: they are
+read in ranges by ``remote_files`` (retries, re-signing, a byte count); s3 and gs URLs
+become GDAL virtual paths (``/vsis3/``, ``/vsigs/``).
 """
 
 from __future__ import annotations
@@ -18,6 +19,7 @@ from urllib.parse import unquote, urljoin, urlparse
 from pipeline.ingest.landsat import MULTISPECTRAL_BANDS, PAN_BAND, SceneInputError
 from pipeline.ingest.mtl import MTL_SUFFIXES, mtl_format
 from pipeline.ingest.product_source import ProductSource
+from pipeline.ingest.remote_files import is_http, read_text
 
 _URL = re.compile(r"^[a-zA-Z][a-zA-Z0-9+.-]*://")
 _VSI_PREFIX = {"s3": "/vsis3/", "gs": "/vsigs/", "gcs": "/vsigs/", "az": "/vsiaz/",
@@ -52,7 +54,7 @@ def gdal_path(location: str) -> str:
     if scheme == "file":
         return unquote(urlparse(location).path)
     if scheme in ("http", "https"):
-        return f"/vsicurl/{location}"
+        return location  # read by remote_files, not GDAL's /vsicurl/
     if scheme in _VSI_PREFIX:
         return f"{_VSI_PREFIX[scheme]}{rest}"
     raise SceneInputError(f"{location}: URL scheme {scheme!r} has no GDAL virtual file system")
@@ -99,6 +101,8 @@ def item_sources(location: str) -> list[ProductSource]:
 
 
 def _read_text(location: str) -> str:
+    if is_http(location):
+        return read_text(location)
     if is_url(location) and not location.lower().startswith("file://"):
         import fsspec
 

@@ -236,16 +236,18 @@ def test_mtl_of_another_product_band_files(tmp_path: Path) -> None:
     assert str(product / f"{L2_ID}_SR_B2.TIF") in str(info.value)
 
 
-def test_mtl_of_another_product_shape(tmp_path: Path) -> None:
-    # Same file names as the MTL expects, but the pixels are the L1 crop (334 x 468).
+def test_unreferenced_files_of_another_shape_are_refused(tmp_path: Path) -> None:
+    # Same file names as the MTL expects, but the pixels are the L1 crop (334 x 468), and
+    # the files carry no georeferencing: where they lie is unknown.
     product = copy_product(L1_DIR, tmp_path)
     (product / f"{L1_ID}_MTL.txt").unlink()
     shutil.copy(L2_DIR / f"{L2_ID}_MTL.txt", product)
     for name, suffix in L1_FILES.items():
         (product / f"{L1_ID}_{suffix}.TIF").rename(product / f"{L2_ID}_{L2_FILES[name]}.TIF")
-    with pytest.raises(SceneInputError, match="another product") as info:
+    with pytest.raises(SceneInputError, match="no georeferencing") as info:
         ingest_scene(product, tmp_path / "scenes.zarr")
     assert str(product / f"{L2_ID}_SR_B2.TIF") in str(info.value)
+    assert "another product" not in str(info.value)
 
 
 def test_garbled_mtl_is_named(tmp_path: Path) -> None:

@@ -42,9 +42,10 @@ ALL = ["coastal", "blue", "green", "red", "nir", "swir1", "swir2", "pan", "qa_pi
 
 
 @pytest.mark.parametrize(("location", "expected"), [
+    # http(s) stays a URL: remote_files reads it in ranges (retries, re-signing, counts).
     ("https://landsatlook.usgs.gov/data/x/LC08_B4.TIF",
-     "/vsicurl/https://landsatlook.usgs.gov/data/x/LC08_B4.TIF"),
-    ("http://example.org/a/b.TIF", "/vsicurl/http://example.org/a/b.TIF"),
+     "https://landsatlook.usgs.gov/data/x/LC08_B4.TIF"),
+    ("http://example.org/a/b.TIF", "http://example.org/a/b.TIF"),
     ("s3://usgs-landsat/collection02/level-2/x/LC08_SR_B4.TIF",
      "/vsis3/usgs-landsat/collection02/level-2/x/LC08_SR_B4.TIF"),
     ("gs://gcp-public-data-landsat/LC08/x_B4.TIF", "/vsigs/gcp-public-data-landsat/LC08/x_B4.TIF"),
@@ -78,8 +79,8 @@ def test_stac_item_with_urls_maps_assets_to_gdal_paths(tmp_path: Path) -> None:
     (source,) = item_sources(str(item))
     assert source.kind == "stac" and source.origin == str(item) and not source.error
     assert source.metadata == f"s3://usgs-landsat/x/{L2_ID}_MTL.json"  # read with fsspec
-    assert source.assets["red"] == f"/vsicurl/{base}/{L2_ID}_SR_B4.TIF"
-    assert source.assets["swir2"] == f"/vsicurl/{base}/{L2_ID}_SR_B7.TIF"
+    assert source.assets["red"] == f"{base}/{L2_ID}_SR_B4.TIF"
+    assert source.assets["swir2"] == f"{base}/{L2_ID}_SR_B7.TIF"
 
 
 # --- STAC asset layouts -----------------------------------------------------------------------
