@@ -1,7 +1,8 @@
 """The scene index (``<store>/index.parquet``, GeoParquet) and queries over it.
 
 One row per scene and source: scene_id, product, level, acquired, path, row, epsg,
-cloud_cover, sun_elevation, clear_fraction, footprint (EPSG:4326), status, error, source.
+cloud_cover, sun_elevation, clear_fraction, footprint (EPSG:4326, of the part stored),
+status, error, source, part (the window of the product's files the group holds).
 The index is written by one process (the flow), atomically, as the per-scene tasks report
 back. ``window_clear_fraction`` reads the clear fraction of one window of a stored scene.
 """
@@ -29,7 +30,7 @@ from pipeline.ingest.scene_grids import scene_geobox
 INDEX_NAME = "index.parquet"
 INDEX_COLUMNS = [
     "scene_id", "product", "level", "acquired", "path", "row", "epsg", "cloud_cover",
-    "sun_elevation", "clear_fraction", "status", "error", "source",
+    "sun_elevation", "clear_fraction", "status", "error", "source", "part",
 ]
 #: Columns ``read_index`` derives from the others: never stored, so never stale.
 DERIVED_COLUMNS = ["pan_partner"]
@@ -70,6 +71,8 @@ def row_from_attrs(
         "status": status,
         "error": "",
         "source": source,
+        # The window of the product's files the group holds: "row,col,rows,cols".
+        "part": ",".join(str(v) for v in attrs.get("part") or (0, 0, *geobox.shape)),
         "footprint": footprint,
     }
 
@@ -131,6 +134,8 @@ def read_index(store: Path) -> gpd.GeoDataFrame:
     if not path.exists():
         raise FileNotFoundError(f"{path}: no scene index; run `forestnet ingest` first")
     index = gpd.read_parquet(path).drop(columns=DERIVED_COLUMNS, errors="ignore")
+    if "part" not in index:  # an index written before parts: every group is whole
+        index["part"] = ""
     partners = pan_partners(index, index)
     # Found once here: chip building asks for the partners of every event's candidates.
     index["pan_partner"] = [partners.get(sid, "") for sid in index["scene_id"]]

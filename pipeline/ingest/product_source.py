@@ -20,3 +20,4 @@ class ProductSource:
     #: band -> GDAL path (STAC items, whose assets name the bands).
     assets: Mapping[str, str] = field(default_factory=dict)
     error: str = ""  # why the source cannot be read at all (unreadable tar or item)
+    requester_pays: bool = False  # s3 assets in a requester-pays bucket (USGS's)

@@ -18,10 +18,20 @@ from pathlib import Path
 
 import pandas as pd
 import rasterio
+from odc.geo.geom import Geometry
 
 from pipeline.ingest.catalog import OK_STATUSES, failed_row, row_from_attrs, scene_row
 from pipeline.ingest.landsat import SceneInputError, SceneMetadata
-from pipeline.ingest.scene_reader import READ_OPTIONS, expected_shapes, plan_product, present_bands
+from pipeline.ingest.remote_files import COUNTER, is_http
+from pipeline.ingest.scene_parts import Part, part_contains, part_for_area, part_union
+from pipeline.ingest.scene_reader import (
+    READ_OPTIONS,
+    expected_shapes,
+    multispectral_names,
+    plan_product,
+    present_bands,
+    reflective_geobox,
+)
 from pipeline.ingest.scene_store import clear_killed_temporaries, group_state, is_whole, write_scene
 from pipeline.ingest.sources import (
     ProductSource,
@@ -31,11 +41,16 @@ from pipeline.ingest.sources import (
 )
 
 __all__ = [
-    "DuplicateSceneError", "IngestResult", "SceneInputError", "identify", "ingest_row",
+    "READ_COUNTS", "DuplicateSceneError", "IngestResult", "SceneInputError", "identify",
+    "ingest_row",
     "ingest_scene", "ingest_source", "plan_ingest",
 ]
 
 log = logging.getLogger(__name__)
+
+#: Keys an ``ingest_row`` row carries beside the index's columns: bytes read of remote
+#: files, and their full sizes.
+READ_COUNTS = ("bytes_read", "bytes_full")
 
 
 class DuplicateSceneError(SceneInputError):
@@ -65,12 +80,17 @@ def ingest_source(
     overwrite: bool = False,
     index_status: str | None = None,
     meta: SceneMetadata | None = None,
+    area: Geometry | None = None,
+    margin: int = 0,
 ) -> IngestResult:
-    """Ingest one product; raise ``SceneInputError`` / ``MTLError`` naming the bad file.
+    """Ingest one product (or, given an ``area``, the part of it the area needs plus
+    ``margin`` pixels); raise ``SceneInputError`` / ``MTLError`` naming the bad file.
 
     A scene is skipped when its group is whole (marker, same source, shapes and every
-    chunk matching the source's files) and the index, where it has a row for this source
-    (``index_status``), records it as ingested. A group from another source is a duplicate.
+    chunk matching the source's files), holds the part wanted, and the index, where it
+    has a row for this source (``index_status``), records it as ingested. A whole group
+    holding a smaller part grows: the part it holds is copied, the rest read. A group
+    from another source is a duplicate.
     """
     meta = meta or read_source_metadata(source)
     scene_id = meta.product_id
@@ -80,9 +100,12 @@ def ingest_source(
         exc.scene_id = exc.scene_id or scene_id
         raise
     store = Path(store)
+    whole = (0, 0, *expected_shapes(paths, meta)["qa_pixel"])
+    wanted = whole if area is None else _area_part(paths, meta, area, margin)
     # Only this run writes this scene (plan_ingest drops duplicates), so any temporary
     # of it whose writer is gone is a killed run's leftover.
     clear_killed_temporaries(store, scene_id)
+    earlier = None
     if not overwrite:
         state = group_state(store, scene_id)
         if state.complete and state.source and state.source != source.origin:
@@ -93,16 +116,32 @@ def ingest_source(
             )
         index_ok = index_status is None or index_status in OK_STATUSES
         # (The shapes need file headers: read only when the group could be whole.)
-        if index_ok and state.complete and is_whole(state, expected_shapes(paths, meta)):
-            return IngestResult(scene_id, "skipped", source=source.origin)
-        if state.exists:
+        held = state.part or whole
+        if index_ok and state.complete and is_whole(state, expected_shapes(paths, meta, held)):
+            if part_contains(held, wanted):
+                return IngestResult(scene_id, "skipped", source=source.origin)
+            earlier, wanted = held, part_union(held, wanted)
+            log.info("%s: adding rows %d-%d, columns %d-%d to the part already stored",
+                     scene_id, wanted[0], wanted[0] + wanted[2], wanted[1], wanted[1] + wanted[3])
+        elif state.exists:
             log.info("%s: group is incomplete or stale; writing it again", scene_id)
     with rasterio.Env(**READ_OPTIONS):
-        layout = plan_product(paths, meta)
-        fraction = write_scene(layout, store, scene_id, source.origin)
+        layout = plan_product(paths, meta, None if wanted == whole else wanted)
+        fraction = write_scene(layout, store, scene_id, source.origin, earlier)
     attrs = {**layout.attrs, "clear_fraction": fraction}
     row = row_from_attrs(scene_id, attrs, layout.geobox, "ingested", source.origin)
     return IngestResult(scene_id, "ingested", source=source.origin, row=row)
+
+
+def _area_part(paths: dict[str, str], meta: SceneMetadata, area: Geometry, margin: int
+               ) -> Part:
+    with rasterio.Env(**READ_OPTIONS):
+        files = reflective_geobox(paths[multispectral_names(paths)[0]], meta)
+    part = part_for_area(files, area, margin)
+    if part is None:
+        raise SceneInputError(f"{meta.product_id}: the product does not reach the job's area",
+                              scene_id=meta.product_id)
+    return part
 
 
 def identify(source: ProductSource) -> dict:
@@ -147,20 +186,31 @@ def _index_status(index: pd.DataFrame | None, scene_id: str, origin: str) -> str
     return str(rows["status"].iloc[-1]) if len(rows) else None
 
 
-def ingest_row(source: ProductSource, store: str, index_status: str | None = None) -> dict:
+def ingest_row(source: ProductSource, store: str, index_status: str | None = None,
+               area: Geometry | None = None, margin: int = 0) -> dict:
     """Worker entry, one Dask task per scene: ingest, return the index row; never raises.
 
     A failure is logged with the file it concerns and becomes a failed row under the
-    product id (or the source's name when even the MTL was unreadable).
+    product id (or the source's name when even the MTL was unreadable). The row's
+    ``bytes_read`` / ``bytes_full`` count what was read of remote files (http) against
+    their full sizes; the flow reports them and keeps them out of the index.
     """
     scene_id = source.name
+    remote = [u for u in (source.metadata, *source.assets.values()) if is_http(u)]
+    before = COUNTER.totals(remote)[0]
     try:
         meta = read_source_metadata(source)
         scene_id = meta.product_id
-        result = ingest_source(source, Path(store), index_status=index_status, meta=meta)
-        return result.row or scene_row(Path(store), result.scene_id, result.status, source.origin)
+        # USGS's bucket bills the reader: GDAL must say it accepts (s3 assets only).
+        payer = {"AWS_REQUEST_PAYER": "requester"} if source.requester_pays else {}
+        with rasterio.Env(**payer):
+            result = ingest_source(source, Path(store), index_status=index_status, meta=meta,
+                                   area=area, margin=margin)
+        row = result.row or scene_row(Path(store), result.scene_id, result.status, source.origin)
     except Exception as exc:  # one bad scene must not stop the others
         scene_id = getattr(exc, "scene_id", None) or scene_id
         text = str(exc) if isinstance(exc, ValueError) else f"{type(exc).__name__}: {exc}"
         log.error("%s", text if source.origin in text else f"{source.origin}: {text}")
-        return failed_row(scene_id, source.origin, text)
+        row = failed_row(scene_id, source.origin, text)
+    read, full = COUNTER.totals(remote)
+    return {**row, **dict(zip(READ_COUNTS, (read - before, full), strict=True))}

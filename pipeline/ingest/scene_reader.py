@@ -29,15 +29,12 @@ from pipeline.ingest.landsat import (
     reflectance_scaling,
 )
 from pipeline.ingest.remote_files import RemoteReadError, is_http, remote_opener
+from pipeline.ingest.scene_parts import CHUNK, Part, part_grid
 
 log = logging.getLogger("pipeline.ingest.scene_ingest")  # one logger for the whole ingest stage
 
 #: Bands a scene must have to be useful for ForestNet chips (coastal is optional).
 REQUIRED_BANDS = ("blue", "green", "red", "nir", "swir1", "swir2")
-#: Chunk edge in 30 m pixels; the pan band uses twice this, so chunks cover the same ground.
-#: A multiple of the 256-pixel tiles of USGS GeoTIFFs: a strip of chunk rows decodes each
-#: tile once (an uneven edge, 800 -> 2 x 400 say, would decode the shared tile row twice).
-CHUNK = 512
 #: QA value written when a product has no QA_PIXEL band: every pixel "clear".
 QA_ALL_CLEAR = np.uint16(1 << QA_BITS["clear"])
 #: GDAL settings while a scene is read. Strips read each tile once, so GDAL's block cache
@@ -81,14 +78,16 @@ class SceneLayout:
     ``sources`` lists each stored array's band files in order (``multispectral``: one per
     band; ``qa_pixel``: ``(None,)`` when the product has none, written as all clear).
     ``array_attrs`` holds each array's CF scale/offset, fill value and provenance.
+    ``part`` is the window of the band files the group holds (all of them by default).
     """
 
-    geobox: GeoBox  # the 30 m grid
-    pan_box: GeoBox | None  # the 15 m pan grid, Level-1 only
+    geobox: GeoBox  # the stored part's 30 m grid
+    pan_box: GeoBox | None  # its 15 m pan grid, Level-1 only
     bands: tuple[str, ...]
     sources: dict[str, tuple[str | None, ...]]
     attrs: dict
     array_attrs: dict[str, dict]
+    part: Part = (0, 0, 0, 0)
 
     def shape(self, name: str) -> tuple[int, ...]:
         """Shape of one stored array."""
@@ -98,16 +97,24 @@ class SceneLayout:
             return (len(self.bands), *self.geobox.shape)
         return tuple(self.geobox.shape)
 
+    def offset(self, name: str) -> tuple[int, int]:
+        """First row and column of the part in ``name``'s band files (pan: twice as many)."""
+        scale = 2 if name == "pan" else 1
+        return self.part[0] * scale, self.part[1] * scale
 
-def plan_product(paths: dict[str, str], meta: SceneMetadata) -> SceneLayout:
-    """Validate a product's band files against each other and its MTL; its scene layout.
+
+def plan_product(paths: dict[str, str], meta: SceneMetadata, part: Part | None = None
+                 ) -> SceneLayout:
+    """Validate a product's band files against each other and its MTL; the layout of its
+    group, holding ``part`` of the files (all of them when None).
 
     Every file is opened once here (header, dtype, first and last block), so bad input
     fails before anything is written; the pixels are read by the writer, strip by strip.
     """
     bands = multispectral_names(paths)
-    geobox = reflective_geobox(paths[bands[0]], meta)
-    shape = tuple(geobox.shape)
+    files = reflective_geobox(paths[bands[0]], meta)
+    shape = tuple(files.shape)
+    part = part or (0, 0, *shape)
     for band in bands:
         _check_band(paths[band], shape)
     qa_path = paths.get("qa_pixel")
@@ -122,13 +129,14 @@ def plan_product(paths: dict[str, str], meta: SceneMetadata) -> SceneLayout:
         "multispectral": tuple(paths[b] for b in bands), "qa_pixel": (qa_path,)}
     pan_box = None
     if meta.level == "L1" and "pan" in paths:
-        pan_box = _pan_box(paths["pan"], geobox)
+        pan_box = part_grid(_pan_box(paths["pan"], files), part, 2)
         sources["pan"] = (paths["pan"],)
+    geobox = part_grid(files, part)
     array_attrs = cf_scaling(meta, bands, pan_box is not None)
     array_attrs["qa_pixel"] = {
         "qa_source": os.path.basename(qa_path) if qa_path else "absent"}
-    return SceneLayout(geobox, pan_box, tuple(bands), sources, scene_attrs(meta, geobox),
-                       array_attrs)
+    attrs = {**scene_attrs(meta, geobox), "product_shape": list(shape), "part": list(part)}
+    return SceneLayout(geobox, pan_box, tuple(bands), sources, attrs, array_attrs, part)
 
 
 def reflective_geobox(first_band: str, meta: SceneMetadata) -> GeoBox:
@@ -276,10 +284,11 @@ def _pan_box(path: str, geobox: GeoBox) -> GeoBox:
 
 
 def read_strips(
-    path: str, rows: int, start: int = 0, stop: int | None = None
+    path: str, rows: int, start: int = 0, stop: int | None = None,
+    cols: tuple[int, int] | None = None,
 ) -> Iterator[tuple[int, np.ndarray]]:
-    """``(first row, pixels)`` of full-width strips of ``rows`` lines, from row ``start``
-    (a multiple of ``rows``) to ``stop`` (default: the last row), top to bottom.
+    """``(first row, pixels)`` of strips of ``rows`` lines and columns ``cols`` (default:
+    the full width), from row ``start`` to ``stop`` (default: the last row), top to bottom.
 
     A strip as high as a row of store chunks decodes each tile of a tiled GeoTIFF once.
     A read that fails (a file truncated past the blocks checked up front) names the file.
@@ -287,8 +296,10 @@ def read_strips(
     with open_raster(path) as src:
         height, width = src.shape
         stop = height if stop is None else min(stop, height)
+        first, last = cols or (0, width)
+        last = min(last, width)
         for top in range(start, stop, rows):
-            window = rasterio.windows.Window(0, top, width, min(rows, stop - top))
+            window = rasterio.windows.Window(first, top, last - first, min(rows, stop - top))
             try:
                 yield top, src.read(1, window=window)
             except rasterio.errors.RasterioIOError as exc:
@@ -332,14 +343,18 @@ def cf_scaling(meta: SceneMetadata, bands: list[str], with_pan: bool) -> dict[st
     return out
 
 
-def expected_shapes(paths: dict[str, str], meta: SceneMetadata) -> dict[str, tuple[int, ...]]:
-    """Array shapes a complete group of this product has, from file headers only (cheap)."""
+def expected_shapes(paths: dict[str, str], meta: SceneMetadata, part: Part | None = None
+                    ) -> dict[str, tuple[int, ...]]:
+    """Array shapes a complete group of this product (or of ``part`` of it) has, from file
+    headers only (cheap)."""
     bands = multispectral_names(paths)
     with open_raster(paths[bands[0]]) as src:
-        shape = src.shape
-    shapes: dict[str, tuple[int, ...]] = {"multispectral": (len(bands), *shape),
-                                          "qa_pixel": tuple(shape)}
+        files = (0, 0, *src.shape)
+    r0, c0, h, w = part or files
+    shapes: dict[str, tuple[int, ...]] = {"multispectral": (len(bands), h, w),
+                                          "qa_pixel": (h, w)}
     if meta.level == "L1" and "pan" in paths:
         with open_raster(paths["pan"]) as src:
-            shapes["pan"] = tuple(src.shape)
+            pan_h, pan_w = src.shape
+        shapes["pan"] = (min(2 * h, pan_h - 2 * r0), min(2 * w, pan_w - 2 * c0))
     return shapes

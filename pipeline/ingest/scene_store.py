@@ -25,6 +25,7 @@ from zarr.errors import ContainsGroupError
 from pipeline.core.atomic import atomic_output, clean_stale_temporaries
 from pipeline.ingest.landsat import qa_flag, usable_mask
 from pipeline.ingest.scene_grids import GEOTRANSFORM, geotransform_attr
+from pipeline.ingest.scene_parts import Part
 from pipeline.ingest.scene_reader import (
     QA_ALL_CLEAR,
     READ_OPTIONS,
@@ -50,6 +51,7 @@ class GroupState:
     source: str = ""  # the origin it was ingested from
     shapes: dict | None = None  # array name -> shape
     all_chunks: bool = False  # every chunk of every array is on disk
+    part: tuple[int, int, int, int] | None = None  # the part of the product held (None: all)
 
 
 def ensure_root(store: Path) -> None:
@@ -77,8 +79,9 @@ def group_state(store: Path, scene_id: str) -> GroupState:
         all_chunks = bool(arrays) and all(
             a.nchunks_initialized == a.nchunks for a in arrays.values()
         )
+        part = attrs.get("part")
         return GroupState(True, complete, str(attrs.get("forestnet_source", "")), shapes,
-                          all_chunks)
+                          all_chunks, tuple(part) if part else None)
     except (FileNotFoundError, ValueError, KeyError, OSError):
         return GroupState(exists=True)
 
@@ -99,19 +102,23 @@ def clear_killed_temporaries(store: Path, scene_id: str, min_age_s: float = 6 * 
     return clean_stale_temporaries(Path(store), min_age_s, pattern=f".{scene_id}.tmp-*")
 
 
-def write_scene(layout: SceneLayout, store: Path, scene_id: str, origin: str) -> float:
+def write_scene(layout: SceneLayout, store: Path, scene_id: str, origin: str,
+                earlier: Part | None = None) -> float:
     """Write one scene group atomically; return its clear fraction (counted while writing).
 
     The arrays are created with zarr's API (metadata only), then each band file is copied
     into them strip by strip: a strip is one row of store chunks, so writes are
     chunk-aligned and no two writers touch one chunk. The QA strips also feed the
-    clear-pixel counts, so the clear fraction costs no second read.
+    clear-pixel counts, so the clear fraction costs no second read. ``earlier`` is the
+    part the group holds now, inside ``layout.part``: its pixels are copied from the
+    group, not read from the band files again.
     """
     ensure_root(store)
+    previous = _open_arrays(Path(store) / scene_id, layout) if earlier else None
     with atomic_output(Path(store) / scene_id) as tmp:
         group = zarr.open_group(str(tmp), mode="w", zarr_format=3, attributes=layout.attrs)
         arrays = create_arrays(group, layout)
-        n_valid, n_clear = write_pixels(arrays, layout)
+        n_valid, n_clear = write_pixels(arrays, layout, previous and (earlier, previous))
         fraction = float(n_clear / n_valid) if n_valid else 0.0
         group.attrs.update({
             "clear_fraction": fraction,
@@ -120,6 +127,11 @@ def write_scene(layout: SceneLayout, store: Path, scene_id: str, origin: str) ->
             COMPLETE_ATTR: True,  # last: a group with the marker has everything before it
         })
     return fraction
+
+
+def _open_arrays(group: Path, layout: SceneLayout) -> dict[str, zarr.Array]:
+    return {name: zarr.open_array(str(group / name), mode="r", zarr_format=3)
+            for name in layout.sources}
 
 
 def create_arrays(group: zarr.Group, layout: SceneLayout) -> dict[str, zarr.Array]:
@@ -188,8 +200,10 @@ class _Piece:
         return (self.stop - self.start) * (2 if self.name == "pan" else 1)
 
 
-def write_pixels(arrays: dict[str, zarr.Array], layout: SceneLayout) -> tuple[int, int]:
-    """Copy every band file into its array; return the (valid, clear) QA pixel counts.
+def write_pixels(arrays: dict[str, zarr.Array], layout: SceneLayout,
+                 earlier: tuple[Part, dict[str, zarr.Array]] | None = None) -> tuple[int, int]:
+    """Copy every band file (the layout's part of it) into its array; return the (valid,
+    clear) QA pixel counts. ``earlier``: a part already stored, and its arrays.
 
     The work runs on ``scene_threads()`` threads: GDAL's decoding, Blosc's encoding and
     file writes all release the GIL, so one thread decodes while another encodes. With
@@ -199,7 +213,8 @@ def write_pixels(arrays: dict[str, zarr.Array], layout: SceneLayout) -> tuple[in
     """
     threads = scene_threads()
     pieces = _pieces(layout, threads)
-    counts = _run(lambda piece: _copy_piece(arrays[piece.name], piece), pieces, threads)
+    counts = _run(lambda piece: _copy_piece(arrays[piece.name], piece, layout, earlier),
+                  pieces, threads)
     return sum(c[0] for c in counts), sum(c[1] for c in counts)
 
 
@@ -234,7 +249,8 @@ def _pool(threads: int) -> ThreadPoolExecutor:
     return ThreadPoolExecutor(threads, thread_name_prefix="scene-write")
 
 
-def _copy_piece(array: zarr.Array, piece: _Piece) -> tuple[int, int]:
+def _copy_piece(array: zarr.Array, piece: _Piece, layout: SceneLayout,
+                earlier: tuple[Part, dict[str, zarr.Array]] | None) -> tuple[int, int]:
     """Write one piece of a band file into ``array``; QA counts for the QA array.
 
     Each strip is one row of chunks, encoded and written directly (``strip_writer``).
@@ -242,8 +258,8 @@ def _copy_piece(array: zarr.Array, piece: _Piece) -> tuple[int, int]:
     n_valid = n_clear = 0
     count_qa = piece.name == "qa_pixel"
     with rasterio.Env(**READ_OPTIONS):  # GDAL settings are per thread
-        strips = (read_strips(piece.path, piece.strip_rows, piece.start, piece.stop)
-                  if piece.path else _all_clear(array.shape, piece))
+        strips = (_part_strips(piece, layout, earlier) if piece.path
+                  else _all_clear(array.shape, piece))
         write = strip_writer(array, piece.band)
         for top, data in strips:
             write(top, data)
@@ -252,6 +268,43 @@ def _copy_piece(array: zarr.Array, piece: _Piece) -> tuple[int, int]:
                 n_valid += int(np.count_nonzero(valid))
                 n_clear += int(np.count_nonzero(usable_mask(data) & valid))
     return n_valid, n_clear
+
+
+def _part_strips(piece: _Piece, layout: SceneLayout,
+                 earlier: tuple[Part, dict[str, zarr.Array]] | None
+                 ) -> Iterator[tuple[int, np.ndarray]]:
+    """The piece's strips in the array's rows: read from the band file, except the
+    columns an earlier part already holds, which are copied from its array."""
+    row0, col0 = layout.offset(piece.name)
+    width = layout.shape(piece.name)[-1]
+    if earlier is None:  # one open file for the whole piece
+        for top, data in read_strips(piece.path, piece.strip_rows, row0 + piece.start,
+                                     row0 + piece.stop, (col0, col0 + width)):
+            yield top - row0, data
+        return
+    scale = 2 if piece.name == "pan" else 1
+    part, arrays = earlier
+    old_rows = (part[0] * scale, part[0] * scale + arrays[piece.name].shape[-2])
+    old_cols = (part[1] * scale, part[1] * scale + arrays[piece.name].shape[-1])
+    for top in range(piece.start, piece.stop, piece.strip_rows):
+        rows = (row0 + top, row0 + min(piece.stop, top + piece.strip_rows))
+        if not (old_rows[0] <= rows[0] and rows[1] <= old_rows[1]):
+            yield top, _file_strip(piece.path, rows, (col0, col0 + width))
+            continue
+        segments = []
+        if old_cols[0] > col0:
+            segments.append(_file_strip(piece.path, rows, (col0, old_cols[0])))
+        old = arrays[piece.name]
+        window = (slice(rows[0] - old_rows[0], rows[1] - old_rows[0]), slice(None))
+        segments.append(np.asarray(old[(piece.band, *window)] if old.ndim == 3 else old[window]))
+        if old_cols[1] < col0 + width:
+            segments.append(_file_strip(piece.path, rows, (old_cols[1], col0 + width)))
+        yield top, np.concatenate(segments, axis=1)
+
+
+def _file_strip(path: str, rows: tuple[int, int], cols: tuple[int, int]) -> np.ndarray:
+    ((_, data),) = read_strips(path, rows[1] - rows[0], rows[0], rows[1], cols)
+    return data
 
 
 def _all_clear(shape: tuple[int, ...], piece: _Piece) -> Iterator[tuple[int, np.ndarray]]:

@@ -1,8 +1,9 @@
 """STAC Items of Landsat Collection 2 products -> ``ProductSource``.
 
-Understands the asset layouts of USGS (``blue``, ``nir08``, ``MTL.txt``), Earth Search and
-Planetary Computer (``nir08``, ``swir16``, ``mtl.json``) and older ``SR_B4`` / ``B4`` keys,
-falling back to ``eo:bands`` common names and then to the USGS file-name suffix. Hrefs may
+Bands are matched by the file name's USGS suffix (``_SR_B4``, ``_B8``, ``_QA_PIXEL``,
+``_MTL.txt``), then by ``eo:bands``, and only then by asset key: USGS (``blue``,
+``nir08``), Earth Search and Planetary Computer (``nir08``, ``swir16``) and older
+``SR_B4`` / ``B4`` keys name the same assets differently. Hrefs may
 be local (absolute, or relative to the item file) or URLs. http(s) URLs stay URLs: they are
 read in ranges by ``remote_files`` (retries, re-signing, a byte count); s3 and gs URLs
 become GDAL virtual paths (``/vsis3/``, ``/vsigs/``).
@@ -92,9 +93,9 @@ def item_sources(location: str) -> list[ProductSource]:
                               f"JSON ({exc})")]
     kind = data.get("type") if isinstance(data, dict) else None
     if kind == "Feature":
-        return [_item_source(data, location, location)]
+        return [item_source(data, location, location)]
     if kind == "FeatureCollection":
-        return [_item_source(item, location, f"{location}#{item.get('id', i)}")
+        return [item_source(item, location, f"{location}#{item.get('id', i)}")
                 for i, item in enumerate(data.get("features") or [])]
     return [ProductSource(location, name, "stac",
                           error=f"{location}: not a STAC Item (type {kind!r})")]
@@ -111,7 +112,8 @@ def _read_text(location: str) -> str:
     return Path(gdal_path(location)).read_text()
 
 
-def _item_source(item: dict, location: str, origin: str) -> ProductSource:
+def item_source(item: dict, location: str, origin: str) -> ProductSource:
+    """The product of one STAC Item (a dict); relative hrefs resolve against ``location``."""
     item_id = str(item.get("id") or os.path.basename(origin))
     bands: dict[str, tuple[int, str]] = {}
     mtls: dict[str, str] = {}
@@ -147,9 +149,17 @@ def _mtl_format(key: str, location: str) -> str | None:
 
 
 def _band_of(key: str, asset: dict, location: str) -> tuple[str, int] | None:
-    """(band, rank): by asset key, then eo:bands common name / name, then file name."""
-    if key.lower() in _KEYS:
-        return _KEYS[key.lower()], 0
+    """(band, rank): by the file name's USGS band suffix, then by ``eo:bands`` common name
+    or name, and only then by the asset key (catalogs name one asset differently:
+    ``red`` / ``SR_B4`` / ``B4``; the file names and band metadata agree)."""
+    base = os.path.basename(location.split("?")[0])
+    match = _FILE_BAND.search(base)
+    if match and int(match.group(1)) in MULTISPECTRAL_BANDS:
+        return MULTISPECTRAL_BANDS[int(match.group(1))], 0
+    if match and int(match.group(1)) == PAN_BAND:
+        return "pan", 0
+    if base.upper().endswith("_QA_PIXEL.TIF"):
+        return "qa_pixel", 0
     described = [*(asset.get("eo:bands") or []), *(asset.get("bands") or [])]
     for band in described:
         if not isinstance(band, dict):
@@ -159,12 +169,6 @@ def _band_of(key: str, asset: dict, location: str) -> tuple[str, int] | None:
             return _COMMON_NAMES[common], 1
         if str(band.get("name", "")).lower() in _KEYS:
             return _KEYS[str(band["name"]).lower()], 2
-    base = os.path.basename(location.split("?")[0])
-    match = _FILE_BAND.search(base)
-    if match and int(match.group(1)) in MULTISPECTRAL_BANDS:
-        return MULTISPECTRAL_BANDS[int(match.group(1))], 3
-    if match and int(match.group(1)) == PAN_BAND:
-        return "pan", 3
-    if base.upper().endswith("_QA_PIXEL.TIF"):
-        return "qa_pixel", 3
+    if key.lower() in _KEYS:
+        return _KEYS[key.lower()], 3
     return None

@@ -24,7 +24,7 @@ from pipeline.ingest.catalog import INDEX_COLUMNS, window_clear_fraction
 from pipeline.ingest.landsat import clear_fraction
 from pipeline.ingest.mtl import read_mtl
 from pipeline.ingest.scene_grids import scene_geobox
-from pipeline.ingest.scene_ingest import ingest_row, ingest_scene, ingest_source
+from pipeline.ingest.scene_ingest import READ_COUNTS, ingest_row, ingest_scene, ingest_source
 from pipeline.ingest.sources import resolve_sources
 from tests.ingest_inputs import (
     L1_DIR,
@@ -144,7 +144,8 @@ def test_index_row_has_every_column_and_the_clear_fraction(
     folder = products(tiny_world)[1]
     (source,) = resolve_sources([folder])
     row = ingest_row(source, str(tmp_path / "scenes.zarr"))
-    assert set(INDEX_COLUMNS) | {"footprint"} == set(row)
+    assert set(INDEX_COLUMNS) | {"footprint", *READ_COUNTS} == set(row)
+    assert (row["bytes_read"], row["bytes_full"]) == (0, 0)  # local files: nothing remote
     assert row["status"] == "ingested" and row["error"] == "" and row["source"] == str(folder)
     assert (row["product"], row["level"], row["epsg"]) == ("LC08", "L1TP", 32649)
     qa = _raw_qa(tmp_path / "scenes.zarr", folder.name)
