@@ -34,7 +34,8 @@ def tail(path: Path, n: int = 3000) -> str:
 
 
 @contextmanager
-def session_process(args: list[str], log: Path, env: dict[str, str]) -> Iterator[subprocess.Popen]:
+def session_process(args: list[str], log: Path, env: dict[str, str] | None
+                    ) -> Iterator[subprocess.Popen]:
     """Run ``args`` in its own session; on exit kill the whole session, children too."""
     children: list[psutil.Process] = []
     with log.open("wb") as out:

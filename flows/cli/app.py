@@ -12,6 +12,15 @@ from typing import Annotated
 
 import typer
 
+from flows.cli.search_options import (
+    AoiOpt,
+    BboxOpt,
+    CollectionOpt,
+    DatetimeOpt,
+    MaxCloudOpt,
+    ProvinceOpt,
+    StacApiOpt,
+)
 from flows.cli.support import (
     DEFAULT_DEMO_CONFIG,
     AddressOpt,
@@ -22,7 +31,7 @@ from flows.cli.support import (
     app,
     console,
 )
-from flows.config.overrides import with_mapping
+from flows.config.overrides import with_job_area, with_mapping, with_stac_search
 from flows.config.schema import (
     ConfigError,
     PipelineConfig,
@@ -73,10 +82,18 @@ def ingest(
                        "Item JSON files"),
     ] = None,
     store: Annotated[Path | None, typer.Option(help="scene store (default: workdir)")] = None,
+    stac_api: StacApiOpt = None,
+    collection: CollectionOpt = None,
+    province: ProvinceOpt = None,
+    aoi: AoiOpt = None,
+    bbox: BboxOpt = None,
+    datetime: DatetimeOpt = None,
+    max_cloud: MaxCloudOpt = None,
     config: ConfigOpt = None,
     dask_address: AddressOpt = None,
 ) -> None:
-    """Ingest Landsat 8/9 Collection 2 L1/L2 products into the Zarr scene store.
+    """Ingest Landsat 8/9 Collection 2 L1/L2 products into the Zarr scene store: local
+    products, or those a STAC API search finds (only the part the area needs is read).
 
     Exits 1 when any scene failed (each failure is listed on stderr), 2 on bad input.
     """
@@ -84,13 +101,17 @@ def ingest(
     def body() -> None:
         from flows.ingest import check_inputs, ingest_flow
 
-        cfg = _load(config, dask_address)
+        cfg = with_job_area(_load(config, dask_address), province, aoi)
+        cfg = with_stac_search(cfg, stac_api, collection, bbox, datetime, max_cloud)
         if sources:
             # Validate (not just copy): local paths become Paths, URLs stay strings.
             inputs = type(cfg.inputs).model_validate(
                 {**cfg.inputs.model_dump(), "landsat": list(sources)}
             )
             cfg = cfg.model_copy(update={"inputs": inputs})
+        elif stac_api:  # a search on the command line replaces the config's local products
+            cfg = cfg.model_copy(update={"inputs": cfg.inputs.model_copy(
+                update={"landsat": []})})
         if store:
             cfg = cfg.model_copy(update={"scenes": store})
         result = _run(cfg, ingest_flow, check_inputs)
@@ -98,6 +119,10 @@ def ingest(
             f"scene store: {result['store']} ({result['ingested']} ingested, "
             f"{result['skipped']} skipped, {result['failed']} failed)"
         )
+        if result["bytes_full"]:
+            typer.echo(f"read {result['bytes_read'] / 1e6:.1f} MB of the products' "
+                       f"{result['bytes_full'] / 1e6:.1f} MB "
+                       f"({result['bytes_read'] / result['bytes_full']:.1%})")
         for failure in result.get("failures", []):
             console.print(f"[red]failed:[/red] {failure['scene_id']}: {failure['error']}",
                           highlight=False, soft_wrap=True)

@@ -30,6 +30,24 @@ class SampleWorldConfig(_Strict):
     out: Path = Field(Path("outputs/demo/sample-world"), description="where the world is written")
 
 
+class LandsatStacConfig(_Strict):
+    """Where to search Landsat products (``forestnet ingest --stac-api`` sets it too)."""
+
+    url: str = Field(description="STAC API root, e.g. https://earth-search.aws.element84.com/v1")
+    collections: list[str] = Field(min_length=1, description="e.g. landsat-c2-l2; with "
+                                   "Level-1 (B8 pan) and Level-2 for surface reflectance")
+    max_cloud: float | None = Field(None, ge=0, le=100, description="scene cloud cover, %")
+    signing: Literal["none", "planetary-computer"] = Field(
+        "none", description="planetary-computer: sign asset URLs (and re-sign on expiry)")
+    requester_pays: bool = Field(False, description="s3 assets in a requester-pays bucket "
+                                 "(USGS's usgs-landsat)")
+    bbox: tuple[float, float, float, float] | None = Field(
+        None, description="W, S, E, N in degrees; default: the mapping area (provinces or aoi)")
+    datetime: str | None = Field(None, description="START/END; default: the mapping years "
+                                 "plus and minus chips.years_window")
+    page_size: int = Field(100, ge=1, le=10_000, description="items per page of results")
+
+
 class InputsConfig(AuxSources):
     """Input files: the scenes, the events, the lossyear and the auxiliary sources (the
     pipeline's ``AuxSources`` keys). Relative paths are relative to the current directory."""
@@ -39,6 +57,8 @@ class InputsConfig(AuxSources):
         description="product folders (or folders holding them), USGS .tar bundles, STAC Item "
         "JSON files; URLs (https://, s3://) stay strings",
     )
+    landsat_stac: LandsatStacConfig | None = Field(
+        None, description="search a STAC API and stream the products' assets")
     events_csv_dir: Path | None = Field(
         None, description="folder with ForestNet train/val/test CSVs"
     )

@@ -142,6 +142,14 @@ def read_index(store: Path) -> gpd.GeoDataFrame:
     return index
 
 
+def stored_scene_ids(index: pd.DataFrame | None) -> dict[str, str]:
+    """Source -> scene id of every source the index records as in the store."""
+    if index is None or not len(index):
+        return {}
+    ok = index[index["status"].isin(OK_STATUSES)]
+    return dict(zip(ok["source"].astype(str), ok["scene_id"].astype(str), strict=True))
+
+
 def ingested_scene_ids(store: Path) -> list[str]:
     """Scenes the store's index holds as ingested; [] without an index."""
     if not is_complete(store):

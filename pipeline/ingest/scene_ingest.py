@@ -18,11 +18,14 @@ from pathlib import Path
 
 import pandas as pd
 import rasterio
+from affine import Affine
+from odc.geo.geobox import GeoBox
 from odc.geo.geom import Geometry
 
 from pipeline.ingest.catalog import OK_STATUSES, failed_row, row_from_attrs, scene_row
 from pipeline.ingest.landsat import SceneInputError, SceneMetadata
 from pipeline.ingest.remote_files import COUNTER, is_http
+from pipeline.ingest.scene_grids import scene_geobox
 from pipeline.ingest.scene_parts import Part, part_contains, part_for_area, part_union
 from pipeline.ingest.scene_reader import (
     READ_OPTIONS,
@@ -32,7 +35,13 @@ from pipeline.ingest.scene_reader import (
     present_bands,
     reflective_geobox,
 )
-from pipeline.ingest.scene_store import clear_killed_temporaries, group_state, is_whole, write_scene
+from pipeline.ingest.scene_store import (
+    clear_killed_temporaries,
+    group_state,
+    is_whole,
+    scene_attrs_of,
+    write_scene,
+)
 from pipeline.ingest.sources import (
     ProductSource,
     band_locations,
@@ -144,6 +153,22 @@ def _area_part(paths: dict[str, str], meta: SceneMetadata, area: Geometry, margi
     return part
 
 
+def stored_part_covers(store: Path, scene_id: str, origin: str, area: Geometry,
+                       margin: int) -> bool:
+    """Whether the store's whole group of ``scene_id``, from ``origin``, holds the part of
+    the product that ``area`` needs (found from the group alone: no band file is read)."""
+    state = group_state(store, scene_id)
+    if not (state.complete and state.all_chunks and state.source == origin and state.part):
+        return False
+    group = scene_attrs_of(store, scene_id)
+    part_box = scene_geobox(store, scene_id)
+    r0, c0 = state.part[:2]
+    files = GeoBox(tuple(group["product_shape"]),
+                   part_box.affine * Affine.translation(-c0, -r0), part_box.crs)
+    wanted = part_for_area(files, area, margin)
+    return wanted is not None and part_contains(state.part, wanted)
+
+
 def identify(source: ProductSource) -> dict:
     """Read a source's metadata: ``{"origin", "scene_id", "error"}`` (never raises)."""
     try:
@@ -187,17 +212,25 @@ def _index_status(index: pd.DataFrame | None, scene_id: str, origin: str) -> str
 
 
 def ingest_row(source: ProductSource, store: str, index_status: str | None = None,
-               area: Geometry | None = None, margin: int = 0) -> dict:
+               area: Geometry | None = None, margin: int = 0,
+               stored_as: str | None = None) -> dict:
     """Worker entry, one Dask task per scene: ingest, return the index row; never raises.
 
     A failure is logged with the file it concerns and becomes a failed row under the
     product id (or the source's name when even the MTL was unreadable). The row's
     ``bytes_read`` / ``bytes_full`` count what was read of remote files (http) against
     their full sizes; the flow reports them and keeps them out of the index.
+    ``stored_as``: the scene id the index holds for this source, when it has one.
     """
-    scene_id = source.name
+    scene_id = stored_as or source.name
     remote = [u for u in (source.metadata, *source.assets.values()) if is_http(u)]
     before = COUNTER.totals(remote)[0]
+    if (remote and stored_as and area is not None and index_status in OK_STATUSES
+            and stored_part_covers(Path(store), stored_as, source.origin, area, margin)):
+        # A remote product's files never change (its id names them): the store alone
+        # says whether the part it holds covers the area, so a rerun reads nothing.
+        row = scene_row(Path(store), stored_as, "skipped", source.origin)
+        return {**row, **dict(zip(READ_COUNTS, (0, 0), strict=True))}
     try:
         meta = read_source_metadata(source)
         scene_id = meta.product_id

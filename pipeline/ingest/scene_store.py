@@ -86,6 +86,11 @@ def group_state(store: Path, scene_id: str) -> GroupState:
         return GroupState(exists=True)
 
 
+def scene_attrs_of(store: Path, scene_id: str) -> dict:
+    """A scene group's attributes (no arrays opened)."""
+    return dict(zarr.open_group(str(Path(store) / scene_id), mode="r", zarr_format=3).attrs)
+
+
 def is_whole(state: GroupState, expected: dict[str, tuple[int, ...]]) -> bool:
     """True when a group is complete and matches the source's sizes chunk for chunk."""
     if not (state.complete and state.all_chunks and state.shapes):

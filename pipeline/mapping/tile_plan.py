@@ -11,11 +11,12 @@ import math
 from pathlib import Path
 
 import pandas as pd
+import shapely
 from shapely.geometry.base import BaseGeometry
 
 from pipeline.core.atomic import atomic_output
 from pipeline.core.provinces import select_provinces, union
-from pipeline.mapping.area_of_interest import read_aoi
+from pipeline.mapping.area_of_interest import AreaOfInterestError, read_aoi
 from pipeline.mapping.loss_pieces import PROVINCE_SNAP_DEGREES
 from pipeline.mapping.tiles import MapTile
 
@@ -28,6 +29,17 @@ def mapping_area(aoi: Path | None, provinces: list[str]) -> BaseGeometry:
     if aoi is not None:
         return read_aoi(aoi).union_all()
     return union(select_provinces(provinces)).buffer(PROVINCE_SNAP_DEGREES)
+
+
+def job_area(provinces: list[str], aoi: Path | None = None,
+             bbox: tuple[float, float, float, float] | None = None) -> BaseGeometry:
+    """A job's area (EPSG:4326): a W, S, E, N box when given, else ``mapping_area``."""
+    if bbox is None:
+        return mapping_area(aoi, provinces)
+    west, south, east, north = bbox
+    if not (west < east and south < north):
+        raise AreaOfInterestError(f"bbox {bbox}: expected W,S,E,N with W < E and S < N")
+    return shapely.box(west, south, east, north)
 
 
 def merge_block_tiles(blocks: list[pd.DataFrame]) -> pd.DataFrame:
