@@ -20,8 +20,10 @@ from functools import lru_cache
 from urllib.parse import urlparse, urlsplit, urlunsplit
 
 import httpx
+import numpy as np
 
 from pipeline.core.errors import ForestNetError
+from pipeline.core.lru_cache import ByteBoundedLRU
 
 log = logging.getLogger("pipeline.ingest.scene_ingest")  # the ingest stage's one logger
 
@@ -29,8 +31,10 @@ log = logging.getLogger("pipeline.ingest.scene_ingest")  # the ingest stage's on
 RETRY_STATUSES = frozenset({429, 500, 502, 503, 504})
 #: Azure Blob Storage hosts, whose Planetary Computer SAS tokens expire mid-job.
 SAS_HOST_SUFFIX = ".blob.core.windows.net"
-#: Smallest request: GDAL parses a GeoTIFF header in many small reads.
-MIN_REQUEST = 64 * 1024
+#: Smallest request: GDAL parses a GeoTIFF header in many small reads. Larger reads (tiles)
+#: are fetched as asked: rounding them up read neighbouring tiles the part does not need
+#: (64 KiB read 64% of the products for a quarter of their pixels; 16 KiB, see the test).
+MIN_REQUEST = 16 * 1024
 
 
 class RemoteReadError(ForestNetError, OSError):
@@ -185,6 +189,11 @@ def read_text(url: str) -> str:
     return fetch(url)[0].decode("utf-8")
 
 
+#: Ranges read lately in this process, shared by every open file: a band is opened once
+#: to check it and again to read it, and both read its header and first tiles.
+_RECENT = ByteBoundedLRU(64 * 2**20)
+
+
 class RemoteFile(io.RawIOBase):
     """A seekable, read-only view of a remote file, fetched in ranges as it is read.
 
@@ -222,7 +231,14 @@ class RemoteFile(io.RawIOBase):
         return self.size or 0
 
     def _get(self, start: int, stop: int) -> bytes:
-        body, size, self.url = fetch(self.url, start, stop, self.policy)
+        key = (unsigned(self.url), start, stop)
+        held = _RECENT.get(key)
+        if held is None:
+            body, size, self.url = fetch(self.url, start, stop, self.policy)
+            _RECENT.put(key, (np.frombuffer(body, np.uint8), np.array([size or -1])))
+        else:
+            body, size = held[0].tobytes(), int(held[1][0])
+            size = None if size < 0 else size
         if size is not None:
             self.size = size
         self._blocks[start] = body

@@ -116,7 +116,7 @@ def plan_product(paths: dict[str, str], meta: SceneMetadata, part: Part | None =
     shape = tuple(files.shape)
     part = part or (0, 0, *shape)
     for band in bands:
-        _check_band(paths[band], shape)
+        _check_band(paths[band], shape, part)
     qa_path = paths.get("qa_pixel")
     if qa_path is None:
         log.warning(
@@ -124,12 +124,12 @@ def plan_product(paths: dict[str, str], meta: SceneMetadata, part: Part | None =
             meta.band_files.get("qa_pixel", meta.product_id),
         )
     else:
-        _check_band(qa_path, shape)
+        _check_band(qa_path, shape, part)
     sources: dict[str, tuple[str | None, ...]] = {
         "multispectral": tuple(paths[b] for b in bands), "qa_pixel": (qa_path,)}
     pan_box = None
     if meta.level == "L1" and "pan" in paths:
-        pan_box = part_grid(_pan_box(paths["pan"], files), part, 2)
+        pan_box = part_grid(_pan_box(paths["pan"], files, part), part, 2)
         sources["pan"] = (paths["pan"],)
     geobox = part_grid(files, part)
     array_attrs = cf_scaling(meta, bands, pan_box is not None)
@@ -235,16 +235,21 @@ def open_raster(path: str) -> rasterio.DatasetReader:
         raise SceneInputError(f"{path}: cannot open as a GeoTIFF ({exc})") from exc
 
 
-def _check_decodable(src: rasterio.DatasetReader, path: str) -> None:
-    """Decode the first and last blocks, so a truncated file fails here, named, not mid-write.
+def _check_decodable(src: rasterio.DatasetReader, path: str, part: Part | None = None,
+                     scale: int = 1) -> None:
+    """Decode the first and last blocks of the part read (of the whole file by default),
+    so a truncated file fails here, named, not mid-write; a remote part costs no block
+    outside it.
 
     One block each, not whole rows: on a tiled file a row costs a whole row of tiles.
     """
     block_h, block_w = src.block_shapes[0]
-    last_row = (src.height - 1) // block_h * block_h
-    last_col = (src.width - 1) // block_w * block_w
+    r0, c0, h, w = (v * scale for v in (part or (0, 0, *src.shape)))
+    first = (r0 // block_h * block_h, c0 // block_w * block_w)
+    last_row = (min(r0 + h, src.height) - 1) // block_h * block_h
+    last_col = (min(c0 + w, src.width) - 1) // block_w * block_w
     try:
-        for row, col in ((0, 0), (last_row, last_col)):
+        for row, col in {first, (last_row, last_col)}:
             window = rasterio.windows.Window(
                 col, row, min(block_w, src.width - col), min(block_h, src.height - row)
             )
@@ -253,22 +258,22 @@ def _check_decodable(src: rasterio.DatasetReader, path: str) -> None:
         raise SceneInputError(f"{path}: cannot read pixels; truncated or corrupt ({exc})") from exc
 
 
-def _check_band(path: str, shape: tuple[int, ...]) -> None:
+def _check_band(path: str, shape: tuple[int, ...], part: Part | None = None) -> None:
     with open_raster(path) as src:
         if src.shape != tuple(shape):
             raise SceneInputError(f"{path}: shape {src.shape} differs from the scene's {shape}")
         if src.dtypes[0] != "uint16":
             raise SceneInputError(f"{path}: dtype {src.dtypes[0]}, expected uint16 DN")
-        _check_decodable(src, path)
+        _check_decodable(src, path, part)
 
 
-def _pan_box(path: str, geobox: GeoBox) -> GeoBox:
+def _pan_box(path: str, geobox: GeoBox, part: Part | None = None) -> GeoBox:
     """Pan band grid at 15 m (the file's, or the USGS layout when it has none)."""
     with open_raster(path) as src:
         shape, crs, transform = src.shape, src.crs, src.transform
         if src.dtypes[0] != "uint16":
             raise SceneInputError(f"{path}: dtype {src.dtypes[0]}, expected uint16 DN")
-        _check_decodable(src, path)
+        _check_decodable(src, path, part, 2)
     expected = (geobox.shape[0] * 2, geobox.shape[1] * 2)
     if abs(shape[0] - expected[0]) > 1 or abs(shape[1] - expected[1]) > 1:
         raise SceneInputError(f"{path}: pan shape {shape} is not twice the 30 m shape")

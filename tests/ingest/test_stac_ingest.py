@@ -31,9 +31,6 @@ pytestmark = pytest.mark.slow
 #: Where Planetary Computer-style Level-2 assets live; HTTP_PROXY sends them to the server.
 BLOB = "http://landsatsample.blob.core.windows.net"
 FAULTS = {"busy": 3, "drop": 2, "expire_first_token": True}
-#: A small area in the world's north-west corner, and a wider one across its middle.
-SMALL = (113.42, -1.83, 113.43, -1.82)
-WIDER = (113.42, -1.95, 113.56, -1.82)
 
 
 @pytest.fixture(scope="module")
@@ -47,19 +44,35 @@ def world(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 
 @pytest.fixture(scope="module")
-def servers(world: Path) -> dict:
+def areas(world: Path) -> dict[str, tuple]:
+    """A small area near the world's north-west corner, and a wider one to its middle."""
+    import rasterio
+    from rasterio.warp import transform_bounds
+
+    qa = next((world / "landsat").glob("*L2SP*/*_QA_PIXEL.TIF"))
+    with rasterio.open(qa) as src:
+        west, south, east, north = transform_bounds(src.crs, "EPSG:4326", *src.bounds)
+    small = (west + 0.02, north - 0.03, west + 0.03, north - 0.02)
+    wider = (west + 0.02, (south + north) / 2, (west + east) / 2, north - 0.02)
+    return {"small": small, "wider": wider}
+
+
+@pytest.fixture(scope="module")
+def servers(world: Path, shared_prefect_server: dict) -> dict:
     with asset_server(world, FAULTS) as assets:
         items = write_stac_items(world, world.parent / "items.json",
                                  {"L1": assets["url"], "L2": BLOB})
         with stac_api(items) as api:
-            yield {"api": api, "assets": assets}
+            yield {"api": api, "assets": assets, "prefect": shared_prefect_server["api"]}
 
 
 def ingest(servers: dict, store: Path, bbox: tuple, *extra: str) -> subprocess.CompletedProcess:
     """`forestnet ingest --stac-api ...` with its own LocalCluster, whose workers reach the
-    blob host through the asset server (HTTP_PROXY) and get SAS tokens from it."""
+    blob host through the asset server (HTTP_PROXY) and get SAS tokens from it; Prefect
+    is the session's server."""
     proxy = servers["assets"]["url"]
-    env = {**os.environ, "HTTP_PROXY": proxy, "http_proxy": proxy,
+    env = {**os.environ, "PREFECT_API_URL": servers["prefect"],
+           "HTTP_PROXY": proxy, "http_proxy": proxy,
            "NO_PROXY": "127.0.0.1,localhost", "no_proxy": "127.0.0.1,localhost",
            "PC_SDK_SAS_URL": f"{proxy}/sas"}
     config = store.parent / "config.yaml"
@@ -75,10 +88,10 @@ def ingest(servers: dict, store: Path, bbox: tuple, *extra: str) -> subprocess.C
 
 
 @pytest.fixture(scope="module")
-def first(servers: dict, world: Path) -> dict:
+def first(servers: dict, world: Path, areas: dict) -> dict:
     store = world.parent / "streamed" / "scenes.zarr"
     store.parent.mkdir()
-    run = ingest(servers, store, SMALL)
+    run = ingest(servers, store, areas["small"])
     assert run.returncode == 0, run.stderr[-4000:]
     return {"store": store, "run": run, "requests": servers["assets"]["requests"]()}
 
@@ -130,18 +143,19 @@ def test_the_store_equals_a_local_ingest_of_the_same_products(first: dict, world
             np.testing.assert_array_equal(streamed["pan"].values, pan.values)
 
 
-def test_a_rerun_reads_nothing(first: dict, servers: dict) -> None:
+def test_a_rerun_reads_nothing(first: dict, servers: dict, areas: dict) -> None:
     before = len(servers["assets"]["requests"]())
-    again = ingest(servers, first["store"], SMALL)
+    again = ingest(servers, first["store"], areas["small"])
     assert again.returncode == 0, again.stderr[-4000:]
     assert "(0 ingested, 4 skipped, 0 failed)" in again.stdout
-    files = [r for r in servers["assets"]["requests"]()[before:] if not r["path"].startswith("/sas")]
-    assert files == []
+    requests = servers["assets"]["requests"]()[before:]
+    assert [r for r in requests if not r["path"].startswith("/sas")] == []
 
 
-def test_a_wider_area_adds_only_what_is_missing(first: dict, servers: dict) -> None:
+def test_a_wider_area_adds_only_what_is_missing(first: dict, servers: dict, areas: dict
+                                                ) -> None:
     small = {r["scene_id"]: r["part"] for r in read_index(first["store"]).to_dict("records")}
-    wider = ingest(servers, first["store"], WIDER)
+    wider = ingest(servers, first["store"], areas["wider"])
     assert wider.returncode == 0, wider.stderr[-4000:]
     index = read_index(first["store"])
     assert set(index["part"]) == {"0,0,800,800"} != set(small.values())
@@ -149,4 +163,4 @@ def test_a_wider_area_adds_only_what_is_missing(first: dict, servers: dict) -> N
     # The first run's 512 x 512 chunk of each 800 x 800 product is copied, not read again.
     print(f"wider area: read {fraction:.1%} of the products' bytes")
     assert fraction < 1 - 0.5 * (512 * 512) / (800 * 800)
-    assert shapely.box(*WIDER).within(index.geometry.union_all())
+    assert shapely.box(*areas["wider"]).within(index.geometry.union_all())

@@ -1,11 +1,11 @@
 """Deployments against a real, self-hosted Prefect server.
 
-A `prefect server start` subprocess (its own PREFECT_HOME), `forestnet deploy --serve` in a
-second one, a tiny world ready to map (scenes ingested, an untrained bundle: the model's
-quality is not what is tested here), then one run of the served map deployment through
-`run_deployment`: the server must record it COMPLETED and the run must have written its
-GeoPackage. Every subprocess runs in its own session and is killed with
-its children (runner flow runs, Dask workers) at teardown.
+The session's `prefect server start` subprocess (its own PREFECT_HOME), `forestnet deploy
+--serve` in a second one, a tiny world ready to map (scenes ingested, an untrained bundle:
+the model's quality is not what is tested here), then one run of the served map deployment
+through `run_deployment`: the server must record it COMPLETED and the run must have written
+its GeoPackage. Every subprocess runs in its own session and is killed with its children
+(runner flow runs, Dask workers) at teardown.
 """
 
 from __future__ import annotations
@@ -24,7 +24,7 @@ import pytest
 
 from pipeline.export.geopackage import DRIVER_MAP_LAYER
 from tests.map_job import clone_map_job
-from tests.prefect_server import PREFECT, REPO, prefect_server, session_process, tail
+from tests.prefect_server import PREFECT, REPO, session_process, tail
 
 # Under load a served run has taken minutes on 2 shared cores.
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(1200)]
@@ -40,11 +40,11 @@ def _deployments(api: str) -> list[dict]:
 
 
 @pytest.fixture(scope="module")
-def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict]:
-    """A Prefect server of this module's own (the deployments test replaces work pools)."""
-    with prefect_server(tmp_path_factory.mktemp("prefect-home")) as running:
-        TIMINGS["server_start_s"] = running["start_s"]
-        yield running
+def server(shared_prefect_server: dict) -> Iterator[dict]:
+    """The session's self-hosted Prefect server: deployments, runners and work pools are
+    this module's alone (no other test makes any)."""
+    TIMINGS["server_start_s"] = shared_prefect_server["start_s"]
+    yield shared_prefect_server
     _report()
 
 
