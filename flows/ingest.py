@@ -36,7 +36,7 @@ from pipeline.ingest.catalog import (
 from pipeline.ingest.scene_ingest import READ_COUNTS, identify, ingest_row, plan_ingest
 from pipeline.ingest.scene_store import ensure_root
 from pipeline.ingest.sources import ProductSource, resolve_sources
-from pipeline.ingest.stac_search import SearchResult, search_products
+from pipeline.ingest.stac_search import SearchResult, check_api, search_products
 
 #: Seconds between index writes while scenes finish.
 FLUSH_EVERY_S = 10.0
@@ -109,6 +109,8 @@ def check_inputs(config: PipelineConfig) -> None:
     if not config.inputs.landsat and config.inputs.landsat_stac is None:
         raise ConfigError("inputs.landsat is empty: name product folders, pass SOURCES or "
                           "search a STAC API (--stac-api)")
+    if config.inputs.landsat_stac is not None:
+        check_api(config.inputs.landsat_stac.url)
     for i, path in enumerate(config.inputs.landsat):
         if isinstance(path, Path):  # URLs are checked when they are read
             require_file(path, f"landsat[{i}]")

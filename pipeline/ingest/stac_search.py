@@ -60,6 +60,37 @@ class SearchResult:
     acquisitions: dict[str, int] = field(default_factory=dict)  # "L1+L2" / "L2" / "L1" -> n
 
 
+def check_api(url: str, retries: int = 2) -> None:
+    """Fail early, in one line naming ``url``, when the API cannot be reached (urllib3's
+    line per retry is held back: the error says it all)."""
+    pool = logging.getLogger("urllib3.connectionpool")
+    level = pool.level
+    pool.setLevel(logging.ERROR)
+    try:
+        _open(url, retries)
+    finally:
+        pool.setLevel(level)
+
+
+def _open(url: str, retries: int):
+    import requests
+    from pystac_client import Client
+    from pystac_client.exceptions import APIError
+    from pystac_client.stac_api_io import StacApiIO
+    from urllib3.util.retry import Retry
+
+    retry = Retry(total=retries, backoff_factor=0.5,
+                  status_forcelist=(429, 500, 502, 503, 504), allowed_methods=None)
+    try:
+        return Client.open(url, stac_io=StacApiIO(max_retries=retry, timeout=60))
+    except (APIError, requests.RequestException, OSError, ValueError) as exc:
+        raise StacApiError(f"{url}: STAC API unreachable ({_reason(exc)})") from None
+
+
+def _reason(exc: BaseException) -> str:
+    return str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+
+
 def search_products(search: StacSearch) -> SearchResult:
     """Search the API, keep Landsat 8/9 items under the cloud limit, pair them."""
     items, used = _search(search)
@@ -86,35 +117,29 @@ def search_products(search: StacSearch) -> SearchResult:
 
 def _search(search: StacSearch) -> tuple[list[dict], tuple[str, ...]]:
     import requests
-    from pystac_client import Client
     from pystac_client.conformance import ConformanceClasses
     from pystac_client.exceptions import APIError
-    from pystac_client.stac_api_io import StacApiIO
-    from urllib3.util.retry import Retry
 
-    retry = Retry(total=search.retries, backoff_factor=0.5,
-                  status_forcelist=(429, 500, 502, 503, 504), allowed_methods=None)
+    client = _open(search.url, search.retries)
+    params: dict = {"collections": list(search.collections),
+                    "intersects": mapping(search.area), "datetime": search.datetime,
+                    "limit": search.page_size}
+    used = []
+    if search.max_cloud is not None and client.conforms_to(ConformanceClasses.FILTER):
+        params["filter"] = {"op": "<=", "args": [{"property": "eo:cloud_cover"},
+                                                  search.max_cloud]}
+        params["filter_lang"] = "cql2-json"
+        used.append("filter")
+    elif search.max_cloud is not None and client.conforms_to(ConformanceClasses.QUERY):
+        params["query"] = {"eo:cloud_cover": {"lte": search.max_cloud}}
+        used.append("query")
+    if client.conforms_to(ConformanceClasses.SORT):
+        params["sortby"] = [{"field": "properties.datetime", "direction": "asc"}]
+        used.append("sort")
     try:
-        client = Client.open(search.url, stac_io=StacApiIO(max_retries=retry, timeout=60))
-        params: dict = {"collections": list(search.collections),
-                        "intersects": mapping(search.area), "datetime": search.datetime,
-                        "limit": search.page_size}
-        used = []
-        if search.max_cloud is not None and client.conforms_to(ConformanceClasses.FILTER):
-            params["filter"] = {"op": "<=", "args": [{"property": "eo:cloud_cover"},
-                                                      search.max_cloud]}
-            params["filter_lang"] = "cql2-json"
-            used.append("filter")
-        elif search.max_cloud is not None and client.conforms_to(ConformanceClasses.QUERY):
-            params["query"] = {"eo:cloud_cover": {"lte": search.max_cloud}}
-            used.append("query")
-        if client.conforms_to(ConformanceClasses.SORT):
-            params["sortby"] = [{"field": "properties.datetime", "direction": "asc"}]
-            used.append("sort")
         items = list(client.search(**params).items_as_dicts())
     except (APIError, requests.RequestException, OSError, ValueError) as exc:
-        reason = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
-        raise StacApiError(f"{search.url}: STAC API search failed ({reason})") from None
+        raise StacApiError(f"{search.url}: STAC API search failed ({_reason(exc)})") from None
     return items, tuple(used)
 
 
