@@ -106,3 +106,23 @@ def test_an_aoi_reuses_the_province_tiles_and_clips_to_the_area(border_job: dict
     assert len(mapped) > 0
     assert mapped.geometry.within(shapely.box(west, south, east, north).buffer(1e-9)).all()
     assert set(mapped["province"]) <= set(PROVINCES)
+
+
+def test_plan_agrees_with_what_ingest_and_map_did(border_job: dict) -> None:
+    from flows.config.mapping_job import run_id_for
+    from flows.config.schema import load_config
+    from flows.plan import plan_job, plan_text
+    from forestnet_model.bundle_meta import read_bundle_meta
+    from pipeline.ingest.catalog import read_index
+
+    config = load_config(border_job["config"])
+    plan = plan_job(config)
+    print(plan_text(plan))
+    run_id = run_id_for(config, read_bundle_meta(config.bundle_path).model_id)
+    tiles = border_job["work"] / "map-runs" / run_id / "tiles.parquet"
+    assert plan["tiles_with_loss"]["ids"] == list(pd.read_parquet(tiles)["tile_id"])
+    index = read_index(config.scene_store)
+    assert plan["products"]["count"] == len(index)
+    assert sum(plan["products"]["per_path_row_year"].values()) == len(index)
+    assert plan["bytes"]["to_read"] == plan["bytes"]["full"] > 0  # local products: whole
+    assert plan["estimate"]["cpu_core_hours"] > 0 and plan["estimate"]["gpu_minutes"] > 0

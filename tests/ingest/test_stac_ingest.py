@@ -63,13 +63,14 @@ def servers(world: Path, shared_prefect_server: dict) -> dict:
         items = write_stac_items(world, world.parent / "items.json",
                                  {"L1": assets["url"], "L2": BLOB})
         with stac_api(items) as api:
-            yield {"api": api, "assets": assets, "prefect": shared_prefect_server["api"]}
+            yield {"api": api, "assets": assets, "prefect": shared_prefect_server["api"],
+                   "lossyear": world / "gfc" / "lossyear.tif"}
 
 
 def ingest(servers: dict, store: Path, bbox: tuple, *extra: str) -> subprocess.CompletedProcess:
-    """`forestnet ingest --stac-api ...` with its own LocalCluster, whose workers reach the
-    blob host through the asset server (HTTP_PROXY) and get SAS tokens from it; Prefect
-    is the session's server."""
+    """`forestnet ingest --stac-api ...` (``extra[0]`` "plan": `forestnet plan`) with its
+    own LocalCluster, whose workers reach the blob host through the asset server
+    (HTTP_PROXY) and get SAS tokens from it; Prefect is the session's server."""
     proxy = servers["assets"]["url"]
     env = {**os.environ, "PREFECT_API_URL": servers["prefect"],
            "HTTP_PROXY": proxy, "http_proxy": proxy,
@@ -77,12 +78,16 @@ def ingest(servers: dict, store: Path, bbox: tuple, *extra: str) -> subprocess.C
            "PC_SDK_SAS_URL": f"{proxy}/sas"}
     config = store.parent / "config.yaml"
     config.write_text(f"workdir: {store.parent}\ncluster: {{n_workers: 1, threads_per_worker: 2}}\n"
-                      "inputs:\n  landsat_stac: {signing: planetary-computer, url: unset, "
+                      f"inputs:\n  lossyear: {servers['lossyear']}\n"
+                      "  landsat_stac: {signing: planetary-computer, url: unset, "
                       "collections: [unset]}\n")
-    args = ["ingest", "--config", str(config), "--stac-api", servers["api"],
+    verb = extra[0] if extra and extra[0] == "plan" else "ingest"
+    extra = extra[1:] if verb == "plan" else extra
+    where = [] if verb == "plan" else ["--store", str(store)]
+    args = [verb, "--config", str(config), "--stac-api", servers["api"],
             "--collection", COLLECTIONS["L1"], "--collection", COLLECTIONS["L2"],
             "--bbox", ",".join(map(str, bbox)), "--datetime", "2012-01-01/2021-12-31",
-            "--max-cloud", "50", "--store", str(store), *extra]
+            "--max-cloud", "50", *where, *extra]
     return subprocess.run([sys.executable, "-m", "flows.cli.app", *args], capture_output=True,
                           text=True, timeout=600, env=env)
 
@@ -164,3 +169,15 @@ def test_a_wider_area_adds_only_what_is_missing(first: dict, servers: dict, area
     print(f"wider area: read {fraction:.1%} of the products' bytes")
     assert fraction < 1 - 0.5 * (512 * 512) / (800 * 800)
     assert shapely.box(*areas["wider"]).within(index.geometry.union_all())
+
+
+def test_plan_agrees_with_what_the_ingest_read(first: dict, servers: dict, areas: dict) -> None:
+    import json
+
+    plan = ingest(servers, first["store"], areas["small"], "plan", "--json")
+    assert plan.returncode == 0, plan.stderr[-4000:]
+    found = json.loads(plan.stdout)
+    assert found["products"]["count"] == 4
+    assert found["products"]["per_path_row_year"] == {"118/062 2017": 2, "118/062 2018": 2}
+    share = found["bytes"]["to_read"] / found["bytes"]["full"]
+    assert share == pytest.approx(read_fraction(first["run"]), abs=0.05)
