@@ -30,13 +30,18 @@ from pipeline.ingest.catalog import (
     INDEX_NAME,
     is_complete,
     read_index,
-    stored_scene_ids,
     write_index,
 )
-from pipeline.ingest.scene_ingest import READ_COUNTS, identify, ingest_row, plan_ingest
+from pipeline.ingest.scene_ingest import (
+    READ_COUNTS,
+    identify,
+    ingest_row,
+    known_identities,
+    plan_ingest,
+)
 from pipeline.ingest.scene_store import ensure_root
 from pipeline.ingest.sources import ProductSource, resolve_sources
-from pipeline.ingest.stac_search import SearchResult, check_api, search_products
+from pipeline.ingest.stac_search import SearchResult, StacSearch, check_api, search_products
 
 #: Seconds between index writes while scenes finish.
 FLUSH_EVERY_S = 10.0
@@ -49,9 +54,8 @@ def find_products(entries: list) -> list[ProductSource]:
 
 
 @task(name="search-stac", retries=1, retry_delay_seconds=5, cache_policy=NO_CACHE)
-def search_stac(config: PipelineConfig) -> SearchResult:
-    """Search the configured STAC API over the job's area and dates; pair L1 with L2."""
-    search = stac_search_for(config)
+def search_stac(search: StacSearch) -> SearchResult:
+    """Search the STAC API over the job's area and dates; pair L1 with L2."""
     found = search_products(search)
     logger = get_run_logger()
     logger.info("%s: %d items, %d kept (dropped: %s); acquisitions %s; server-side: %s",
@@ -126,8 +130,9 @@ def ingest_flow(config: PipelineConfig, client_address: str) -> dict:
     sources = find_products(list(config.inputs.landsat)) if config.inputs.landsat else []
     area = None
     if config.inputs.landsat_stac is not None:
-        sources += search_stac(config).sources
-        area = stac_search_for(config).area
+        search = stac_search_for(config)
+        sources += search_stac(search).sources
+        area = search.area
     if not sources:
         raise ConfigError(
             "inputs.landsat: no Landsat products found (folders with an *_MTL.txt/json/xml, "
@@ -138,19 +143,16 @@ def ingest_flow(config: PipelineConfig, client_address: str) -> dict:
     if removed:
         logger.info("removed %d stale temporary scene groups from killed runs", removed)
     index = read_index(store) if is_complete(store) else None
-    # Sources the index holds are not identified again: a rerun reads no remote MTL.
-    stored = stored_scene_ids(index)
-    unknown = [s for s in sources if s.origin not in stored]
+    known, unknown = known_identities(sources, index)
     found = dict(zip((s.origin for s in unknown), identify_scenes(unknown, client_address),
                      strict=True))
-    identities = [found.get(s.origin) or {"origin": s.origin, "scene_id": stored[s.origin],
-                                          "error": ""} for s in sources]
+    identities = [known.get(s.origin) or found[s.origin] for s in sources]
     todo, rejected = plan_ingest(sources, identities, index)
     if rejected:
         write_index(store, rejected)
     results = [_summary(r) for r in rejected]
     results += ingest_scenes(todo, str(store), client_address, area, chip_margin(config),
-                             stored)
+                             {origin: i["scene_id"] for origin, i in known.items()})
     counts = {s: sum(r["status"] == s for r in results) for s in ("ingested", "skipped", "failed")}
     logger.info("ingest: %s -> %s", counts, store / INDEX_NAME)
     read, full = (sum(r.get(k, 0) for r in results) for k in READ_COUNTS)

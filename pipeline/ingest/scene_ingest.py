@@ -22,7 +22,13 @@ from affine import Affine
 from odc.geo.geobox import GeoBox
 from odc.geo.geom import Geometry
 
-from pipeline.ingest.catalog import OK_STATUSES, failed_row, row_from_attrs, scene_row
+from pipeline.ingest.catalog import (
+    OK_STATUSES,
+    failed_row,
+    row_from_attrs,
+    scene_row,
+    stored_scene_ids,
+)
 from pipeline.ingest.landsat import SceneInputError, SceneMetadata
 from pipeline.ingest.remote_files import COUNTER, is_http
 from pipeline.ingest.scene_grids import scene_geobox
@@ -52,7 +58,7 @@ from pipeline.ingest.sources import (
 __all__ = [
     "READ_COUNTS", "DuplicateSceneError", "IngestResult", "SceneInputError", "identify",
     "ingest_row",
-    "ingest_scene", "ingest_source", "plan_ingest",
+    "ingest_scene", "ingest_source", "known_identities", "plan_ingest",
 ]
 
 log = logging.getLogger(__name__)
@@ -177,6 +183,16 @@ def identify(source: ProductSource) -> dict:
         return {"origin": source.origin, "scene_id": getattr(exc, "scene_id", None)
                 or source.name, "error": str(exc)}
     return {"origin": source.origin, "scene_id": meta.product_id, "error": ""}
+
+
+def known_identities(sources: list[ProductSource], index: pd.DataFrame | None
+                     ) -> tuple[dict[str, dict], list[ProductSource]]:
+    """The identities of the sources the index holds (their MTLs are not read again, so a
+    rerun reads no remote MTL), and the sources still to identify."""
+    stored = stored_scene_ids(index)
+    known = {s.origin: {"origin": s.origin, "scene_id": stored[s.origin], "error": ""}
+             for s in sources if s.origin in stored}
+    return known, [s for s in sources if s.origin not in known]
 
 
 def plan_ingest(
