@@ -1,11 +1,47 @@
-"""Shared pytest fixtures."""
+"""Shared pytest fixtures, and the accuracy tests' background training."""
 
 from __future__ import annotations
 
+import os
+import shutil
+import subprocess
+import sys
+import tempfile
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+
+from tests.accuracy_job import ACCURACY_JOB, ACCURACY_TESTS
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """Run the accuracy tests last, and start training their model now, in a niced
+    process of its own that soaks up the cores the other tests leave idle."""
+    accuracy = [item for item in items if item.nodeid.startswith(ACCURACY_TESTS)]
+    if not accuracy:
+        return
+    items[:] = [item for item in items if item not in accuracy] + accuracy
+    folder = Path(tempfile.mkdtemp(prefix="forestnet-accuracy-"))
+    # Passive OpenMP waits: idle torch threads must not spin on cores the tests need.
+    env = {**os.environ, "OMP_WAIT_POLICY": "PASSIVE"}
+    with (folder / "job.log").open("wb") as log:
+        proc = subprocess.Popen([sys.executable, "-m", "tests.accuracy_job", str(folder)],
+                                stdout=log, stderr=subprocess.STDOUT, env=env,
+                                cwd=Path(__file__).resolve().parents[1],
+                                preexec_fn=lambda: os.nice(15))
+    config.stash[ACCURACY_JOB] = (proc, folder)
+
+
+def pytest_sessionfinish(session: pytest.Session) -> None:
+    job = session.config.stash.get(ACCURACY_JOB, None)
+    if job is None:
+        return
+    proc, folder = job
+    if proc.poll() is None:
+        proc.kill()
+        proc.wait()
+    shutil.rmtree(folder, ignore_errors=True)
 
 
 @pytest.fixture(scope="session")

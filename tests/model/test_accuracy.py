@@ -3,8 +3,10 @@
 The demo world (100 events, 50 / 20 / 30 train / val / test, balanced over the 4 classes)
 is generated, ingested and chipped as ``forestnet demo`` does; the demo's recipe
 (``configs/demo.yaml``: FPN on EfficientNet-B2, late fusion with aux scalars, scene data
-augmentation) trains from random weights on the CPU. Its held-out test accuracy must reach
-0.85 (chance is 0.25) and beat both random-forest baselines of ``forestnet evaluate``.
+augmentation) trains from random weights on the CPU, in a background process that the
+suite starts at collection (``tests/accuracy_job.py``); these tests run last. Its
+held-out test accuracy must reach 0.85 (chance is 0.25) and beat both random-forest
+baselines of ``forestnet evaluate``.
 """
 
 from __future__ import annotations
@@ -17,14 +19,20 @@ import pytest
 
 from forestnet_model.baseline import fit_random_forest
 from forestnet_model.bundle import load_bundle
-from tests.release_chain import bundle_predictions, held_out, own_chips_and_model
+from tests.accuracy_job import ACCURACY_JOB, DONE
+from tests.release_chain import bundle_predictions, held_out
 
 pytestmark = pytest.mark.slow
 
 
 @pytest.fixture(scope="module")
-def demo_model(tmp_path_factory: pytest.TempPathFactory) -> dict:
-    return own_chips_and_model(tmp_path_factory.mktemp("accuracy"))
+def demo_model(request: pytest.FixtureRequest) -> dict:
+    """The background job's chips and model (tests/accuracy_job.py, started at collection)."""
+    proc, folder = request.config.stash[ACCURACY_JOB]
+    code = proc.wait(timeout=1800)
+    log = (folder / "job.log").read_text(errors="replace")[-4000:]
+    assert code == 0 and (folder / DONE).exists(), log
+    return json.loads((folder / DONE).read_text())
 
 
 def test_the_demo_recipe_classifies_the_held_out_events(demo_model: dict) -> None:
