@@ -43,15 +43,15 @@ def plan_job(config: PipelineConfig, rates_path: Path = RATES) -> dict:
     part = None if area is None else Geometry(area, "EPSG:4326")
     to_read, full = map(sum, zip(*(product_bytes(s, part, margin) for s in sources),
                                  strict=True)) if sources else (0, 0)
-    per_path_row = Counter(("{}/{}".format(*acquisition({"id": i})[:2]),
-                            acquisition({"id": i})[2][:4]) for i in ids)
+    acquisitions = [acquisition({"id": i}) for i in ids]
+    per_path_row = Counter((f"{path}/{row}", date[:4]) for path, row, date in acquisitions)
     job_area = tile_plan.mapping_area(config.mapping.aoi, chosen_provinces(config))
     years = config.mapping.year_list()
     blocks = plan_blocks(lossyear, job_area.bounds)
     tiles = tile_plan.merge_block_tiles([tiles_in_block(lossyear, b, years, job_area)
                                          for b in blocks])
     rates = yaml.safe_load(rates_path.read_text())
-    views = len({acquisition({"id": i}) for i in ids})  # candidate scenes of a tile, at most
+    views = len(set(acquisitions))  # candidate scenes of a tile, at most
     tile_s = rates["map_core_s_per_tile"]["value"] + \
         views * rates["map_core_s_per_scene_view"]["value"]
     cpu_s = to_read / 1e6 * rates["ingest_core_s_per_mb"]["value"] + len(tiles) * tile_s

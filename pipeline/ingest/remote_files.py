@@ -157,9 +157,9 @@ def fetch(url: str, start: int | None = None, stop: int | None = None,
                     _pause(url, last, attempt, policy)
                     continue
             size = _full_size(response) if status == 206 else len(body)
+            COUNTER.add(unsigned(url), len(body), size)  # what crossed the network
             if status == 200 and start is not None:
                 body = body[start:stop]  # a server without range support sent it all
-            COUNTER.add(unsigned(url), len(body), size)
             return body, size, url
         except httpx.TransportError as exc:  # timeouts, refused or dropped connections
             last = f"{type(exc).__name__}: {exc}"

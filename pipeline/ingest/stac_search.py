@@ -13,7 +13,7 @@ from __future__ import annotations
 import logging
 import re
 from collections.abc import Iterable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 from shapely.geometry import mapping
 from shapely.geometry.base import BaseGeometry
@@ -106,7 +106,7 @@ def search_products(search: StacSearch) -> SearchResult:
                  f"{item['id']}"
         source = item_source(item, origin, origin)
         if search.requester_pays:
-            source = ProductSource(**{**source.__dict__, "requester_pays": True})
+            source = replace(source, requester_pays=True)
         sources.append(source)
     kinds: dict[str, int] = {}
     for pair in pairs.values():
