@@ -57,8 +57,8 @@ from pipeline.ingest.sources import (
 
 __all__ = [
     "READ_COUNTS", "DuplicateSceneError", "IngestResult", "SceneInputError", "identify",
-    "ingest_row",
-    "ingest_scene", "ingest_source", "known_identities", "plan_ingest",
+    "ingest_row", "ingest_scene", "ingest_source", "known_identities", "plan_ingest",
+    "stored_part_covers",
 ]
 
 log = logging.getLogger(__name__)
@@ -170,7 +170,7 @@ def stored_part_covers(store: Path, scene_id: str, origin: str, area: Geometry,
     part_box = scene_geobox(store, scene_id)
     r0, c0 = state.part[:2]
     files = GeoBox(tuple(group["product_shape"]),
-                   part_box.affine * Affine.translation(-c0, -r0), part_box.crs)
+                   part_box.affine @ Affine.translation(-c0, -r0), part_box.crs)
     wanted = part_for_area(files, area, margin)
     return wanted is not None and part_contains(state.part, wanted)
 

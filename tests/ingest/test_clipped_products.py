@@ -34,7 +34,7 @@ def write_clipped(folder: Path, window: Window = CLIP, cell: float = 30.0,
     ulx = mtl_float(L2_DIR, "CORNER_UL_PROJECTION_X_PRODUCT") - 15.0  # pixel centre -> corner
     uly = mtl_float(L2_DIR, "CORNER_UL_PROJECTION_Y_PRODUCT") + 15.0
     scene = Affine(30.0, 0.0, ulx + shift[0], 0.0, -30.0, uly + shift[1])
-    corner = scene * (window.col_off, window.row_off)
+    corner = scene @ (window.col_off, window.row_off)
     transform = Affine(cell, 0.0, corner[0], 0.0, -cell, corner[1])
     for suffix in L2_FILES.values():
         with rasterio.open(L2_DIR / f"{L2_ID}_{suffix}.TIF") as src:
