@@ -65,21 +65,22 @@ def test_model_spec_fusion_defaults_and_round_trip():
 def test_a_maps_bundle_check_needs_torch_only_for_a_bundle_changed_since_saving(tmp_path):
     import json
 
-    from forestnet_model.bundle_meta import read_bundle_meta, saved_together
+    from flows.config.input_checks import check_map_bundle
+    from forestnet_model.bundle_meta import BundleError, read_bundle_meta, saved_together
     from tests.map_job import untrained_bundle
 
     bundle = untrained_bundle(tmp_path / "bundle", ("elevation_mean",))
     assert saved_together(bundle, read_bundle_meta(bundle))
     code = ("import sys; from flows.config.input_checks import check_map_bundle; "
             f"check_map_bundle({str(bundle)!r}); print('torch' in sys.modules)")
-    run = lambda: subprocess.run([sys.executable, "-c", code], capture_output=True,  # noqa: E731
-                                 text=True, timeout=300)
-    assert run().stdout.strip() == "False"
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                         timeout=300)
+    assert out.stdout.strip() == "False", out.stderr[-2000:]
     # A manifest edited after saving: the weights are checked by rebuilding the model.
     manifest = bundle / "bundle.json"
     meta = json.loads(manifest.read_text())
     meta["model"]["encoder"] = "resnet34"
     manifest.write_text(json.dumps(meta))
     assert not saved_together(bundle, read_bundle_meta(bundle))
-    refused = run()
-    assert refused.returncode != 0 and "weights do not match the bundle's model" in refused.stderr
+    with pytest.raises(BundleError, match="weights do not match the bundle's model"):
+        check_map_bundle(bundle)
