@@ -14,6 +14,7 @@ import logging
 import re
 from collections.abc import Iterable
 from dataclasses import dataclass, field, replace
+from typing import TYPE_CHECKING
 
 from shapely.geometry import mapping
 from shapely.geometry.base import BaseGeometry
@@ -21,6 +22,9 @@ from shapely.geometry.base import BaseGeometry
 from pipeline.core.errors import ForestNetError
 from pipeline.ingest.product_source import ProductSource
 from pipeline.ingest.stac_items import item_source
+
+if TYPE_CHECKING:  # imported when a search runs: local ingests never load pystac-client
+    from pystac_client import Client
 
 log = logging.getLogger("pipeline.ingest.scene_ingest")
 
@@ -72,7 +76,7 @@ def check_api(url: str, retries: int = 2) -> None:
         pool.setLevel(level)
 
 
-def _open(url: str, retries: int):
+def _open(url: str, retries: int) -> Client:
     import requests
     from pystac_client import Client
     from pystac_client.exceptions import APIError
