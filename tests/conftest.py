@@ -29,7 +29,7 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
         proc = subprocess.Popen([sys.executable, "-m", "tests.accuracy_job", str(folder)],
                                 stdout=log, stderr=subprocess.STDOUT, env=env,
                                 cwd=Path(__file__).resolve().parents[1],
-                                preexec_fn=lambda: os.nice(15))
+                                preexec_fn=lambda: os.nice(19))
     config.stash[ACCURACY_JOB] = (proc, folder)
 
 

@@ -327,7 +327,7 @@ def _killed_after_first_epoch(chips_path: Path, out: Path, spec: TrainSpec) -> N
 def test_resume_after_kill_finishes_with_the_same_metrics_as_an_uninterrupted_run(
     chips_path, tmp_path
 ):
-    spec = _spec(epochs=2).model_copy(update={"samples_per_epoch": 96})
+    spec = _spec(epochs=2).model_copy(update={"samples_per_epoch": 48})
     killed = tmp_path / "killed"
     _killed_after_first_epoch(chips_path, killed, spec)
     assert torch.load(killed / "checkpoint.pt", weights_only=True)["epoch"] == 0
