@@ -37,6 +37,7 @@ from pipeline.ingest.scene_reader import (
     READ_OPTIONS,
     expected_shapes,
     multispectral_names,
+    part_shapes,
     plan_product,
     present_bands,
     reflective_geobox,
@@ -115,7 +116,8 @@ def ingest_source(
         exc.scene_id = exc.scene_id or scene_id
         raise
     store = Path(store)
-    whole = (0, 0, *expected_shapes(paths, meta)["qa_pixel"])
+    files = expected_shapes(paths, meta)  # the band files' headers, read once
+    whole = (0, 0, *files["qa_pixel"])
     wanted = whole if area is None else _area_part(paths, meta, area, margin)
     # Only this run writes this scene (plan_ingest drops duplicates), so any temporary
     # of it whose writer is gone is a killed run's leftover.
@@ -130,9 +132,8 @@ def ingest_source(
                 scene_id=scene_id,
             )
         index_ok = index_status is None or index_status in OK_STATUSES
-        # (The shapes need file headers: read only when the group could be whole.)
         held = state.part or whole
-        if index_ok and state.complete and is_whole(state, expected_shapes(paths, meta, held)):
+        if index_ok and state.complete and is_whole(state, part_shapes(files, held)):
             if part_contains(held, wanted):
                 return IngestResult(scene_id, "skipped", source=source.origin)
             earlier, wanted = held, part_union(held, wanted)

@@ -354,12 +354,20 @@ def expected_shapes(paths: dict[str, str], meta: SceneMetadata, part: Part | Non
     headers only (cheap)."""
     bands = multispectral_names(paths)
     with open_raster(paths[bands[0]]) as src:
-        files = (0, 0, *src.shape)
-    r0, c0, h, w = part or files
-    shapes: dict[str, tuple[int, ...]] = {"multispectral": (len(bands), h, w),
-                                          "qa_pixel": (h, w)}
+        shape = src.shape
+    shapes: dict[str, tuple[int, ...]] = {"multispectral": (len(bands), *shape),
+                                          "qa_pixel": tuple(shape)}
     if meta.level == "L1" and "pan" in paths:
         with open_raster(paths["pan"]) as src:
-            pan_h, pan_w = src.shape
+            shapes["pan"] = tuple(src.shape)
+    return part_shapes(shapes, part) if part else shapes
+
+
+def part_shapes(whole: dict[str, tuple[int, ...]], part: Part) -> dict[str, tuple[int, ...]]:
+    """The array shapes of ``part`` of a product whose whole group has shapes ``whole``."""
+    r0, c0, h, w = part
+    shapes = {"multispectral": (whole["multispectral"][0], h, w), "qa_pixel": (h, w)}
+    if "pan" in whole:
+        pan_h, pan_w = whole["pan"]
         shapes["pan"] = (min(2 * h, pan_h - 2 * r0), min(2 * w, pan_w - 2 * c0))
     return shapes
