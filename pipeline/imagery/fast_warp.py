@@ -83,14 +83,26 @@ def _axes_cached(src_shape: tuple, s: Affine, src_crs: int | CRS | None, dst_sha
     return _axis(hd, d.f, d.e, h, s.f, s.e), _axis(wd, d.c, d.a, w, s.c, s.a)
 
 
-def _bilinear(src: np.ndarray, ay: _Axis, ax: _Axis) -> np.ndarray:
+def _bilinear(src: np.ndarray, ay: _Axis, ax: _Axis, out: np.ndarray | None = None
+              ) -> np.ndarray:
     """Bilinear ``src (..., y, x)`` by ``_bilinear_kernel``: float32, NaN where GDAL has none."""
     lead, (h, w) = src.shape[:-2], src.shape[-2:]
     flat = np.ascontiguousarray(src, dtype=np.float32).reshape(-1, h, w)
-    out = np.empty((flat.shape[0], len(ay.i0), len(ax.i0)), dtype=np.float32)
+    shape = (*lead, len(ay.i0), len(ax.i0))
+    out = _output(out, shape)
     if out.size:  # (the kernel takes the min and max of the axes' indices)
-        _bilinear_kernel(flat, ay, ax, out)
-    return out.reshape(*lead, *out.shape[1:])
+        _bilinear_kernel(flat, ay, ax, out.reshape(flat.shape[0], *shape[-2:]))
+    return out
+
+
+def _output(out: np.ndarray | None, shape: tuple[int, ...]) -> np.ndarray:
+    """``out`` checked to be a C-ordered float32 array of ``shape``, or a new one."""
+    if out is None:
+        return np.empty(shape, dtype=np.float32)
+    if out.shape != shape or out.dtype != np.float32 or not out.flags.c_contiguous:
+        raise ValueError(f"out is {out.dtype} {out.shape}; the warp needs C-ordered "
+                         f"float32 {shape}")
+    return out
 
 
 @cached_njit
@@ -158,9 +170,11 @@ def _bilinear_kernel(src: np.ndarray, ay: _Axis, ax: _Axis, out: np.ndarray) -> 
 
 
 def fast_warp(
-    src: np.ndarray, src_box: GeoBox, dst_box: GeoBox, resampling: Resampling
+    src: np.ndarray, src_box: GeoBox, dst_box: GeoBox, resampling: Resampling,
+    out: np.ndarray | None = None,
 ) -> np.ndarray | None:
-    """``src (..., y, x)`` on ``src_box`` resampled onto ``dst_box``; None if not separable."""
+    """``src (..., y, x)`` on ``src_box`` resampled onto ``dst_box`` (into ``out`` when
+    given); None if not separable."""
     if resampling not in (Resampling.bilinear, Resampling.nearest):
         return None
     axes = _axes(src_box, dst_box)
@@ -168,8 +182,9 @@ def fast_warp(
         return None
     ay, ax = axes
     if resampling == Resampling.bilinear:
-        return _bilinear(src, ay, ax)
-    out = np.asarray(src, dtype=np.float32)[..., ay.nearest[:, None], ax.nearest[None, :]]
+        return _bilinear(src, ay, ax, out)
+    out = _output(out, (*src.shape[:-2], len(ay.i0), len(ax.i0)))
+    out[...] = np.asarray(src, dtype=np.float32)[..., ay.nearest[:, None], ax.nearest[None, :]]
     out[..., ~ay.inside, :] = np.nan
     out[..., ~ax.inside] = np.nan
     return out

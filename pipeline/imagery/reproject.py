@@ -94,18 +94,24 @@ def scene_window_to_grid(
 
 
 def array_to_grid(
-    src: np.ndarray, src_box: GeoBox, target: GeoBox, resampling: Resampling
+    src: np.ndarray, src_box: GeoBox, target: GeoBox, resampling: Resampling,
+    out: np.ndarray | None = None,
 ) -> np.ndarray:
-    """Reproject ``src (..., y, x)`` on ``src_box`` onto ``target``: float32, NaN outside.
+    """Reproject ``src (..., y, x)`` on ``src_box`` onto ``target``: float32, NaN outside;
+    written into ``out`` (C-ordered float32 of the result's shape) when given.
 
     NaN in the source is nodata. Same-CRS, north-up grids go through ``fast_warp``
     (a numba kernel, GDAL's numbers); anything else through GDAL.
     """
     src = np.asarray(src, dtype=np.float32)
-    fast = fast_warp(src, src_box, target, resampling)
+    fast = fast_warp(src, src_box, target, resampling, out)
     if fast is not None:
         return fast
-    dst = np.full((*src.shape[:-2], *target.shape), np.nan, dtype=np.float32)
+    shape = (*src.shape[:-2], *target.shape)
+    if out is not None and (out.shape != shape or out.dtype != np.float32):
+        raise ValueError(f"out is {out.dtype} {out.shape}; the warp needs float32 {shape}")
+    dst = np.empty(shape, dtype=np.float32) if out is None else out
+    dst.fill(np.nan)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         reproject(

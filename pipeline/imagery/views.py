@@ -20,6 +20,7 @@ import pandas as pd
 import rasterio.features
 from affine import Affine
 from odc.geo.geobox import GeoBox
+from odc.geo.geom import Geometry
 from pydantic import BaseModel, ConfigDict, Field
 from rasterio.enums import Resampling
 from shapely.geometry.base import BaseGeometry
@@ -31,7 +32,7 @@ from pipeline.imagery.fast_warp import fast_nearest
 from pipeline.imagery.pansharpen import pan_aligned, sfim
 from pipeline.imagery.reproject import array_to_grid, source_roi
 from pipeline.imagery.scene_windows import SceneHandle, open_scene_handle, read_window
-from pipeline.ingest.catalog import pan_partners, query_scenes
+from pipeline.ingest.catalog import pan_partners, scene_rows
 from pipeline.ingest.landsat import QA_BITS, usable_mask
 
 CHIP_BANDS: tuple[str, ...] = ("red", "green", "blue", "nir", "swir1", "swir2")
@@ -119,26 +120,29 @@ def qa_usable_on_grid(store: Path, scene_id: str, geobox: GeoBox) -> np.ndarray:
 
 
 def scene_on_grid(store: Path, scene_id: str, geobox: GeoBox,
-                  qa_usable: np.ndarray | None = None, pan_from: str | None = None) -> SceneView:
+                  qa_usable: np.ndarray | None = None, pan_from: str | None = None,
+                  out: np.ndarray | None = None) -> SceneView:
     """Warp one stored scene onto ``geobox``: sharpened visible + IR, and its usable mask.
 
     The visible bands are sharpened by the scene's own pan, or by that of ``pan_from``
     (the Level-1 product of a Level-2 scene's acquisition). Only windows under the grid
     are read, as raw DN (decoded chunks are cached per process, ``scene_windows``), and
     decoded before the warp. ``qa_usable`` is the scene's ``qa_usable_on_grid`` when the
-    caller already has it.
+    caller already has it. The bands are warped straight into ``out`` (float32
+    ``(band, y, x)``) when given: ``scene_views`` fills one array with every view.
     """
     scene = open_scene_handle(store, scene_id)
+    bands = np.empty((len(CHIP_BANDS), *geobox.shape), np.float32) if out is None else out
     pan = scene if scene.pan_box is not None else (
         open_scene_handle(store, pan_from) if pan_from else None)
+    visible, infrared = bands[: len(_VISIBLE)], bands[len(_VISIBLE):]
     if pan is not None and pan_aligned(scene.geobox, pan.pan_box):
-        visible = _sharpened_window(scene, pan, geobox)
+        _sharpened_window(scene, pan, geobox, visible)
     else:  # no pan to lend detail: the 30 m bands resampled to 15 m
-        visible = _warp_window(scene, "multispectral", scene.geobox, geobox, Resampling.bilinear,
-                               tuple(scene.bands.index(b) for b in _VISIBLE))
-    infrared = _warp_window(scene, "multispectral", scene.geobox, geobox, Resampling.bilinear,
-                            tuple(scene.bands.index(b) for b in _INFRARED))
-    bands = np.concatenate([visible, infrared])
+        _warp_window(scene, "multispectral", scene.geobox, geobox, Resampling.bilinear,
+                     tuple(scene.bands.index(b) for b in _VISIBLE), visible)
+    _warp_window(scene, "multispectral", scene.geobox, geobox, Resampling.bilinear,
+                 tuple(scene.bands.index(b) for b in _INFRARED), infrared)
     if qa_usable is None:
         qa_usable = qa_usable_on_grid(store, scene_id, geobox)
     # Any NaN band makes the sum NaN: one pass over the bands instead of an all() reduce.
@@ -146,12 +150,14 @@ def scene_on_grid(store: Path, scene_id: str, geobox: GeoBox,
     return SceneView(scene_id, scene.acquired, bands, usable)
 
 
-def _sharpened_window(scene: SceneHandle, pan: SceneHandle, target: GeoBox) -> np.ndarray:
+def _sharpened_window(scene: SceneHandle, pan: SceneHandle, target: GeoBox,
+                      out: np.ndarray) -> None:
     """The visible bands of ``scene`` sharpened by ``pan``'s B8 on the source grids
-    (``pansharpen.sfim``), then warped onto ``target``."""
+    (``pansharpen.sfim``), then warped onto ``target``, into ``out``."""
     roi = source_roi(pan.pan_box, target, margin=4)
     if roi is None:
-        return np.full((len(_VISIBLE), *target.shape), np.nan, dtype=np.float32)
+        out.fill(np.nan)
+        return
     rows, cols = roi
     # Whole 30 m cells: each 2 x 2 block of pan pixels is one multispectral pixel.
     height, width = scene.geobox.shape
@@ -168,19 +174,21 @@ def _sharpened_window(scene: SceneHandle, pan: SceneHandle, target: GeoBox) -> n
     fine[:pan_dn.shape[1], :pan_dn.shape[2]] = pan.decode("pan", pan_dn)[0]
     box = GeoBox((2 * h, 2 * w), pan.pan_box.affine * Affine.translation(2 * c0, 2 * r0),
                  pan.pan_box.crs)
-    return array_to_grid(sfim(ms, fine), box, target, Resampling.bilinear)
+    array_to_grid(sfim(ms, fine), box, target, Resampling.bilinear, out)
 
 
 def _warp_window(
     scene: SceneHandle, name: str, box: GeoBox, target: GeoBox, resampling: Resampling,
-    bands: tuple[int, ...] = (0,),
-) -> np.ndarray:
-    """``(band, y, x)`` float32 of one stored array on ``target``; NaN outside the scene."""
+    bands: tuple[int, ...], out: np.ndarray,
+) -> None:
+    """Bands ``bands`` of one stored array warped onto ``target`` into ``out (band, y,
+    x)``, float32; NaN outside the scene."""
     roi = source_roi(box, target, margin=4)
     if roi is None:
-        return np.full((len(bands), *target.shape), np.nan, dtype=np.float32)
+        out.fill(np.nan)
+        return
     dn = read_window(scene, name, *roi, bands=bands)
-    return array_to_grid(scene.decode(name, dn), box[roi], target, resampling)
+    array_to_grid(scene.decode(name, dn), box[roi], target, resampling, out)
 
 
 def rasterize_region(region: BaseGeometry, geobox: GeoBox) -> np.ndarray:
@@ -204,29 +212,43 @@ def scene_views(
     ``composite_views`` can pick (every view passing the cloud filter, or the
     ``composite_pool`` least cloudy) are warped in full. Over the +/- 5 years of a real
     chip most candidate scenes are cloudy, so most of them never cost a band warp.
+    The views' images are slices of one ``(view, band, y, x)`` array, which the
+    composite reads in place.
     """
     footprint = geobox.extent.to_crs("EPSG:4326").geom
     level = RADIOMETRY_LEVELS[spec.radiometry]
-    candidates = query_scenes(index, footprint, start, end, level=level)
-    if candidates.empty:
-        found = query_scenes(index, footprint, start, end)
-        if found.empty:
+    rows = scene_rows(index, footprint, start, end, level=level)
+    if not len(rows):
+        found = scene_rows(index, footprint, start, end)
+        if not len(found):
             return [], f"no scene between {start.date()} and {end.date()} covers the grid"
         return [], (f"no {spec.radiometry} reflectance (Level-{level[1]}) scene between "
                     f"{start.date()} and {end.date()}: the {len(found)} covering the grid "
                     f"are of another level")
-    pans = pan_partners(index, candidates) if level == "L2" else {}
-    masks = {sid: qa_usable_on_grid(store, sid, geobox) for sid in candidates["scene_id"]}
+    candidates = index["scene_id"].to_numpy()[rows]
+    pans = _pan_partners(index, rows) if level == "L2" else {}
+    masks = {sid: qa_usable_on_grid(store, sid, geobox) for sid in candidates}
     ranked = sorted((1.0 - float(m.mean()), sid) for sid, m in masks.items() if m.any())
     passing = [sid for cloud, sid in ranked if cloud <= spec.max_view_cloud]
     needed = passing if len(passing) >= spec.composite_pool else \
         [sid for _, sid in ranked[: spec.composite_pool]]
-    views = [scene_on_grid(store, sid, geobox, masks[sid], pans.get(sid)) for sid in needed]
+    stack = np.empty((len(needed), len(CHIP_BANDS), *geobox.shape), np.float32)
+    views = [scene_on_grid(store, sid, geobox, masks[sid], pans.get(sid), out)
+             for sid, out in zip(needed, stack, strict=True)]
     views = [v for v in views if v.usable.any()]
     if not views:
         return [], "no usable (cloud-free, non-fill) pixel in any scene"
     views.sort(key=lambda v: (v.cloud_fraction, v.scene_id))
     return views, ""
+
+
+def _pan_partners(index: gpd.GeoDataFrame, rows: np.ndarray) -> dict[str, str]:
+    """Level-2 scene id -> its Level-1 pan partner, for the index's ``rows``."""
+    if "pan_partner" not in index:  # not from read_index: look them up
+        return pan_partners(index, index.iloc[rows])
+    pairs = zip(index["scene_id"].to_numpy()[rows], index["pan_partner"].to_numpy()[rows],
+                strict=True)
+    return {sid: pan for sid, pan in pairs if pan}
 
 
 def composite_views(
@@ -236,9 +258,25 @@ def composite_views(
     passing = [v for v in views if v.cloud_fraction <= spec.max_view_cloud]
     pool = passing if len(passing) >= spec.composite_pool else views[: spec.composite_pool]
     notes = [] if passing else ["no view passes the cloud filter; composite of least cloudy"]
-    images = np.stack([v.image for v in pool]).astype(np.float32, copy=False)
+    images, picked = _shared_stack([v.image for v in pool])
     usable = np.stack([v.usable for v in pool]).astype(bool, copy=False)
-    return composite(images, usable), pool, passing, notes
+    return composite(images, usable, picked), pool, passing, notes
+
+
+def _shared_stack(images: list[np.ndarray]) -> tuple[np.ndarray, np.ndarray]:
+    """``images`` as one ``(view, band, y, x)`` array and their positions in it.
+
+    When they are whole slices of one such array, as ``scene_views`` warps them, that
+    array itself: copying five views out cost a third as much as their median.
+    """
+    base = images[0].base
+    if (isinstance(base, np.ndarray) and base.ndim == 4 and base.dtype == np.float32
+            and base.flags.c_contiguous
+            and all(im.base is base and im.shape == base.shape[1:] for im in images)):
+        start, step = base.__array_interface__["data"][0], base.strides[0]
+        return base, np.array([(im.__array_interface__["data"][0] - start) // step
+                               for im in images])
+    return np.stack(images), np.arange(len(images))
 
 
 def years_span(first: int, last: int, window: int) -> tuple[pd.Timestamp, pd.Timestamp]:
@@ -257,7 +295,7 @@ def build_event_chip(
 ) -> EventChip:
     """Cut one event's chip from every candidate scene in the store's index."""
     geobox = chip_geobox(geometry_4326, spec)
-    region = gpd.GeoSeries([geometry_4326], crs="EPSG:4326").to_crs(geobox.crs.to_wkt()).iloc[0]
+    region = Geometry(geometry_4326, "EPSG:4326").to_crs(geobox.crs).geom
     loss_mask = rasterize_region(region, geobox)
     n_views = 1 if composite_only else spec.n_views
     empty = np.zeros((n_views, len(CHIP_BANDS), *geobox.shape), dtype=np.float32)

@@ -31,30 +31,32 @@ def fake_store(monkeypatch: pytest.MonkeyPatch):
     clouds: dict[str, float] = {}
     warped: list[str] = []
 
-    def fake_query(index, footprint, start, end, level=None):
+    def fake_rows(index, footprint, start, end, level=None):
         # Surface-reflectance scenes (the default radiometry), unless named "toa-*".
-        levels = {sid: "L1TP" if sid.startswith("toa-") else "L2SP" for sid in clouds}
-        ids = [sid for sid in clouds if level is None or levels[sid].startswith(level)]
-        return pd.DataFrame({"scene_id": ids, "level": [levels[sid] for sid in ids]})
+        levels = ["L1TP" if sid.startswith("toa-") else "L2SP" for sid in index["scene_id"]]
+        return np.array([i for i, lv in enumerate(levels) if level is None
+                         or lv.startswith(level)], dtype=np.int64)
 
     def fake_qa(store, scene_id, geobox):
         return mask_with_cloud(clouds[scene_id])
 
-    def fake_warp(store, scene_id, geobox, qa_usable=None, pan_from=None):
+    def fake_warp(store, scene_id, geobox, qa_usable=None, pan_from=None, out=None):
         warped.append(scene_id)
         image = np.ones((6, *geobox.shape), dtype=np.float32)
-        return SceneView(scene_id, "2015-01-01", image, qa_usable)
+        if out is not None:
+            out[...] = image
+        return SceneView(scene_id, "2015-01-01", image if out is None else out, qa_usable)
 
-    monkeypatch.setattr(chips, "query_scenes", fake_query)
+    monkeypatch.setattr(chips, "scene_rows", fake_rows)
     monkeypatch.setattr(chips, "qa_usable_on_grid", fake_qa)
     monkeypatch.setattr(chips, "scene_on_grid", fake_warp)
-    monkeypatch.setattr(chips, "pan_partners", lambda index, scenes: {})
     return clouds, warped
 
 
 def select(clouds: dict[str, float]) -> list[SceneView]:
+    index = pd.DataFrame({"scene_id": list(clouds), "pan_partner": ""})
     views, problem = scene_views(GEOBOX, pd.Timestamp("2010-01-01"),
-                                 pd.Timestamp("2020-12-31"), Path("unused"), None, SPEC)
+                                 pd.Timestamp("2020-12-31"), Path("unused"), index, SPEC)
     assert problem == ""
     return views
 
@@ -108,8 +110,9 @@ def test_scenes_of_the_other_radiometry_are_never_candidates(fake_store) -> None
 def test_an_event_with_only_the_other_radiometry_says_so(fake_store) -> None:
     clouds, warped = fake_store
     clouds.update({"toa-a": 0.0, "toa-b": 0.1})
+    index = pd.DataFrame({"scene_id": list(clouds), "pan_partner": ""})
     views, problem = scene_views(GEOBOX, pd.Timestamp("2010-01-01"),
-                                 pd.Timestamp("2020-12-31"), Path("unused"), None, SPEC)
+                                 pd.Timestamp("2020-12-31"), Path("unused"), index, SPEC)
     assert views == [] and warped == []
     assert problem == ("no surface reflectance (Level-2) scene between 2010-01-01 and "
                        "2020-12-31: the 2 covering the grid are of another level")

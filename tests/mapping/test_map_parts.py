@@ -12,6 +12,7 @@ from pathlib import Path
 
 import geopandas as gpd
 import numpy as np
+import pandas as pd
 import pyogrio
 import pytest
 from shapely.geometry import box
@@ -113,6 +114,14 @@ def test_a_damaged_or_foreign_part_is_refused_naming_the_file(tmp_path, parts) -
     lacks = rf"{foreign}: map part lacks columns \['logit_weight'\]"
     with pytest.raises(MapPartError, match=lacks):
         read_pieces([foreign])
+    projected = tmp_path / "projected.parquet"
+    read_pieces([parts[0]]).to_crs("EPSG:32750").to_parquet(projected)
+    with pytest.raises(MapPartError, match=f"{projected}: map part is in .*UTM zone 50S"):
+        read_pieces([projected])
+    plain = tmp_path / "plain.parquet"
+    pd.DataFrame(read_pieces([parts[0]]).to_wkb()).to_parquet(plain)
+    with pytest.raises(MapPartError, match=f"{plain}: map part has no GeoParquet metadata"):
+        read_pieces([plain])
 
 
 def test_seam_pieces_merge_into_one_event_and_no_imagery_is_kept_apart(parts, bundle) -> None:
