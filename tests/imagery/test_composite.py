@@ -63,3 +63,20 @@ def test_composite_keeps_float32_for_float64_views() -> None:
     got = composite(stack.astype(np.float64), usable)
     assert got.dtype == np.float32
     np.testing.assert_array_equal(got, composite(stack, usable))
+
+
+@pytest.mark.parametrize("n", [3, 7])  # both kernels: up to 5 views, and more
+def test_picked_views_give_the_median_of_a_copy_of_them(n: int) -> None:
+    stack, _ = _random_views(n + 2, seed=n)
+    picked = np.random.default_rng(n).permutation(n + 2)[:n]
+    _, usable = _random_views(n, seed=n + 1)
+    usable &= np.isfinite(stack[picked]).all(axis=1)
+    np.testing.assert_array_equal(composite(stack, usable, picked),
+                                  composite(stack[picked], usable))
+    with pytest.raises(ValueError, match="picked from"):
+        composite(stack, usable, np.append(picked[1:], n + 2))
+
+
+def test_no_view_gives_zeros() -> None:
+    got = composite(np.zeros((0, 2, 3, 4), np.float32), np.zeros((0, 3, 4), bool))
+    assert got.shape == (2, 3, 4) and not got.any()
