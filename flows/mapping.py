@@ -34,7 +34,7 @@ from pipeline.export.driver_maps import MapOutputs, layer_provenance, publish_dr
 from pipeline.mapping import tile_plan
 from pipeline.mapping.fusion_inputs import scalar_names
 from pipeline.mapping.inference import infer_tiles
-from pipeline.mapping.loss_pieces import plan_blocks, tiles_in_block
+from pipeline.mapping.loss_pieces import tiles_in_block
 from pipeline.mapping.parts import part_path
 from pipeline.mapping.tile_inputs import prepare_tiles
 from pipeline.mapping.tile_tally import TileTally
@@ -50,14 +50,18 @@ def plan_tiles(config: PipelineConfig, run_dir: str, client_address: str) -> str
     if path.exists():
         return str(path)
     area = tile_plan.mapping_area(config.mapping.aoi, chosen_provinces(config))
-    years, blocks = config.mapping.year_list(), plan_blocks(lossyear, area.bounds)
+    years = config.mapping.year_list()
     with Client(client_address, set_as_default=False) as client:
         shared = client.scatter(area, broadcast=True)
-        tiles = tile_plan.merge_block_tiles(client.gather(client.map(
-            tiles_in_block, [lossyear] * len(blocks), blocks, [years] * len(blocks),
-            [shared] * len(blocks), pure=False)))
+
+        def scan_on_dask(lossyear, blocks, years, _area) -> list:
+            n = len(blocks)  # the area travels once, scattered to every worker
+            return client.gather(client.map(tiles_in_block, [lossyear] * n, blocks,
+                                            [years] * n, [shared] * n, pure=False))
+
+        tiles, n_blocks = tile_plan.tiles_with_loss(lossyear, area, years, scan_on_dask)
     get_run_logger().info("%d tiles with %d-%d loss in %d blocks of %s", len(tiles), years[0],
-                          years[-1], len(blocks), lossyear.name)
+                          years[-1], n_blocks, lossyear.name)
     return str(tile_plan.write_tile_plan(tiles, path))
 
 

@@ -21,7 +21,6 @@ from pipeline.ingest.product_bytes import product_bytes
 from pipeline.ingest.sources import read_source_metadata, resolve_sources
 from pipeline.ingest.stac_search import acquisition, search_products
 from pipeline.mapping import tile_plan
-from pipeline.mapping.loss_pieces import plan_blocks, tiles_in_block
 
 RATES = Path(__file__).resolve().parents[1] / "configs" / "throughput.yaml"
 
@@ -47,9 +46,7 @@ def plan_job(config: PipelineConfig, rates_path: Path = RATES) -> dict:
     per_path_row = Counter((f"{path}/{row}", date[:4]) for path, row, date in acquisitions)
     job_area = tile_plan.mapping_area(config.mapping.aoi, chosen_provinces(config))
     years = config.mapping.year_list()
-    blocks = plan_blocks(lossyear, job_area.bounds)
-    tiles = tile_plan.merge_block_tiles([tiles_in_block(lossyear, b, years, job_area)
-                                         for b in blocks])
+    tiles, _ = tile_plan.tiles_with_loss(lossyear, job_area, years)
     rates = yaml.safe_load(rates_path.read_text())
     views = len(set(acquisitions))  # candidate scenes of a tile, at most
     tile_s = rates["map_core_s_per_tile"]["value"] + \

@@ -8,6 +8,7 @@ splits the tiles still to predict into batches.
 from __future__ import annotations
 
 import math
+from collections.abc import Callable, Sequence
 from pathlib import Path
 
 import pandas as pd
@@ -17,7 +18,7 @@ from shapely.geometry.base import BaseGeometry
 from pipeline.core.atomic import atomic_output
 from pipeline.core.provinces import select_provinces, union
 from pipeline.mapping.area_of_interest import AreaOfInterestError, read_aoi
-from pipeline.mapping.loss_pieces import PROVINCE_SNAP_DEGREES
+from pipeline.mapping.loss_pieces import PROVINCE_SNAP_DEGREES, plan_blocks, tiles_in_block
 from pipeline.mapping.tiles import MapTile
 
 PLAN_COLUMNS = ["zone", "row", "col", "n_loss", "tile_id"]
@@ -40,6 +41,24 @@ def job_area(provinces: list[str], aoi: Path | None = None,
     if not (west < east and south < north):
         raise AreaOfInterestError(f"bbox {bbox}: expected W,S,E,N with W < E and S < N")
     return shapely.box(west, south, east, north)
+
+
+#: Runs ``tiles_in_block`` over blocks: ``(lossyear, blocks, years, area) -> one frame each``.
+BlockMapper = Callable[[Path, Sequence, list[int], BaseGeometry], list[pd.DataFrame]]
+
+
+def scan_here(lossyear: Path, blocks: Sequence, years: list[int],
+              area: BaseGeometry) -> list[pd.DataFrame]:
+    """``tiles_in_block`` over every block, one after the other in this process."""
+    return [tiles_in_block(lossyear, block, years, area) for block in blocks]
+
+
+def tiles_with_loss(lossyear: Path, area: BaseGeometry, years: list[int],
+                    scan: BlockMapper = scan_here) -> tuple[pd.DataFrame, int]:
+    """The tiles with loss of ``years`` in ``area`` (``PLAN_COLUMNS``), and the number of
+    lossyear blocks scanned; ``scan`` maps the blocks (the map flow's, on Dask)."""
+    blocks = plan_blocks(lossyear, area.bounds)
+    return merge_block_tiles(scan(lossyear, blocks, years, area)), len(blocks)
 
 
 def merge_block_tiles(blocks: list[pd.DataFrame]) -> pd.DataFrame:

@@ -14,6 +14,7 @@ import pandas as pd
 import pytest
 import rasterio
 from affine import Affine
+from shapely.geometry import box
 
 from pipeline.core.provinces import provinces
 from pipeline.mapping.loss_pieces import plan_blocks, tile_pieces, tiles_in_block, year_mask
@@ -24,6 +25,7 @@ from pipeline.mapping.piece_merge import (
     merge_pieces,
 )
 from pipeline.mapping.tile_inputs import year_groups
+from pipeline.mapping.tile_plan import scan_here, tiles_with_loss
 from pipeline.mapping.tiles import HALO_PIXELS, TILE_METRES, MapTile, tile_indices, zone_of_lon
 from pipeline.training_set.events import EIGHT_CONNECTED
 
@@ -101,6 +103,25 @@ def test_every_loss_pixel_lands_in_exactly_one_piece(border_raster) -> None:
     metric = pieces.to_crs("EPSG:6933")
     assert metric.union_all().area == pytest.approx(metric.area.sum(), rel=1e-6)
     assert set(pieces["province"]) == {"Kalimantan Tengah", "Kalimantan Selatan"}
+
+
+def test_the_plan_counts_every_loss_pixel_however_the_blocks_are_scanned(border_raster
+                                                                       ) -> None:
+    """``tiles_with_loss`` as `forestnet plan` runs it (here) and as the map flow does
+    (through its own scanner): the same tiles and counts."""
+    path, data = border_raster
+    area = box(114.0, -4.0, 115.0, -2.0)
+    seen = []
+
+    def scan_backwards(lossyear, blocks, years, area):
+        seen.append(len(blocks))
+        return scan_here(lossyear, blocks[::-1], years, area)
+
+    here, n_blocks = tiles_with_loss(path, area, list(range(2013, 2017)))
+    other, _ = tiles_with_loss(path, area, list(range(2013, 2017)), scan_backwards)
+    pd.testing.assert_frame_equal(here, other)
+    assert seen == [n_blocks] and n_blocks >= 1
+    assert int(here["n_loss"].sum()) == int(year_mask(data, range(2013, 2017), None).sum())
 
 
 def test_pieces_merge_back_into_connected_regions(border_raster) -> None:
