@@ -10,7 +10,6 @@ finished.
 
 from __future__ import annotations
 
-import time
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -32,13 +31,8 @@ from pipeline.ingest.catalog import (
     read_index,
     write_index,
 )
-from pipeline.ingest.scene_ingest import (
-    READ_COUNTS,
-    identify,
-    ingest_row,
-    known_identities,
-    plan_ingest,
-)
+from pipeline.ingest.run_rows import BatchedIndexWriter, summary, tally
+from pipeline.ingest.scene_ingest import identify, ingest_row, known_identities, plan_ingest
 from pipeline.ingest.scene_store import ensure_root
 from pipeline.ingest.sources import ProductSource, resolve_sources
 from pipeline.ingest.stac_search import SearchResult, StacSearch, check_api, search_products
@@ -80,32 +74,18 @@ def ingest_scenes(
     area: BaseGeometry | None = None, margin: int = 0, stored: dict[str, str] | None = None,
 ) -> list[dict]:
     """One coarse task: one Dask task per scene; index rows are written as scenes finish."""
-    pending: list[dict] = []
-    last = [time.monotonic()]
+    index = BatchedIndexWriter(Path(store), FLUSH_EVERY_S)
     part_of = None if area is None else Geometry(area, "EPSG:4326")
-
-    def record(row: dict) -> None:
-        pending.append({k: v for k, v in row.items() if k not in READ_COUNTS})
-        if time.monotonic() - last[0] >= FLUSH_EVERY_S:
-            write_index(Path(store), pending)
-            pending.clear()
-            last[0] = time.monotonic()
-
     client = Client(client_address, set_as_default=False)
     try:
         futures = [client.submit(ingest_row, source, store, status, part_of, margin,
                                  (stored or {}).get(source.origin), pure=False)
                    for source, status in todo]
-        rows = gather_with_progress(client, futures, "ingest scenes", on_result=record)
+        rows = gather_with_progress(client, futures, "ingest scenes", on_result=index.add)
     finally:
         client.close()
-    if pending:
-        write_index(Path(store), pending)
-    return [_summary(r) for r in rows]
-
-
-def _summary(row: dict) -> dict:
-    return {k: row.get(k, 0) for k in ("scene_id", "status", "error", "source", *READ_COUNTS)}
+        index.flush()
+    return [summary(r) for r in rows]
 
 
 def check_inputs(config: PipelineConfig) -> None:
@@ -150,20 +130,20 @@ def ingest_flow(config: PipelineConfig, client_address: str) -> dict:
     todo, rejected = plan_ingest(sources, identities, index)
     if rejected:
         write_index(store, rejected)
-    results = [_summary(r) for r in rejected]
+    results = [summary(r) for r in rejected]
     results += ingest_scenes(todo, str(store), client_address, area, chip_margin(config),
                              {origin: i["scene_id"] for origin, i in known.items()})
-    counts = {s: sum(r["status"] == s for r in results) for s in ("ingested", "skipped", "failed")}
+    run = tally(results)
+    counts, read, full = run["counts"], run["bytes_read"], run["bytes_full"]
     logger.info("ingest: %s -> %s", counts, store / INDEX_NAME)
-    read, full = (sum(r.get(k, 0) for r in results) for k in READ_COUNTS)
     if full:
         logger.info("read %.1f MB of the products' %.1f MB of files (%.1f%%)", read / 1e6,
                     full / 1e6, 100 * read / full)
-    failures = [r for r in results if r["status"] == "failed"]
-    for r in failures:
+    for r in run["failures"]:
         logger.error("scene %s from %s failed: %s", r["scene_id"], r["source"], r["error"])
     # A plain file in the store's root: Zarr only reads folders holding a zarr.json.
-    write_run_record(run_record(config, "ingest", started, counts=counts, failures=failures,
-                                bytes_read=read, bytes_full=full), store)
+    write_run_record(run_record(config, "ingest", started, counts=counts,
+                                failures=run["failures"], bytes_read=read, bytes_full=full),
+                     store)
     return {"store": str(store), "index": str(store / INDEX_NAME), **counts,
-            "failures": failures, "bytes_read": read, "bytes_full": full}
+            "failures": run["failures"], "bytes_read": read, "bytes_full": full}

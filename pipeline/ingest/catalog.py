@@ -116,7 +116,8 @@ def _replaced(old: pd.DataFrame, new: pd.DataFrame) -> np.ndarray:
     for row in new.itertuples(index=False):
         same_id = (old["scene_id"] == row.scene_id).to_numpy()
         if row.status == "failed":
-            same_id &= ~(old_ok & (old["source"] != row.source).to_numpy())
+            # Not in place: a comparison's to_numpy() may be a read-only view.
+            same_id = same_id & ~(old_ok & (old["source"] != row.source).to_numpy())
         same_source = (old["source"] == row.source).to_numpy() & old_failed & bool(row.source)
         drop |= same_id | same_source
     return drop
