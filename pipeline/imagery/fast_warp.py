@@ -183,8 +183,11 @@ def fast_warp(
     ay, ax = axes
     if resampling == Resampling.bilinear:
         return _bilinear(src, ay, ax, out)
-    out = _output(out, (*src.shape[:-2], len(ay.i0), len(ax.i0)))
-    out[...] = np.asarray(src, dtype=np.float32)[..., ay.nearest[:, None], ax.nearest[None, :]]
+    picked = np.asarray(src, dtype=np.float32)[..., ay.nearest[:, None], ax.nearest[None, :]]
+    if out is None:
+        out = picked
+    else:
+        _output(out, picked.shape)[...] = picked
     out[..., ~ay.inside, :] = np.nan
     out[..., ~ax.inside] = np.nan
     return out

@@ -125,3 +125,24 @@ def test_fast_nearest_keeps_qa_integers_and_matches_gdal(resolution: float) -> N
         got = fast_nearest(qa, SOURCE, target, fill=1)
         assert got is not None and got.dtype == np.uint16
         np.testing.assert_array_equal(got, np.where(np.isnan(expected), 1, expected))
+
+
+@pytest.mark.parametrize("resampling", [Resampling.bilinear, Resampling.nearest])
+def test_a_warp_into_a_given_array_writes_the_same_numbers_there(resampling) -> None:
+    """Chips warp each view straight into their stack of views (``out``), by the fast
+    kernel and by GDAL alike; an array of the wrong shape or type is refused."""
+    rng = np.random.default_rng(7)
+    src = rng.uniform(0, 0.5, (2, *SOURCE.shape)).astype(np.float32)
+    src[:, :4, :4] = np.nan
+    target = GeoBox((40, 30), Affine(15, 0, SOURCE.affine.c - 100, 0, -15,
+                                     SOURCE.affine.f + 50), UTM)
+    left, _, _, top = SOURCE.extent.to_crs("EPSG:32750").boundingbox
+    other_crs = GeoBox((40, 30), Affine(15, 0, left + 300, 0, -15, top - 300), CRS("EPSG:32750"))
+    for grid in (target, other_crs):  # the fast kernel, then GDAL
+        stack = np.zeros((3, 2, 40, 30), np.float32)
+        got = array_to_grid(src, SOURCE, grid, resampling, out=stack[1])
+        assert np.shares_memory(got, stack) and np.isfinite(stack[1]).mean() > 0.5
+        np.testing.assert_array_equal(stack[1], array_to_grid(src, SOURCE, grid, resampling))
+        assert not stack[0].any() and not stack[2].any()
+    with pytest.raises(ValueError, match="out is"):
+        array_to_grid(src, SOURCE, target, resampling, out=np.zeros((2, 40, 31), np.float32))
