@@ -1,6 +1,7 @@
 """The accuracy tests' model, trained in a process of its own (``python -m
 tests.accuracy_job FOLDER``): the demo world chipped as ``forestnet demo`` chips it, and
-the demo recipe trained on it. ``FOLDER/done.json`` names the outputs once finished.
+the demo recipe trained on it, and the demo world mapped with that model.
+``FOLDER/done.json`` names the outputs once finished.
 
 The suite starts it at collection, niced, and runs the accuracy tests last: the training
 uses the cores the other tests leave idle (waiting on servers and subprocesses) instead
@@ -24,12 +25,14 @@ ACCURACY_TESTS = "tests/model/test_accuracy.py"
 
 
 def main(folder: Path) -> None:
-    from tests.release_chain import own_chips_and_model
+    from tests.release_chain import map_in_process, own_chips_and_model
 
     made = own_chips_and_model(folder)
+    maps = map_in_process(made["cfg"], made["bundle"], folder / "own-map")
     tmp = folder / f".{DONE}.tmp"
-    tmp.write_text(json.dumps({k: str(made[k]) for k in ("world", "config", "chips",
-                                                         "bundle")}))
+    tmp.write_text(json.dumps({**{k: str(made[k]) for k in ("world", "config", "chips",
+                                                          "bundle")},
+                               "maps": [str(p) for p in maps]}))
     os.replace(tmp, folder / DONE)
 
 

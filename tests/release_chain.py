@@ -25,6 +25,9 @@ from pipeline.training_set.chip_store import open_chips
 from tests.tiny_config import write_demo_config
 from tests.world_chips import world_chip_store
 
+#: Tiles prepared and predicted together by ``map_in_process``, as a map task takes them.
+MAP_BATCH = 4
+
 
 def demo_recipe(config: Path) -> tuple[PipelineConfig, ModelSpec, TrainSpec]:
     """The config, and its model and training specs on the CPU without progress bars."""
@@ -74,3 +77,37 @@ def mapped_classes(maps: list[gpd.GeoDataFrame], chips_path: Path, rows: np.ndar
         hit = mapped[mapped.contains(Point(float(lon), float(lat)))]
         found.append(list(DRIVER_CLASSES).index(hit["driver"].iloc[0]) if len(hit) else -1)
     return np.array(found)
+
+
+def map_in_process(cfg: PipelineConfig, bundle: Path, folder: Path) -> list[Path]:
+    """The config's map job with ``bundle``, through the functions the map flow submits
+    to Dask (plan, prepare, infer, publish), here one after the other: the driver maps'
+    GeoPackages, without a cluster or a Prefect run."""
+    from flows.config.mapping_job import chosen_provinces
+    from forestnet_model.bundle_meta import read_bundle_meta
+    from pipeline.export.driver_maps import MapOutputs, layer_provenance, publish_driver_maps
+    from pipeline.mapping import tile_plan
+    from pipeline.mapping.fusion_inputs import scalar_names
+    from pipeline.mapping.inference import infer_tiles
+    from pipeline.mapping.parts import part_path
+    from pipeline.mapping.tile_inputs import prepare_tiles
+    from pipeline.mapping.tiles import MapTile
+
+    meta, m = read_bundle_meta(bundle), cfg.mapping
+    provinces, years = chosen_provinces(cfg), m.year_list()
+    area = tile_plan.mapping_area(m.aoi, provinces)
+    tiles, _ = tile_plan.tiles_with_loss(cfg.inputs.lossyear, area, years)
+    parts = {t: part_path(folder / "parts", MapTile.from_id(t)) for t in tiles["tile_id"]}
+    ids = list(parts)
+    for start in range(0, len(ids), MAP_BATCH):
+        batch = ids[start:start + MAP_BATCH]
+        inputs = prepare_tiles(batch, cfg.inputs.lossyear, years, cfg.scene_store,
+                               cfg.chips.spec(), meta.model.in_bands, meta.model.aux_bands,
+                               cfg.inputs.aux_sources(), scalar_names(meta.model.fusion_features))
+        infer_tiles(inputs, bundle, {t: str(parts[t]) for t in batch}, m.infer_batch_size,
+                    device="cpu")
+    written = publish_driver_maps(
+        [p for p in parts.values() if p.exists()], bundle, provinces, None, False,
+        folder / "maps", layer_provenance("accuracy", meta.model_id, cfg.model_dump_json()),
+        MapOutputs(m.years, m.min_event_pixels), folder / "events.parquet")
+    return [Path(p) for p in written["geopackages"]]

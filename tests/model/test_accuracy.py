@@ -6,7 +6,8 @@ is generated, ingested and chipped as ``forestnet demo`` does; the demo's recipe
 augmentation) trains from random weights on the CPU, in a background process that the
 suite starts at collection (``tests/accuracy_job.py``); these tests run last. Its
 held-out test accuracy must reach 0.85 (chance is 0.25) and beat both random-forest
-baselines of ``forestnet evaluate``.
+baselines of ``forestnet evaluate``; and the map of the same world with the same model
+must give the held-out events the drivers evaluation gives them.
 """
 
 from __future__ import annotations
@@ -20,7 +21,8 @@ import pytest
 from forestnet_model.baseline import fit_random_forest
 from forestnet_model.bundle import load_bundle
 from tests.accuracy_job import ACCURACY_JOB, DONE
-from tests.release_chain import bundle_predictions, held_out
+from tests.map_job import read_map
+from tests.release_chain import bundle_predictions, held_out, mapped_classes
 
 pytestmark = pytest.mark.slow
 
@@ -56,3 +58,19 @@ def test_it_beats_the_random_forest_baseline(demo_model: dict, features: str) ->
     forest = fit_random_forest(Path(demo_model["chips"]), features, seed=0, n_jobs=2)
     print(json.dumps({f"rf_{features}_test_accuracy": forest.test["accuracy"]}))
     assert meta.metrics["test"]["accuracy"] > forest.test["accuracy"]
+
+
+def test_the_map_gives_the_held_out_events_the_drivers_evaluation_gives(demo_model: dict
+                                                                        ) -> None:
+    """The demo world mapped with the same model (the map flow's functions, fusion head
+    included): each held-out event's mapped driver, at its anchor, against the driver
+    that evaluation's ``predict_events`` gives its chip."""
+    rows, truth = held_out(demo_model["chips"])
+    evaluated = bundle_predictions(demo_model["bundle"], demo_model["chips"], rows)
+    mapped = mapped_classes([read_map(Path(p)) for p in demo_model["maps"]],
+                            demo_model["chips"], rows)
+    agreement = float(np.mean(mapped == evaluated))
+    print(json.dumps({"map_accuracy": float(np.mean(mapped == truth)),
+                      "map_agrees_with_evaluate": agreement}))
+    assert (mapped >= 0).all(), "a held-out event is missing from the map"
+    assert agreement >= 0.9
