@@ -32,7 +32,7 @@ from pipeline.imagery.fast_warp import fast_nearest
 from pipeline.imagery.pansharpen import pan_aligned, sfim
 from pipeline.imagery.reproject import array_to_grid, source_roi
 from pipeline.imagery.scene_windows import SceneHandle, open_scene_handle, read_window
-from pipeline.ingest.catalog import pan_partners, scene_rows
+from pipeline.ingest.catalog import pan_partners_at, scene_rows
 from pipeline.ingest.landsat import QA_BITS, usable_mask
 
 CHIP_BANDS: tuple[str, ...] = ("red", "green", "blue", "nir", "swir1", "swir2")
@@ -226,7 +226,7 @@ def scene_views(
                     f"{start.date()} and {end.date()}: the {len(found)} covering the grid "
                     f"are of another level")
     candidates = index["scene_id"].to_numpy()[rows]
-    pans = _pan_partners(index, rows) if level == "L2" else {}
+    pans = pan_partners_at(index, rows) if level == "L2" else {}
     masks = {sid: qa_usable_on_grid(store, sid, geobox) for sid in candidates}
     ranked = sorted((1.0 - float(m.mean()), sid) for sid, m in masks.items() if m.any())
     passing = [sid for cloud, sid in ranked if cloud <= spec.max_view_cloud]
@@ -240,15 +240,6 @@ def scene_views(
         return [], "no usable (cloud-free, non-fill) pixel in any scene"
     views.sort(key=lambda v: (v.cloud_fraction, v.scene_id))
     return views, ""
-
-
-def _pan_partners(index: gpd.GeoDataFrame, rows: np.ndarray) -> dict[str, str]:
-    """Level-2 scene id -> its Level-1 pan partner, for the index's ``rows``."""
-    if "pan_partner" not in index:  # not from read_index: look them up
-        return pan_partners(index, index.iloc[rows])
-    pairs = zip(index["scene_id"].to_numpy()[rows], index["pan_partner"].to_numpy()[rows],
-                strict=True)
-    return {sid: pan for sid, pan in pairs if pan}
 
 
 def composite_views(

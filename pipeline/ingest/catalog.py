@@ -210,9 +210,7 @@ def pan_partners(index: gpd.GeoDataFrame, scenes: pd.DataFrame) -> dict[str, str
     """Level-2 scene id -> the ingested Level-1 product of the same acquisition (same
     path, row and date), whose B8 pan sharpens it; scenes without one are left out."""
     if "pan_partner" in scenes:  # rows of a read_index: already found
-        return {sid: pan for sid, pan in zip(scenes["scene_id"].to_numpy(),
-                                             scenes["pan_partner"].to_numpy(), strict=True)
-                if pan}
+        return _found_partners(scenes, slice(None))
     ok = index[index["status"].isin(OK_STATUSES)]
     level = ok["level"].astype(str)
     by_acquisition = {_acquisition(r): r.scene_id for r in ok[level.str.startswith("L1")]
@@ -223,6 +221,20 @@ def pan_partners(index: gpd.GeoDataFrame, scenes: pd.DataFrame) -> dict[str, str
         if str(r.level).startswith("L2") and partner is not None:
             out[r.scene_id] = partner
     return out
+
+
+def pan_partners_at(index: gpd.GeoDataFrame, rows: np.ndarray) -> dict[str, str]:
+    """:func:`pan_partners` of the index's ``rows`` (positions, as :func:`scene_rows`
+    gives them), without taking the rows out of a read_index frame."""
+    if "pan_partner" not in index:  # not from read_index: look them up
+        return pan_partners(index, index.iloc[rows])
+    return _found_partners(index, rows)
+
+
+def _found_partners(frame: pd.DataFrame, rows: np.ndarray | slice) -> dict[str, str]:
+    pairs = zip(frame["scene_id"].to_numpy()[rows], frame["pan_partner"].to_numpy()[rows],
+                strict=True)
+    return {sid: pan for sid, pan in pairs if pan}
 
 
 def _acquisition(row) -> tuple[int, int, object]:
