@@ -111,7 +111,22 @@ def dask_client(cfg: ClusterConfig, echo: Callable[[str], object] = print) -> It
         yield client
     finally:
         client.close()
-        cluster.close()
+        with _quiet_nanny_kills():
+            cluster.close()
+
+
+@contextmanager
+def _quiet_nanny_kills() -> Iterator[None]:
+    """While our own LocalCluster closes, its nannies' "worker process still alive after
+    4.0 seconds, killing" is not shown: the run's outputs are written by then, and a
+    worker that held a trained model can take that long to exit on a busy machine."""
+    nanny = logging.getLogger("distributed.nanny")
+    level = nanny.level
+    nanny.setLevel(logging.ERROR)
+    try:
+        yield
+    finally:
+        nanny.setLevel(level)
 
 
 #: cluster.kind -> (module to import, package that provides it)
