@@ -33,7 +33,6 @@ import os
 import shutil
 import sys
 import tempfile
-import threading
 import time
 from collections import defaultdict
 from dataclasses import dataclass, replace
@@ -46,7 +45,12 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from bench.peak_memory import PeakMemory  # noqa: E402
+from bench.mapping_probes import (  # noqa: E402
+    WorkerMemory,
+    dask_time,
+    instrumented,
+    task_seconds,
+)
 from pipeline.sample_world import WorldSpec, generate_world  # noqa: E402
 from tests.world_chips import ingest_world  # noqa: E402
 
@@ -128,57 +132,6 @@ def write_aoi(tile_ids: list[str], path: Path) -> Path:
     return path
 
 
-class WorkerMemory:
-    """Per-process peak RSS of the Dask workers (and the process tree), sampled in a thread."""
-
-    def __init__(self, pids: dict[str, int], interval: float = 0.05) -> None:
-        self.procs = {addr: psutil.Process(pid) for addr, pid in pids.items()}
-        self.interval, self._stop = interval, threading.Event()
-        self.peak = dict.fromkeys(self.procs, 0)
-        self.start = {a: p.memory_info().rss for a, p in self.procs.items()}
-
-    def __enter__(self) -> WorkerMemory:
-        self._tree = PeakMemory().__enter__()
-        self._thread = threading.Thread(target=self._run, daemon=True)
-        self._thread.start()
-        return self
-
-    def _run(self) -> None:
-        while not self._stop.is_set():
-            for addr, proc in self.procs.items():
-                with contextlib.suppress(psutil.Error):
-                    self.peak[addr] = max(self.peak[addr], proc.memory_info().rss)
-            time.sleep(self.interval)
-
-    def __exit__(self, *exc: object) -> None:
-        self._stop.set()
-        self._thread.join()
-        self._tree.__exit__(*exc)
-
-    def report(self) -> dict:
-        mb = lambda b: round(b / 2**20)  # noqa: E731
-        return {"worker_peak_rss_mb": {a.rsplit(":", 1)[-1]: mb(v) for a, v in self.peak.items()},
-                "worker_start_rss_mb": {a.rsplit(":", 1)[-1]: mb(v)
-                                        for a, v in self.start.items()},
-                "max_worker_peak_rss_mb": mb(max(self.peak.values())),
-                "process_tree_peak_rss_mb": mb(self._tree.peak)}
-
-
-def task_seconds(flow_run_id) -> dict[str, float]:
-    """Wall seconds of each task run of a flow run, by task name, from the Prefect API."""
-    from prefect.client.orchestration import get_client
-    from prefect.client.schemas.filters import FlowRunFilter, FlowRunFilterId
-
-    with get_client(sync_client=True) as api:
-        runs = api.read_task_runs(flow_run_filter=FlowRunFilter(id=FlowRunFilterId(
-            any_=[flow_run_id])))
-    out: dict[str, float] = defaultdict(float)
-    for run in runs:
-        if run.start_time and run.end_time:
-            out[run.name.rsplit("-", 1)[0]] += (run.end_time - run.start_time).total_seconds()
-    return dict(out)
-
-
 def run_flow(job: Job, client, tile_ids: list[str], name: str, pids: dict) -> dict:
     """One mapping job over an AOI of exactly ``tile_ids``, from no map parts."""
     from flows.mapping import mapping_flow
@@ -209,69 +162,6 @@ def run_flow(job: Job, client, tile_ids: list[str], name: str, pids: dict) -> di
             "workers_busy_fraction_in_predict": round(
                 sum(dask["compute_s"].values()) / (predict * len(pids)), 3),
             "memory": mem.report()}
-
-
-def dask_time(stream: list[dict], n: int) -> dict:
-    """Worker seconds per task function (compute, and transfers) from the task stream."""
-    from dask.utils import key_split
-
-    compute: dict[str, float] = defaultdict(float)
-    transfer = 0.0
-    for record in stream:
-        for span in record.get("startstops", ()):
-            seconds = span["stop"] - span["start"]
-            if span["action"] == "compute":
-                compute[key_split(record["key"])] += seconds
-            elif span["action"] == "transfer":
-                transfer += seconds
-    return {"compute_s": {k: round(v, 2) for k, v in sorted(compute.items())},
-            "compute_s_per_tile": {k: round(v / n, 3) for k, v in sorted(compute.items())},
-            "transfer_s": round(transfer, 2)}
-
-
-@contextlib.contextmanager
-def instrumented(totals: dict[str, float]):
-    """Time the steps of ``prepare_tiles`` / ``infer_tiles`` by wrapping the module globals
-    they call (restored on exit); ``totals`` sums seconds per step and calls per ``#step``."""
-    import pipeline.imagery.views as ch
-    import pipeline.mapping.inference as mb
-    import pipeline.mapping.loss_pieces as lp
-    import pipeline.mapping.tile_inputs as ti
-
-    targets = [(ti, "tile_pieces", "prepare.pieces"), (lp, "tile_indices", "pieces.tile_indices"),
-               (lp, "province_raster", "pieces.province_raster"),
-               (lp, "label_polygons", "pieces.polygonize"),
-               (ti, "scene_views", "prepare.scene_views"),
-               (ch, "query_scenes", "scene_views.query_index"),
-               (ch, "scene_on_grid", "scene_views.scene_on_grid"),
-               (ch, "scene_window_to_grid", "scene_views.read_and_warp"),
-               (ch, "read_window", "scene_views.read"), (ch, "array_to_grid", "scene_views.warp"),
-               (ch, "sfim", "scene_views.pansharpen"),
-               (ti, "composite_views", "prepare.composite"),
-               (ti, "piece_labels", "prepare.piece_labels"),
-               (ti, "piece_scalars", "prepare.piece_scalars"),
-               (mb, "region_means", "infer.region_means"), (mb, "tile_part", "infer.tile_part")]
-    # The pipeline changes under us: time the steps that the current code has.
-    targets = [t for t in targets if hasattr(t[0], t[1])]
-    saved = [(mod, attr, getattr(mod, attr)) for mod, attr, _ in targets]
-
-    def wrap(fn, key):
-        def timed(*args, **kwargs):
-            start = time.perf_counter()
-            try:
-                return fn(*args, **kwargs)
-            finally:
-                totals[key] += time.perf_counter() - start
-                totals[f"#{key}"] += 1  # calls
-        return timed
-
-    for (mod, attr, key), (_, _, fn) in zip(targets, saved, strict=True):
-        setattr(mod, attr, wrap(fn, key))
-    try:
-        yield
-    finally:
-        for mod, attr, fn in saved:
-            setattr(mod, attr, fn)
 
 
 def prepare_here(config, tile_ids: list[str], totals: dict) -> tuple[list, float]:
@@ -324,6 +214,8 @@ def forward_on_workers(client, bundle: str, batches: list, threads: int) -> floa
     workers = sorted(client.scheduler_info()["workers"])
     futures = []
     for k, addr in enumerate(workers):
+        if not batches[k::len(workers)]:  # fewer batches than workers: this one idles
+            continue
         share = client.scatter(batches[k::len(workers)], workers=[addr])
         futures.append(client.submit(forward_seconds, bundle, share, threads, workers=[addr],
                                      pure=False))
