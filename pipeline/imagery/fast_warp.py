@@ -89,14 +89,15 @@ def _bilinear(src: np.ndarray, ay: _Axis, ax: _Axis, out: np.ndarray | None = No
     lead, (h, w) = src.shape[:-2], src.shape[-2:]
     flat = np.ascontiguousarray(src, dtype=np.float32).reshape(-1, h, w)
     shape = (*lead, len(ay.i0), len(ax.i0))
-    out = _output(out, shape)
+    out = output_array(out, shape)
     if out.size:  # (the kernel takes the min and max of the axes' indices)
         _bilinear_kernel(flat, ay, ax, out.reshape(flat.shape[0], *shape[-2:]))
     return out
 
 
-def _output(out: np.ndarray | None, shape: tuple[int, ...]) -> np.ndarray:
-    """``out`` checked to be a C-ordered float32 array of ``shape``, or a new one."""
+def output_array(out: np.ndarray | None, shape: tuple[int, ...]) -> np.ndarray:
+    """``out`` checked to be a C-ordered float32 array of ``shape``, or a new one: where a
+    warp writes (this kernel's, or GDAL's through ``reproject.array_to_grid``)."""
     if out is None:
         return np.empty(shape, dtype=np.float32)
     if out.shape != shape or out.dtype != np.float32 or not out.flags.c_contiguous:
@@ -187,7 +188,7 @@ def fast_warp(
     if out is None:
         out = picked
     else:
-        _output(out, picked.shape)[...] = picked
+        output_array(out, picked.shape)[...] = picked
     out[..., ~ay.inside, :] = np.nan
     out[..., ~ax.inside] = np.nan
     return out

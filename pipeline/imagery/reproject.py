@@ -20,7 +20,7 @@ from rasterio.warp import reproject
 
 from pipeline.core.errors import ForestNetError
 from pipeline.core.grid import grid_key
-from pipeline.imagery.fast_warp import fast_warp
+from pipeline.imagery.fast_warp import fast_warp, output_array
 
 
 class RasterInputError(ForestNetError, ValueError):
@@ -107,10 +107,7 @@ def array_to_grid(
     fast = fast_warp(src, src_box, target, resampling, out)
     if fast is not None:
         return fast
-    shape = (*src.shape[:-2], *target.shape)
-    if out is not None and (out.shape != shape or out.dtype != np.float32):
-        raise ValueError(f"out is {out.dtype} {out.shape}; the warp needs float32 {shape}")
-    dst = np.empty(shape, dtype=np.float32) if out is None else out
+    dst = output_array(out, (*src.shape[:-2], *target.shape))
     dst.fill(np.nan)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
