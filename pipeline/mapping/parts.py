@@ -102,11 +102,11 @@ def _check_lon_lat(path: Path, metadata: dict[bytes, bytes]) -> None:
     try:
         geo = json.loads(metadata[b"geo"])
         column = geo["columns"][geo.get("primary_column", "geometry")]
-        if column.get("encoding", "WKB").upper() != "WKB":
-            raise MapPartError(f"{path}: map part geometry is {column['encoding']}, not WKB")
-        crs = column.get("crs")
-    except (KeyError, TypeError, ValueError) as exc:
+        encoding, crs = str(column.get("encoding", "WKB")), column.get("crs")
+    except (KeyError, TypeError, ValueError, AttributeError) as exc:
         raise MapPartError(f"{path}: map part has no GeoParquet metadata ({exc})") from exc
+    if encoding.upper() != "WKB":  # (MapPartError is a ValueError: raised outside the try)
+        raise MapPartError(f"{path}: map part geometry is {encoding}, not WKB")
     ident = (crs or {}).get("id", {}) if isinstance(crs, dict) else {}
     if crs is not None and (ident.get("authority"), str(ident.get("code"))) not in _LON_LAT:
         name = crs.get("name", crs) if isinstance(crs, dict) else crs

@@ -122,6 +122,10 @@ def test_a_damaged_or_foreign_part_is_refused_naming_the_file(tmp_path, parts) -
     pd.DataFrame(read_pieces([parts[0]]).to_wkb()).to_parquet(plain)
     with pytest.raises(MapPartError, match=f"{plain}: map part has no GeoParquet metadata"):
         read_pieces([plain])
+    arrow = tmp_path / "arrow.parquet"
+    read_pieces([parts[0]]).to_parquet(arrow, geometry_encoding="geoarrow")
+    with pytest.raises(MapPartError, match=f"{arrow}: map part geometry is .*, not WKB"):
+        read_pieces([arrow])
 
 
 def test_seam_pieces_merge_into_one_event_and_no_imagery_is_kept_apart(parts, bundle) -> None:
