@@ -16,11 +16,8 @@ from pipeline.training_set.batches import import_release_batch, plan_batches
 from pipeline.training_set.chip_store import finalize_chip_store, init_chip_store, is_complete
 from pipeline.training_set.events import write_events
 from pipeline.training_set.release_import import (
-    AUX_JSON,
-    AUX_NPY,
-    IMAGE_SCALING,
-    RELEASE_RADIOMETRY,
     UNKNOWN_AUX,
+    imported_store_attrs,
     plan_release,
     unknown_aux_counts,
 )
@@ -62,11 +59,7 @@ def import_chips(config: PipelineConfig, release: str, events_path: str, out: Pa
 
     events = gpd.read_parquet(events_path)
     spec, bands, features = config.chips.spec(), config.aux.bands, config.aux.features
-    attrs = {"source": "forestnet_release", "release": Path(release).name,
-             "radiometry": RELEASE_RADIOMETRY, "image_scaling": IMAGE_SCALING,
-             "aux_provenance": {"npy": {k: v[0] for k, v in AUX_NPY.items()},
-                                "json": AUX_JSON, "ncep": {"tavg": "temperature_c"}}}
-    init_chip_store(out, events, spec, bands, features, attrs)
+    init_chip_store(out, events, spec, bands, features, imported_store_attrs(release))
     batches = plan_batches(len(events), batch_size)
     with Client(client_address, set_as_default=False) as client:
         futures = [client.submit(import_release_batch, release, Path(events_path), a, b, out,

@@ -1,6 +1,7 @@
 """The demo recipe on the demo world, and how its models' predictions are scored.
 
-Shared by the accuracy test (the pipeline's own chips) and ``bench/bench_release_chain.py``
+Shared by the accuracy tests (the pipeline's own chips), the release round-trip test
+(``import-forestnet``'s functions in one process) and ``bench/bench_release_chain.py``
 (the same chips through the release's layout: ``import-forestnet`` -> ``train`` -> ``map``).
 """
 
@@ -20,8 +21,12 @@ from forestnet_model.predict import predict_events
 from forestnet_model.specs import ModelSpec, TrainSpec
 from forestnet_model.train import train_model
 from pipeline.core.drivers import DRIVER_CLASSES
+from pipeline.imagery.views import ChipSpec
 from pipeline.sample_world import WorldSpec, generate_world
-from pipeline.training_set.chip_store import open_chips
+from pipeline.training_set.batches import import_release_batch, plan_batches
+from pipeline.training_set.chip_store import finalize_chip_store, init_chip_store, open_chips
+from pipeline.training_set.events import write_events
+from pipeline.training_set.release_import import imported_store_attrs, plan_release
 from tests.tiny_config import write_demo_config
 from tests.world_chips import world_chip_store
 
@@ -35,16 +40,43 @@ def demo_recipe(config: Path) -> tuple[PipelineConfig, ModelSpec, TrainSpec]:
     return cfg, cfg.model, cfg.train.model_copy(update={"device": "cpu", "progress": "off"})
 
 
-def own_chips_and_model(folder: Path) -> dict:
+def own_chips(folder: Path) -> dict:
     """The demo world, chipped as ``forestnet demo`` chips it (scenes in the config's
-    scene store), and the demo recipe trained on those chips."""
+    scene store)."""
     world = generate_world(folder / "world", WorldSpec.demo()).parent
     config = write_demo_config(folder, world)
-    cfg, model, train = demo_recipe(config)
+    cfg = load_config(config)
     chips = world_chip_store(world, folder / "own", cfg.aux.bands, cfg.aux.features,
                              cfg.chips.spec(), workers=2, scene_store=cfg.scene_store)
-    bundle = train_model(chips, folder / "own" / "model", model, train)
-    return {"world": world, "config": config, "cfg": cfg, "chips": chips, "bundle": bundle}
+    return {"world": world, "config": config, "cfg": cfg, "chips": chips}
+
+
+def train_recipe(config: Path, chips: Path, out: Path, threads: int | None = None) -> Path:
+    """The config's recipe trained on ``chips`` (on ``threads`` CPU threads): its bundle."""
+    _, model, train = demo_recipe(config)
+    if threads:
+        train = train.model_copy(update={"num_threads": threads})
+    return train_model(chips, out, model, train)
+
+
+def own_chips_and_model(folder: Path) -> dict:
+    """:func:`own_chips`, and the demo recipe trained on them."""
+    own = own_chips(folder)
+    return {**own, "bundle": train_recipe(own["config"], own["chips"], folder / "own" / "model")}
+
+
+def import_in_process(release: Path, out: Path, spec: ChipSpec, bands: tuple[str, ...],
+                      features: tuple[str, ...], batch_size: int = 64) -> Path:
+    """``import-forestnet``'s functions one after the other (plan, batches, finalise),
+    without a cluster or a Prefect run: the release's chip store."""
+    events, problems = plan_release(str(release), spec)
+    events_path = write_events(events, out.with_name(f"{out.stem}.events.parquet"))
+    init_chip_store(out, events, spec, bands, features, imported_store_attrs(str(release)))
+    batches = plan_batches(len(events), batch_size)
+    for start, stop in batches:
+        import_release_batch(str(release), events_path, start, stop, out, spec, bands, features)
+    excluded = dict(p.split(": ", 1) for p in problems)
+    return finalize_chip_store(out, batches, extra_attrs={"excluded_examples": excluded})
 
 
 def held_out(chips_path: Path) -> tuple[np.ndarray, np.ndarray]:

@@ -90,7 +90,7 @@ def layout_events(spec: WorldSpec, region: Region, features: Features) -> tuple[
             )
 
     order = [int(k) for k in rng.permutation(spec.n_events)]
-    split_of = _stratified_split(rng, [labels[k][1] for k in order], spec.split_fractions)
+    split_of = stratified_split(rng, [labels[k] for k in order], spec.split_fractions)
     to_area = Transformer.from_crs(4326, EQUAL_AREA_CRS.epsg, always_xy=True)
     events = []
     for n, k in enumerate(order):
@@ -160,13 +160,19 @@ def _loss_components(poly_lonlat: Polygon) -> int:
     return int(ndimage.label(mask, structure=np.ones((3, 3)))[1])
 
 
-def _stratified_split(
-    rng: np.random.Generator, merged: list[str], fractions: tuple[float, float, float]
+def stratified_split(
+    rng: np.random.Generator, labels: list[tuple[str, str]], fractions: tuple[float, float, float]
 ) -> list[str]:
-    """Assign train/val/test per merged class; every split gets one event when a class has 3+."""
-    out = [""] * len(merged)
+    """Assign train/val/test per merged class, each fine label spread over the splits in
+    proportion; every split gets one event when a class has 3+.
+
+    Stratifying by the merged class alone can put every event of one fine label (say all
+    the Mining pits of "Other") in the test split: a model then meets a kind of land use
+    at test time that it never saw in training, which no recipe can learn.
+    """
+    out = [""] * len(labels)
     for cls in DRIVER_CLASSES:
-        idx = [i for i, m in enumerate(merged) if m == cls]
+        idx = [i for i, (_, m) in enumerate(labels) if m == cls]
         n = len(idx)
         counts = [int(round(f * n)) for f in fractions[:2]]
         counts.append(n - sum(counts))
@@ -177,7 +183,14 @@ def _stratified_split(
                     counts[s] += 1
         elif n > 0:
             counts = [n, 0, 0]  # too few to split: keep them for training
-        assigned = [s for s, c in zip(SPLITS, counts, strict=True) for _ in range(c)]
-        for i, s in zip((idx[int(j)] for j in rng.permutation(n)), assigned, strict=True):
-            out[i] = s
+        # Events of one fine label next to each other (in random order), then dealt out so
+        # that each split's share stays closest to its quota along the way.
+        shuffled = [idx[int(j)] for j in rng.permutation(n)]
+        ordered = sorted(shuffled, key=lambda i: labels[i][0])
+        dealt = [0, 0, 0]
+        for position, i in enumerate(ordered, start=1):
+            s = max((s for s in range(3) if dealt[s] < counts[s]),
+                    key=lambda s: counts[s] * position / n - dealt[s])
+            dealt[s] += 1
+            out[i] = SPLITS[s]
     return out

@@ -8,7 +8,8 @@ from typing import Any
 #: Bumped whenever the generator's output changes for the same spec, so that a stale world
 #: on disk is detected instead of silently reused.
 #: 2: adds aux/landcover.tif (categorical land cover, for pre-training).
-GENERATOR_VERSION = "2"
+#: 3: splits spread each fine label over train, val and test.
+GENERATOR_VERSION = "3"
 
 
 @dataclass(frozen=True)
@@ -19,7 +20,10 @@ class WorldSpec:
     center_lon: float = 113.55
     center_lat: float = -1.95  # southern hemisphere -> UTM zone 49S, EPSG:32749
     size_km: float = 24.0  # square region side
-    n_events: int = 100  # balanced over the 4 merged classes
+    #: Balanced over the 4 merged classes. 160 gives each of the 12 fine labels a few
+    #: training events: with 100, 50 training events from random weights left the held-out
+    #: accuracy to the seed (0.69 to 0.875 on the 100-event world).
+    n_events: int = 160
     loss_years: tuple[int, ...] = (2013, 2014, 2015, 2016)
     scene_dates: tuple[str, ...] = (
         "2017-06-12",
@@ -31,8 +35,8 @@ class WorldSpec:
     scene_cloud_cover: tuple[float, ...] = (0.05, 0.30, 0.70, 0.15, 0.40)
     wrs_path: int = 118
     wrs_row: int = 62
-    #: train / val / test: a test split of about 30 events, so that one event moves the
-    #: held-out accuracy by 0.03, not 0.08.
+    #: train / val / test: a test split of about 48 events, so that one event moves the
+    #: held-out accuracy by 0.02, not 0.08.
     split_fractions: tuple[float, float, float] = (0.5, 0.2, 0.3)
 
     def __post_init__(self) -> None:
@@ -66,7 +70,7 @@ class WorldSpec:
 
     @classmethod
     def demo(cls) -> WorldSpec:
-        """The default 24 km world with 100 events and 5 scenes, for the end-to-end demo."""
+        """The default 24 km world with 160 events and 5 scenes, for the end-to-end demo."""
         return cls()
 
     def to_json(self) -> dict[str, Any]:

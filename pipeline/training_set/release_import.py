@@ -57,6 +57,7 @@ import io
 import json
 import posixpath
 import re
+from pathlib import Path
 
 import geopandas as gpd
 import numpy as np
@@ -99,6 +100,15 @@ SRTM_CHANNELS = ("altitude", "slope", "aspect")
 #: Release JSON keys (containing this word) -> store aux feature.
 AUX_JSON = {"street": "street_dist_km", "city": "city_dist_km", "peat": "peat_fraction"}
 MAX_DISTANCE_KM = 50.0  # as the built chips (pipeline.training_set.auxiliary)
+
+
+def imported_store_attrs(release: str) -> dict:
+    """The chip-store attributes of an import: the release, its radiometry and scaling,
+    and where each aux band and scalar came from."""
+    return {"source": "forestnet_release", "release": Path(release).name,
+            "radiometry": RELEASE_RADIOMETRY, "image_scaling": IMAGE_SCALING,
+            "aux_provenance": {"npy": {k: v[0] for k, v in AUX_NPY.items()},
+                               "json": AUX_JSON, "ncep": {"tavg": "temperature_c"}}}
 
 
 class ExampleError(ForestNetError, ValueError):

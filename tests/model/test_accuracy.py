@@ -1,13 +1,14 @@
 """Accuracy: the demo's recipe learns the demo sample world's drivers.
 
-The demo world (100 events, 50 / 20 / 30 train / val / test, balanced over the 4 classes)
-is generated, ingested and chipped as ``forestnet demo`` does; the demo's recipe
-(``configs/demo.yaml``: FPN on EfficientNet-B2, late fusion with aux scalars, scene data
-augmentation) trains from random weights on the CPU, in a background process that the
-suite starts at collection (``tests/accuracy_job.py``); these tests run last. Its
-held-out test accuracy must reach 0.85 (chance is 0.25) and beat both random-forest
-baselines of ``forestnet evaluate``; and the map of the same world with the same model
-must give the held-out events the drivers evaluation gives them.
+The demo world (160 events, 80 / 32 / 48 train / val / test, balanced over the 4 classes
+and each fine label spread over the splits) is generated, ingested and chipped as
+``forestnet demo`` does; the demo's recipe (``configs/demo.yaml``: FPN on EfficientNet-B2,
+late fusion with aux scalars, scene data augmentation) trains from random weights on the
+CPU, in a background process that the suite starts at collection
+(``tests/accuracy_job.py``); these tests run last. Its held-out test accuracy must reach
+0.85 (chance is 0.25) and beat both random-forest baselines of ``forestnet evaluate``; the
+map of the same world with the same model must give the held-out events the drivers
+evaluation gives them.
 """
 
 from __future__ import annotations
@@ -74,3 +75,4 @@ def test_the_map_gives_the_held_out_events_the_drivers_evaluation_gives(demo_mod
                       "map_agrees_with_evaluate": agreement}))
     assert (mapped >= 0).all(), "a held-out event is missing from the map"
     assert agreement >= 0.9
+

@@ -9,11 +9,10 @@ import numpy as np
 import pytest
 
 from pipeline.imagery.views import ChipSpec
-from pipeline.training_set.batches import import_release_batch, plan_batches
-from pipeline.training_set.chip_store import finalize_chip_store, init_chip_store, open_chips
-from pipeline.training_set.events import write_events
-from pipeline.training_set.release_import import INFRARED_SCALE, VISIBLE_SCALE, plan_release
+from pipeline.training_set.chip_store import open_chips
+from pipeline.training_set.release_import import INFRARED_SCALE, VISIBLE_SCALE
 from pipeline.training_set.release_writer import write_release
+from tests.release_chain import import_in_process
 from tests.world_chips import world_chip_store
 
 SPEC = ChipSpec(max_single_views=2)
@@ -27,15 +26,11 @@ def round_trip(tiny_world: Path, tiny_scene_store: Path, tmp_path_factory) -> tu
     original = open_chips(world_chip_store(tiny_world.parent, folder, AUX_BANDS, FEATURES, SPEC,
                                            scene_store=tiny_scene_store))
     release = write_release(original, folder / "release")
-    events, problems = plan_release(str(release), SPEC)
-    assert problems == []
-    out = folder / "imported.zarr"
-    events_path = write_events(events, folder / "imported-events.parquet")
-    init_chip_store(out, events, SPEC, AUX_BANDS, FEATURES)
-    batches = plan_batches(len(events), 8)
-    for a, b in batches:
-        import_release_batch(str(release), events_path, a, b, out, SPEC, AUX_BANDS, FEATURES)
-    return original, open_chips(finalize_chip_store(out, batches)), release
+    imported = open_chips(import_in_process(release, folder / "imported.zarr", SPEC, AUX_BANDS,
+                                            FEATURES, batch_size=8))
+    assert imported.attrs["excluded_examples"] == {}
+    assert imported.attrs["radiometry"] == "surface"
+    return original, imported, release
 
 
 def pairs(original, imported) -> list[tuple[int, int]]:
