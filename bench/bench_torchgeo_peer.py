@@ -199,6 +199,10 @@ def main() -> None:
     meta = read_bundle_meta(config.bundle_path)
     mean = torch.tensor(meta.normalisation["mean"])[:, None, None]
     std = torch.tensor(meta.normalisation["std"])[:, None, None]
+    # The bundle's display clip (forestnet_model.model_inputs.normalise), as torch bounds.
+    display = meta.normalisation.get("display_max") or [None] * len(mean)
+    low = torch.tensor([-math.inf if m is None else 0.0 for m in display])[:, None, None]
+    high = torch.tensor([math.inf if m is None else m for m in display])[:, None, None]
     model, _ = cached_bundle(str(Path(config.bundle_path).resolve()), "cpu")
     torch.set_num_threads(args.threads)
     with torch.inference_mode():  # warm-up, so neither side pays the first call
@@ -215,11 +219,11 @@ def main() -> None:
     def from_dn(sample: dict) -> dict:
         dn = sample["image"]
         toa = torch.where(dn > 0, dn * mult + add, torch.nan)  # DN 0 is fill
-        sample["image"] = torch.nan_to_num((toa - mean) / std, nan=0.0)
+        sample["image"] = torch.nan_to_num((toa.clamp(low, high) - mean) / std, nan=0.0)
         return sample
 
     def normalised(sample: dict) -> dict:
-        sample["image"] = (sample["image"] - mean) / std
+        sample["image"] = (sample["image"].clamp(low, high) - mean) / std
         return sample
 
     class OurComposite(RasterDataset):

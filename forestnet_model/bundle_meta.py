@@ -38,7 +38,7 @@ class BundleMeta(BaseModel):
     format_version: int = 1
     model_id: str = Field(description="hash of the weights")
     model: ModelSpec
-    normalisation: dict[str, list[float]]
+    normalisation: dict[str, list[float | None]]
     classes: list[str] = Field(default_factory=lambda: list(DRIVER_CLASSES))
     merge_scheme: dict[str, str] = Field(default_factory=lambda: dict(FINE_TO_MERGED))
     training: dict = Field(default_factory=dict)
@@ -63,6 +63,9 @@ class BundleMeta(BaseModel):
             if len(norm.get(key, ())) != spec.in_channels:
                 raise ValueError(f"normalisation.{key} needs {spec.in_channels} values "
                                  f"(one per input channel), has {len(norm.get(key, ()))}")
+        if len(norm.get("display_max", spec.in_bands)) != len(spec.in_bands):
+            raise ValueError(f"normalisation.display_max needs {len(spec.in_bands)} values "
+                             "(one per band)")
         n_scalars = len(spec.fusion_features)
         for key in ("scalar_mean", "scalar_std"):
             if n_scalars and len(norm.get(key, ())) != n_scalars:

@@ -19,9 +19,16 @@ import zarr
 from torch.utils.data import Dataset, Sampler
 
 from forestnet_model.losses import IGNORE_INDEX
-from forestnet_model.model_inputs import event_window, normalise, normalise_scalars, pad_to_multiple
+from forestnet_model.model_inputs import (
+    display_clip,
+    event_window,
+    normalise,
+    normalise_scalars,
+    pad_to_multiple,
+)
 from pipeline.core.drivers import DRIVER_CLASSES
 from pipeline.core.lru_cache import ByteBoundedLRU
+from pipeline.core.radiometry import DISPLAY_MAX
 from pipeline.training_set.chip_store import consolidated_metadata_quiet, open_chips
 
 #: A dataset key: an index (augmented from the dataset's own generator) or an index and a
@@ -43,16 +50,20 @@ def split_indices(chips: xr.Dataset, split: str) -> np.ndarray:
 def normalisation_stats(
     chips: xr.Dataset, indices: np.ndarray, bands: tuple[str, ...], aux_bands: tuple[str, ...]
 ) -> dict[str, list[float]]:
-    """Per-channel mean/std of the training composites (and aux), stored in the bundle."""
+    """Per-channel mean/std of the training composites (and aux), stored in the bundle
+    with the display range each band is clipped to first (``model_inputs.normalise``)."""
     idx = indices[: min(len(indices), 256)]
+    display_max = [DISPLAY_MAX.get(b) for b in bands]
     image = chips["image"].isel(event=idx, view=0).sel(band=list(bands)).values
+    image = display_clip(image.swapaxes(0, 1), display_max).swapaxes(0, 1)
     channels = [image[:, i] for i in range(image.shape[1])]
     if aux_bands:
         aux = chips["aux"].isel(event=idx).sel(aux_band=list(aux_bands)).values
         channels += [aux[:, i] for i in range(aux.shape[1])]
     mean = [float(np.nanmean(c)) if np.isfinite(c).any() else 0.0 for c in channels]
     std = [float(np.nanstd(c)) if np.isfinite(c).any() else 1.0 for c in channels]
-    return {"mean": mean, "std": [s if s > 1e-6 else 1.0 for s in std]}
+    return {"mean": mean, "std": [s if s > 1e-6 else 1.0 for s in std],
+            "display_max": display_max}
 
 
 def check_features(chips: xr.Dataset, features: Sequence[str]) -> None:

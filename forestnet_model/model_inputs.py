@@ -8,8 +8,30 @@ from __future__ import annotations
 import numpy as np
 
 
-def normalise(x: np.ndarray, stats: dict[str, list[float]]) -> np.ndarray:
-    """Standardise ``(C, H, W)`` channels; NaN (no data) becomes 0, the channel mean."""
+def display_clip(x: np.ndarray, display_max: list[float | None]) -> np.ndarray:
+    """Clip the leading ``(C, ...)`` channels that have a display range to ``[0, max]``
+    (``pipeline.core.radiometry.DISPLAY_MAX``); None and the channels after them (aux
+    bands) are left alone, and NaN stays NaN."""
+    n = len(x)
+    top = np.full(n, np.inf, np.float32)
+    bottom = np.full(n, -np.inf, np.float32)
+    for i, m in enumerate(display_max[:n]):
+        if m is not None:
+            top[i], bottom[i] = m, 0.0
+    shape = (n,) + (1,) * (x.ndim - 1)
+    return np.clip(x, bottom.reshape(shape), top.reshape(shape))
+
+
+def normalise(x: np.ndarray, stats: dict[str, list]) -> np.ndarray:
+    """Standardise ``(C, H, W)`` channels; NaN (no data) becomes 0, the channel mean.
+
+    Bands are first clipped to the release's display range where the statistics record
+    one (``display_max``): the release holds nothing brighter (clouds, haze and bright
+    soil saturate at 255), so a model sees the same numbers from the release and from
+    chips built from scenes. Bundles from before the clip record none.
+    """
+    if "display_max" in stats:
+        x = display_clip(x, stats["display_max"])
     mean = np.asarray(stats["mean"], np.float32)[:, None, None]
     std = np.asarray(stats["std"], np.float32)[:, None, None]
     return np.nan_to_num((x - mean) / std, nan=0.0, posinf=0.0, neginf=0.0).astype(np.float32)

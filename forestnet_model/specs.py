@@ -72,6 +72,10 @@ class TrainSpec(BaseModel):
         "(settles short runs)"
     )
     grad_clip: float = Field(0.5, gt=0, description="gradient norm clip")
+    ema_decay: float | None = Field(
+        None, gt=0, lt=1, description="judge and keep an exponential moving average of the "
+        "weights with this decay per step (e.g. 0.98); None: the raw weights"
+    )
     patience: int = Field(5, ge=1, description="early stopping patience, in epochs")
     seed: int = Field(0, description="seed for torch, numpy, python and the data order")
     sda: bool = Field(True, description="scene data augmentation: a random view per sample")

@@ -38,6 +38,7 @@ from forestnet_model.model import as_forestnet, build_model
 from forestnet_model.model_inputs import same_shape_batches
 from forestnet_model.progress import EpochBar, MetricsLog, progress_enabled
 from forestnet_model.specs import ModelSpec, TrainSpec
+from forestnet_model.weight_average import WeightAverage
 from pipeline.core.atomic import atomic_output
 from pipeline.core.drivers import DRIVER_CLASSES
 from pipeline.core.radiometry import require_same, store_radiometry
@@ -223,6 +224,9 @@ def train_model(chips_path: Path, out_dir: Path, model_spec: ModelSpec, spec: Tr
     model = build_model(model_spec).to(device, memory_format=torch.channels_last)
     weights = class_weight_tensor(spec.class_weights, data.train_labels, model_spec.n_classes)
     step = TrainStep(model, spec, device, weights)
+    # The model that is judged on val and kept: the weights' moving average, or the weights.
+    average = WeightAverage(model, spec.ema_decay) if spec.ema_decay else None
+    judged = average.module if average else model
 
     ckpt, best_path = out_dir / "checkpoint.pt", out_dir / "best.safetensors"
     metrics = MetricsLog(out_dir, spec.metrics_csv, spec.tensorboard)
@@ -236,6 +240,11 @@ def train_model(chips_path: Path, out_dir: Path, model_spec: ModelSpec, spec: Tr
                      f"the model resumed from {ckpt}")
         model.load_state_dict(state["model"])
         step.optimiser.load_state_dict(state["optimiser"])
+        if average is not None:
+            if "average" not in state:
+                raise ValueError(f"{ckpt} holds no weight average but ema_decay is set; "
+                                 f"delete {out_dir} or train without ema_decay")
+            average.load_state_dict(state["average"])
         start_epoch, best_f1, stale = state["epoch"] + 1, state["best_f1"], state["stale"]
         log.info("resuming training at epoch %d (best val macro F1 %.3f)", start_epoch, best_f1)
     metrics.resume(start_epoch)
@@ -260,16 +269,18 @@ def train_model(chips_path: Path, out_dir: Path, model_spec: ModelSpec, spec: Tr
                 for group in step.optimiser.param_groups:
                     group["lr"] = scheduled_lr(spec, epoch, i, n_batches)
                 losses.append(step(batch))
+                if average is not None:
+                    average.update(model)
                 images += len(batch["label"])
                 bar.advance(losses[-1])
         train_s = time.perf_counter() - started
-        report, _ = evaluate(model, data.val, device) if len(data.val.dataset) else (
+        report, _ = evaluate(judged, data.val, device) if len(data.val.dataset) else (
             {"macro_f1": 0.0}, None)
         f1 = report["macro_f1"] if np.isfinite(report["macro_f1"]) else 0.0
         improved = f1 > best_f1
         if improved:
             best_f1, stale = f1, 0
-            save_weights(best_path, model)
+            save_weights(best_path, judged)
         else:
             stale += 1
         record = {"epoch": epoch, "train_loss": float(np.mean(losses)) if losses else None,
@@ -281,6 +292,7 @@ def train_model(chips_path: Path, out_dir: Path, model_spec: ModelSpec, spec: Tr
                  f1, " (best)" if improved else "")
         save_checkpoint(ckpt, {"model": model.state_dict(),
                                "optimiser": step.optimiser.state_dict(), "epoch": epoch,
+                               **({"average": average.state_dict()} if average else {}),
                                "best_f1": best_f1, "stale": stale, "radiometry": radiometry,
                                "model_spec": model_spec.model_dump_json()})
     metrics.close()

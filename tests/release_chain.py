@@ -1,8 +1,9 @@
 """The demo recipe on the demo world, and how its models' predictions are scored.
 
-Shared by the accuracy tests (the pipeline's own chips), the release round-trip test
-(``import-forestnet``'s functions in one process) and ``bench/bench_release_chain.py``
-(the same chips through the release's layout: ``import-forestnet`` -> ``train`` -> ``map``).
+Shared by the accuracy tests (the pipeline's own chips, and the same chips through the
+release's layout: ``import-forestnet`` -> ``train`` -> ``map``, each stage through the
+functions its flow runs), the release round-trip test and ``bench/bench_release_chain.py``
+(that chain through the CLI).
 """
 
 from __future__ import annotations
@@ -27,6 +28,7 @@ from pipeline.training_set.batches import import_release_batch, plan_batches
 from pipeline.training_set.chip_store import finalize_chip_store, init_chip_store, open_chips
 from pipeline.training_set.events import write_events
 from pipeline.training_set.release_import import imported_store_attrs, plan_release
+from pipeline.training_set.release_writer import write_release
 from tests.tiny_config import write_demo_config
 from tests.world_chips import world_chip_store
 
@@ -77,6 +79,15 @@ def import_in_process(release: Path, out: Path, spec: ChipSpec, bands: tuple[str
         import_release_batch(str(release), events_path, start, stop, out, spec, bands, features)
     excluded = dict(p.split(": ", 1) for p in problems)
     return finalize_chip_store(out, batches, extra_attrs={"excluded_examples": excluded})
+
+
+def release_of(own: dict, folder: Path) -> Path:
+    """The own chips written as the published release and imported again: a user's
+    training set, in the release's layout and 8-bit display scaling."""
+    cfg = own["cfg"]
+    release = write_release(open_chips(own["chips"]), folder / "release")
+    return import_in_process(release, folder / "chips.zarr", cfg.chips.spec(), cfg.aux.bands,
+                             cfg.aux.features)
 
 
 def held_out(chips_path: Path) -> tuple[np.ndarray, np.ndarray]:

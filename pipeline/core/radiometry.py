@@ -13,7 +13,10 @@ A composite never mixes the two. ``chips.zarr`` records its radiometry and scali
 attributes and a model bundle the radiometry of the chips it was trained on, so a model
 never meets numbers of the other kind: training refuses to resume on other chips, and
 mapping refuses a bundle of another radiometry than the configured chips. The release's
-own files hold display values (``pipeline.training_set.release_import``).
+own files hold display values (``pipeline.training_set.release_import``): reflectance over
+``[0, DISPLAY_MAX]`` as 0-255, so nothing brighter exists in it; a model sees every band
+clipped to that range (``forestnet_model.model_inputs.normalise``), whether it trains on
+the release or on chips the pipeline built, and maps what it was trained on.
 """
 
 from __future__ import annotations
@@ -28,6 +31,9 @@ Radiometry = Literal["surface", "toa"]
 RADIOMETRY_LEVELS = {"surface": "L2", "toa": "L1"}
 #: What a chip store's ``reflectance_scaling`` attribute says.
 CHIP_SCALING = "reflectance 0-1, float32 (int16 on disk with scale_factor 1e-4)"
+#: The release's display scaling (Descartes Labs ``display_range`` of Landsat 8): the
+#: reflectance shown as 0-255 per band; visible 0-4000 and infrared 0-10000 of 10000.
+DISPLAY_MAX = {"red": 0.4, "green": 0.4, "blue": 0.4, "nir": 1.0, "swir1": 1.0, "swir2": 1.0}
 LABELS = {"surface": "surface reflectance (Level-2)", "toa": "top-of-atmosphere (Level-1)"}
 
 

@@ -121,13 +121,16 @@ def _secondary_forest(ctx: Ctx) -> Patch:
 
 def _mosaic(ctx: Ctx) -> Patch:
     rng = ctx.rng
-    # Mixed and heterogeneous: patches of grass, shrub, bare and waterlogged soil.
-    g = smooth_noise(rng, ctx.shape, 3.0)
-    h = smooth_noise(rng, ctx.shape, 2.0)
+    # Cleared land left waterlogged: broad, soft-edged sedge and wet-soil flats around
+    # pools of standing blackwater. Patches span ~100 m and blend into each other, unlike
+    # the crisp 30-60 m fields of a smallholder mosaic (which never hold standing water).
+    g = smooth_noise(rng, ctx.shape, 6.0)
+    h = smooth_noise(rng, ctx.shape, 4.0)
     refl = sp.mix(sp.GRASS, sp.SHRUB, np.clip(0.5 + 0.5 * h, 0, 1))
-    refl = refl * (1 - (bare := np.clip((g - 0.5) * 2.5, 0, 1))) + sp.SOIL[:, None, None] * bare
-    wet = np.clip((-g - 0.9) * 2.5, 0, 1)
+    wet = np.clip((0.2 - g) * 1.5, 0, 1)
     refl = refl * (1 - wet) + sp.WET_SOIL[:, None, None] * wet
-    refl *= 1.0 + 0.04 * rng.standard_normal(ctx.shape, dtype=np.float32)
-    zeros = np.zeros(ctx.shape, np.float32)
-    return Patch(refl.astype(np.float32), zeros, zeros)
+    pools = np.clip((-0.8 - g) * 4.0, 0, 1)
+    refl = refl * (1 - pools) + sp.WATER[:, None, None] * pools
+    refl *= 1.0 + 0.03 * rng.standard_normal(ctx.shape, dtype=np.float32)
+    return Patch(refl.astype(np.float32), pools.astype(np.float32),
+                 np.zeros(ctx.shape, np.float32))

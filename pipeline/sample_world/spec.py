@@ -8,7 +8,8 @@ from typing import Any
 #: Bumped whenever the generator's output changes for the same spec, so that a stale world
 #: on disk is detected instead of silently reused.
 #: 2: adds aux/landcover.tif (categorical land cover, for pre-training).
-#: 3: splits spread each fine label over train, val and test.
+#: 3: splits spread each fine label over train, val and test; "Other" (the fine
+#:    label) is a waterlogged clearing, no longer a blurred copy of a smallholder mosaic.
 GENERATOR_VERSION = "3"
 
 

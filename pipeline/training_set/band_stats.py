@@ -11,7 +11,8 @@ from __future__ import annotations
 import numpy as np
 import xarray as xr
 
-from pipeline.training_set.release_import import INFRARED_SCALE, VISIBLE_SCALE, display_units
+from pipeline.core.radiometry import DISPLAY_MAX
+from pipeline.training_set.release_import import display_units
 
 #: The release's published per-band means and stds in display units (terratorch's
 #: ForestNet datamodule, its red and blue keys swapped back).
@@ -21,8 +22,7 @@ RELEASE_BAND_STDS = {"red": 17.5, "green": 15.8, "blue": 17.9, "nir": 21.4, "swi
                      "swir2": 9.9}
 #: A band whose mean is off from the release's by more than this factor gets a warning.
 WARN_FACTOR = 2.0
-_SCALES = {b: VISIBLE_SCALE for b in ("red", "green", "blue")} | {
-    b: INFRARED_SCALE for b in ("nir", "swir1", "swir2")}
+_SCALES = {band: top / 255.0 for band, top in DISPLAY_MAX.items()}
 
 
 def display_band_stats(chips: xr.Dataset, batch: int = 16) -> dict[str, dict[str, float]]:

@@ -68,13 +68,14 @@ from shapely.geometry.base import BaseGeometry
 
 from pipeline.core.errors import ForestNetError
 from pipeline.core.grid import centred_geobox
+from pipeline.core.radiometry import DISPLAY_MAX
 from pipeline.imagery.views import CHIP_BANDS, ChipSpec, EventChip, rasterize_region
 from pipeline.training_set.events import event_id, finish_events, read_forestnet_csvs
 from pipeline.training_set.release_reader import ReleaseError, ReleaseReader
 from pipeline.training_set.safe_pickle import UnsafePickleError, loads_geometry
 
-VISIBLE_SCALE = 0.4 / 255.0
-INFRARED_SCALE = 1.0 / 255.0
+VISIBLE_SCALE = DISPLAY_MAX["red"] / 255.0
+INFRARED_SCALE = DISPLAY_MAX["nir"] / 255.0
 
 
 def display_units(reflectance: np.ndarray, scale: float) -> np.ndarray:

@@ -121,7 +121,8 @@ def _write_aux(event: xr.Dataset, folder: Path) -> None:
 
 def _png(rgb: np.ndarray) -> bytes:
     buffer = io.BytesIO()
-    Image.fromarray(rgb).save(buffer, format="PNG")
+    # PNG is lossless at every level; level 1 writes 4-5x faster than the default 6.
+    Image.fromarray(rgb).save(buffer, format="PNG", compress_level=1)
     return buffer.getvalue()
 
 

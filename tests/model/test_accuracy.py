@@ -1,4 +1,5 @@
-"""Accuracy: the demo's recipe learns the demo sample world's drivers.
+"""Accuracy: the demo's recipe learns the demo sample world's drivers, and so does a
+user's chain through the published release's layout.
 
 The demo world (160 events, 80 / 32 / 48 train / val / test, balanced over the 4 classes
 and each fine label spread over the splits) is generated, ingested and chipped as
@@ -8,7 +9,9 @@ CPU, in a background process that the suite starts at collection
 (``tests/accuracy_job.py``); these tests run last. Its held-out test accuracy must reach
 0.85 (chance is 0.25) and beat both random-forest baselines of ``forestnet evaluate``; the
 map of the same world with the same model must give the held-out events the drivers
-evaluation gives them.
+evaluation gives them. The same chips written as the release, imported and trained on with
+the same recipe must map the held-out events with accuracy 0.85 or more, within 0.05 of
+the own chips' map.
 """
 
 from __future__ import annotations
@@ -76,3 +79,26 @@ def test_the_map_gives_the_held_out_events_the_drivers_evaluation_gives(demo_mod
     assert (mapped >= 0).all(), "a held-out event is missing from the map"
     assert agreement >= 0.9
 
+
+def test_the_release_chain_maps_the_held_out_events_as_the_own_chips_do(demo_model: dict
+                                                                       ) -> None:
+    """A user's chain: the demo world's chips written as the published release, imported
+    (``import-forestnet``), the demo recipe trained on the import, and the world mapped
+    with that bundle. Its map is scored at the held-out events' anchors against the world's
+    true labels, beside the map of the same recipe trained on the pipeline's own chips."""
+    chain = demo_model["chain"]
+    _, meta = load_bundle(chain["bundle"])
+    assert meta.radiometry == "surface"
+    assert meta.model.fusion and meta.training["sda"]
+    rows, truth = held_out(demo_model["chips"])
+    assert len(held_out(chain["chips"])[0]) == len(rows)
+    own = mapped_classes([read_map(Path(p)) for p in demo_model["maps"]], demo_model["chips"],
+                         rows)
+    mapped = mapped_classes([read_map(Path(p)) for p in chain["maps"]], demo_model["chips"],
+                            rows)
+    chain_accuracy, own_accuracy = float(np.mean(mapped == truth)), float(np.mean(own == truth))
+    print(json.dumps({"chain_map_accuracy": chain_accuracy, "own_map_accuracy": own_accuracy,
+                      "chain_test_accuracy": meta.metrics["test"]["accuracy"]}))
+    assert (mapped >= 0).all(), "a held-out event is missing from the chain's map"
+    assert chain_accuracy >= 0.85
+    assert abs(chain_accuracy - own_accuracy) <= 0.05
