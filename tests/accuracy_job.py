@@ -29,18 +29,17 @@ ACCURACY_TESTS = "tests/model/test_accuracy.py"
 
 
 def main(folder: Path) -> None:
-    from tests.release_chain import map_in_process, own_chips, release_of, train_recipe
+    from tests.release_chain import own_chips, release_of, train_and_map
 
     own = own_chips(folder)
-    chain_chips = release_of(own, folder / "chain")
-    # Both models at once, a thread each: on two cores that is 1.3x the throughput of one
+    # Both arms at once, a thread each: on two cores that is 1.3x the throughput of one
     # after the other on two threads, and a core is given back whenever a test needs it.
+    # The own arm trains while the chips go through the release's layout.
     with ProcessPoolExecutor(2, mp_context=multiprocessing.get_context("spawn")) as pool:
-        jobs = [pool.submit(train_recipe, own["config"], chips, out, 1) for chips, out in (
-            (own["chips"], folder / "own" / "model"), (chain_chips, folder / "chain" / "model"))]
-        own_bundle, chain_bundle = (job.result() for job in jobs)
-    maps = map_in_process(own["cfg"], own_bundle, folder / "own-map")
-    chain_maps = map_in_process(own["cfg"], chain_bundle, folder / "chain" / "map")
+        own_arm = pool.submit(train_and_map, own["config"], own["chips"], folder / "own")
+        chain_chips = release_of(own, folder / "chain")
+        chain_arm = pool.submit(train_and_map, own["config"], chain_chips, folder / "chain")
+        (own_bundle, maps), (chain_bundle, chain_maps) = own_arm.result(), chain_arm.result()
     tmp = folder / f".{DONE}.tmp"
     tmp.write_text(json.dumps({
         **{k: str(own[k]) for k in ("world", "config", "chips")}, "bundle": str(own_bundle),

@@ -61,6 +61,13 @@ def train_recipe(config: Path, chips: Path, out: Path, threads: int | None = Non
     return train_model(chips, out, model, train)
 
 
+def train_and_map(config: Path, chips: Path, folder: Path) -> tuple[Path, list[Path]]:
+    """The config's recipe trained on ``chips`` on one thread (``folder/model``), and the
+    config's map job with that bundle (``folder/map``): the bundle and the driver maps."""
+    bundle = train_recipe(config, chips, folder / "model", 1)
+    return bundle, map_in_process(load_config(config), bundle, folder / "map")
+
+
 def own_chips_and_model(folder: Path) -> dict:
     """:func:`own_chips`, and the demo recipe trained on them."""
     own = own_chips(folder)
