@@ -4,9 +4,11 @@ from __future__ import annotations
 
 import os
 import shutil
+import signal
 import subprocess
 import sys
 import tempfile
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -15,9 +17,10 @@ import pytest
 from tests.accuracy_job import ACCURACY_JOB, ACCURACY_TESTS
 
 
+@pytest.hookimpl(trylast=True)  # after ``-m``/``-k`` deselection: only for tests that run
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
-    """Run the accuracy tests last, and start training their model now, in a niced
-    process of its own that soaks up the cores the other tests leave idle."""
+    """Run the accuracy tests last, and start training their models now, in a niced
+    process group of its own that soaks up the cores the other tests leave idle."""
     accuracy = [item for item in items if item.nodeid.startswith(ACCURACY_TESTS)]
     if not accuracy:
         return
@@ -29,7 +32,7 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
         proc = subprocess.Popen([sys.executable, "-m", "tests.accuracy_job", str(folder)],
                                 stdout=log, stderr=subprocess.STDOUT, env=env,
                                 cwd=Path(__file__).resolve().parents[1],
-                                preexec_fn=lambda: os.nice(19))
+                                preexec_fn=lambda: os.nice(19), start_new_session=True)
     config.stash[ACCURACY_JOB] = (proc, folder)
 
 
@@ -38,10 +41,22 @@ def pytest_sessionfinish(session: pytest.Session) -> None:
     if job is None:
         return
     proc, folder = job
-    if proc.poll() is None:
-        proc.kill()
+    if proc.poll() is None:  # a run cut short: stop the job and its training processes
+        os.killpg(proc.pid, signal.SIGKILL)
         proc.wait()
+        _wait_for_group_exit(proc.pid)
     shutil.rmtree(folder, ignore_errors=True)
+
+
+def _wait_for_group_exit(pgid: int, timeout: float = 30.0) -> None:
+    """Until no process of the group is left, so that none writes into a removed folder."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        try:
+            os.killpg(pgid, 0)
+        except ProcessLookupError:
+            return
+        time.sleep(0.1)
 
 
 @pytest.fixture(scope="session")
