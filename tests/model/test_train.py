@@ -15,7 +15,6 @@ from forestnet_model.data import ChipDataset, normalisation_stats, split_indices
 from forestnet_model.model import ModelSpec
 from forestnet_model.model_inputs import normalise
 from forestnet_model.train import TrainSpec, train_model
-from forestnet_model.weight_average import WeightAverage
 from pipeline.core.radiometry import DISPLAY_MAX
 from pipeline.training_set.chip_store import open_chips
 from tests.model.synthetic_chips import (
@@ -386,21 +385,3 @@ def test_resume_after_kill_finishes_with_the_same_metrics_as_an_uninterrupted_ru
     for name, tensor in averages[1]["module"].items():
         assert torch.allclose(averages[0]["module"][name].float(), tensor.float(),
                               atol=1e-5), name
-
-
-def test_the_weight_average_is_an_ema_with_warm_up_and_copies_counters():
-    net = torch.nn.Sequential(torch.nn.Linear(2, 2), torch.nn.BatchNorm1d(2))
-    average = WeightAverage(net, decay=0.9)
-    start = net[0].weight.detach().clone()
-    with torch.no_grad():
-        net[0].weight.add_(1.0)
-    net[1].num_batches_tracked += 5
-    average.update(net)  # first update: decay min(0.9, 1 / 10) = 0.1
-    assert torch.allclose(average.module[0].weight, start + 0.9)
-    assert int(average.module[1].num_batches_tracked) == 5
-    assert all(not p.requires_grad for p in average.module.parameters())
-    restored = WeightAverage(net, decay=0.9)
-    restored.load_state_dict(average.state_dict())
-    assert restored.updates == 1 and restored.current_decay() == pytest.approx(2 / 11)
-    with pytest.raises(ValueError, match="decay"):
-        WeightAverage(net, decay=1.0)
