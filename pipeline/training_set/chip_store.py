@@ -226,7 +226,7 @@ def encode_reflectance(image: np.ndarray) -> np.ndarray:
     view = np.empty(image.shape[-3:], np.float32)
     for index in np.ndindex(image.shape[:-3]):
         np.clip(image[index], -3.0, 3.2, out=view)
-        view *= np.float32(1.0 / REFLECTANCE_SCALE)
+        view /= np.float32(REFLECTANCE_SCALE)  # as CF encoding divides: the same integers
         np.rint(view, out=view)
         np.nan_to_num(view, copy=False, nan=INT16_FILL)
         out[index] = view
