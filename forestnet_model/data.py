@@ -49,7 +49,7 @@ def split_indices(chips: xr.Dataset, split: str) -> np.ndarray:
 
 def normalisation_stats(
     chips: xr.Dataset, indices: np.ndarray, bands: tuple[str, ...], aux_bands: tuple[str, ...]
-) -> dict[str, list[float]]:
+) -> dict[str, list]:
     """Per-channel mean/std of the training composites (and aux), stored in the bundle
     with the display range each band is clipped to first (``model_inputs.normalise``)."""
     idx = indices[: min(len(indices), 256)]
@@ -141,7 +141,7 @@ class ChipDataset(Dataset):
 
     def __init__(
         self, path: str, split: str, bands: tuple[str, ...], aux_bands: tuple[str, ...],
-        stats: dict[str, list[float]], train: bool, crop: int = 224, sda: bool = True,
+        stats: dict[str, list], train: bool, crop: int = 224, sda: bool = True,
         seed: int = 0, scalar_features: tuple[str, ...] = (), target_band: str | None = None,
         cache_mb: float = 0, event_context: int | None = None,
     ) -> None:

@@ -140,7 +140,7 @@ def evaluate(model: nn.Module, loader: DataLoader, device: torch.device) -> tupl
 class Loaders:
     """Datasets and loaders of one chip store, and the normalisation they share."""
 
-    stats: dict[str, list[float]]
+    stats: dict[str, list]
     train: DataLoader
     val: DataLoader
     test: DataLoader
