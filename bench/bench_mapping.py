@@ -175,7 +175,8 @@ def prepare_here(config, tile_ids: list[str], totals: dict) -> tuple[list, float
     with instrumented(totals):
         inputs = prepare_tiles(tile_ids, config.inputs.lossyear, years, config.scene_store,
                                config.chips.spec(), meta.model.in_bands, meta.model.aux_bands,
-                               config.inputs.aux_sources())
+                               config.inputs.aux_sources(),
+                               event_context=meta.model.event_context)
     seconds = time.perf_counter() - start
     bad = [t.tile_id for t in inputs if t.error]
     if bad:

@@ -101,7 +101,8 @@ def ours(config, tile_ids: list[str], threads: int, scratch: Path) -> tuple[floa
     start = time.perf_counter()
     inputs = prepare_tiles(tile_ids, config.inputs.lossyear, years, config.scene_store,
                            config.chips.spec(), meta.model.in_bands, meta.model.aux_bands,
-                           config.inputs.aux_sources())
+                           config.inputs.aux_sources(),
+                           event_context=meta.model.event_context)
     prepared = time.perf_counter()
     results = infer_tiles(inputs, config.bundle_path, parts, config.mapping.infer_batch_size)
     done = time.perf_counter()

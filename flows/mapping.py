@@ -85,7 +85,8 @@ def predict_tiles(config: PipelineConfig, tiles_path: str, parts_dir: str, meta:
                                    config.mapping.year_list(), config.scene_store,
                                    config.chips.spec(), meta.model.in_bands,
                                    meta.model.aux_bands, config.inputs.aux_sources(),
-                                   scalar_names(meta.model.fusion_features), pure=False)
+                                   scalar_names(meta.model.fusion_features),
+                                   meta.model.event_context, pure=False)
             return client.submit(infer_tiles, inputs, config.bundle_path,
                                  {t: str(parts[t]) for t in batch},
                                  config.mapping.infer_batch_size, resources=gpu, pure=False)

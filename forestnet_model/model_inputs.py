@@ -55,11 +55,36 @@ def pad_to_multiple(x: np.ndarray, multiple: int = 32) -> np.ndarray:
     return np.pad(x, pad)
 
 
+def span_about(first: int, stop: int, context: int, stride: int = 32) -> tuple[int, int]:
+    """``(start, stop)`` of the pixels ``[first, stop)`` plus ``context`` each side, grown
+    to a multiple of ``stride`` about their centre; unbounded (may start below 0)."""
+    lo, hi = first - context, stop + context
+    length = -(-(hi - lo) // stride) * stride
+    start = (lo + hi - length) // 2
+    return start, start + length
+
+
+def event_span(mask: np.ndarray, context: int, stride: int = 32
+               ) -> tuple[tuple[int, int], tuple[int, int]] | None:
+    """``((row0, row1), (col0, col1))`` of an event's window before it is kept inside the
+    array: the loss region's bounding box plus ``context`` pixels each side, grown to a
+    multiple of ``stride`` about its centre. May start below 0 or end past the array.
+
+    Its placement relative to the region does not depend on the array's extent (shifting
+    the region by d shifts the span by exactly d), so a map tile read with enough halo
+    cuts each piece the window an event chip gives it. None when the mask is empty.
+    """
+    if not mask.any():
+        return None
+    rows = np.flatnonzero(mask.any(axis=1))
+    cols = np.flatnonzero(mask.any(axis=0))
+    return (span_about(int(rows[0]), int(rows[-1]) + 1, context, stride),
+            span_about(int(cols[0]), int(cols[-1]) + 1, context, stride))
+
+
 def event_window(mask: np.ndarray, context: int | None, stride: int = 32
                  ) -> tuple[slice, slice]:
-    """Rows and columns of an event's window: the loss region's bounding box plus
-    ``context`` pixels each side, grown to a multiple of ``stride`` about its centre and
-    kept inside the chip.
+    """Rows and columns of an event's window: :func:`event_span`, kept inside the chip.
 
     The whole chip when ``context`` is None, the region is empty or the window would not
     fit. A pure function of the mask, so an event's prediction never depends on the other
@@ -67,18 +92,17 @@ def event_window(mask: np.ndarray, context: int | None, stride: int = 32
     default window is 4-10x fewer pixels than ForestNet's 332 x 332 chip.
     """
     whole = slice(None), slice(None)
-    if context is None or not mask.any():
+    span = None if context is None else event_span(mask, context, stride)
+    if span is None:
         return whole
-    spans = []
-    for axis, size in enumerate(mask.shape):
-        hit = np.flatnonzero(mask.any(axis=1 - axis))
-        first, last = int(hit[0]) - context, int(hit[-1]) + 1 + context
-        length = -(-(last - first) // stride) * stride
+    windows = []
+    for (start, stop), size in zip(span, mask.shape, strict=True):
+        length = stop - start
         if length >= size:
             return whole
-        start = min(max((first + last - length) // 2, 0), size - length)
-        spans.append(slice(start, start + length))
-    return spans[0], spans[1]
+        start = min(max(start, 0), size - length)
+        windows.append(slice(start, start + length))
+    return windows[0], windows[1]
 
 
 def same_shape_batches(shapes: list[tuple[int, ...]], batch_size: int) -> list[list[int]]:

@@ -153,7 +153,8 @@ def map_in_process(cfg: PipelineConfig, bundle: Path, folder: Path) -> list[Path
         batch = ids[start:start + MAP_BATCH]
         inputs = prepare_tiles(batch, cfg.inputs.lossyear, years, cfg.scene_store,
                                cfg.chips.spec(), meta.model.in_bands, meta.model.aux_bands,
-                               cfg.inputs.aux_sources(), scalar_names(meta.model.fusion_features))
+                               cfg.inputs.aux_sources(), scalar_names(meta.model.fusion_features),
+                               meta.model.event_context)
         infer_tiles(inputs, bundle, {t: str(parts[t]) for t in batch}, m.infer_batch_size,
                     device="cpu")
     written = publish_driver_maps(

@@ -26,8 +26,9 @@ from pipeline.mapping.tiles import MapTile
 
 PART_COLUMNS = [*PIECE_COLUMNS[:-1], *LOGIT_COLUMNS, "logit_weight", *FUSION_COLUMNS,
                 "scene_ids", "scene_dates", "model_id", "geometry"]
-#: Bumped when PART_COLUMNS change: it is part of the parts key, so older parts are not reused.
-PART_FORMAT = 2
+#: Bumped when PART_COLUMNS or how parts are computed change: it is part of the parts key,
+#: so older parts are not reused (3: tiles read with a halo that holds every event window).
+PART_FORMAT = 3
 
 
 class MapPartError(ForestNetError, ValueError):

@@ -4,6 +4,12 @@ This is the CPU half of mapping (read, warp, composite); the model half consumes
 :class:`TileInput` s. A tile whose pieces span loss years further apart than the scene
 window allows gets one sample per group of years, each with its own composite, so every
 piece is predicted from scenes within ``years_window`` of its loss year (ForestNet).
+
+Each tile is read with a halo wide enough for the event window of every piece it holds
+(:func:`tile_halo`), so a piece is cut the window that evaluation cuts from an event's
+chip: centred on it, with its full context, wherever it lies in the tile. A window that
+slid to stay inside a narrow halo moved pieces 23-57 px off centre and flipped their
+drivers.
 """
 
 from __future__ import annotations
@@ -14,12 +20,14 @@ from pathlib import Path
 import geopandas as gpd
 import numpy as np
 import rasterio.features
+from scipy import ndimage
 from shapely.ops import unary_union
 
+from forestnet_model.model_inputs import span_about
 from pipeline.imagery.views import CHIP_BANDS, ChipSpec, composite_views, scene_views, years_span
 from pipeline.mapping.fusion_inputs import piece_scalars
 from pipeline.mapping.loss_pieces import tile_pieces
-from pipeline.mapping.tiles import MapTile
+from pipeline.mapping.tiles import HALO_PIXELS, MapTile
 from pipeline.training_set.auxiliary import AuxContext, AuxSources, check_aux_names
 
 
@@ -70,15 +78,24 @@ def prepare_tile(
     aux_bands: tuple[str, ...],
     aux_sources: AuxSources,
     scalars: tuple[str, ...] = (),
+    event_context: int | None = None,
 ) -> TileInput:
     """Pieces, composite(s) and the model's channels for one tile, and each piece's aux
-    ``scalars`` (names from ``fusion_inputs.scalar_names``) for a fusion model."""
+    ``scalars`` (names from ``fusion_inputs.scalar_names``) for a fusion model.
+
+    ``event_context`` is the bundle's: the tile's halo grows to hold every piece's event
+    window (:func:`tile_halo`)."""
     pieces = tile_pieces(lossyear, tile, years, provinces)
     out = TileInput(tile.tile_id, pieces)
     if pieces.empty:
         return out
-    geobox = tile.geobox()
-    local = pieces.to_crs(geobox.crs.to_wkt())
+    # Pieces own pixel centres inside the core; the default halo holds their edges.
+    narrow = tile.geobox()
+    local = pieces.to_crs(narrow.crs.to_wkt())
+    all_labels = piece_labels(local.geometry, narrow)
+    halo = tile_halo(all_labels, len(pieces), event_context)
+    geobox = tile.geobox(halo)
+    all_labels = np.pad(all_labels, halo - HALO_PIXELS)
     band_idx = [CHIP_BANDS.index(b) for b in bands]
     for group in year_groups(pieces["loss_year"].tolist(), spec.years_window):
         rows = np.flatnonzero(pieces["loss_year"].isin(group).to_numpy())
@@ -89,7 +106,7 @@ def prepare_tile(
             continue
         image, pool, _, notes = composite_views(views, spec)
         out.notes.extend(notes)
-        labels = piece_labels(local.geometry.iloc[rows], geobox)
+        labels = group_labels(all_labels, rows)
         x, values = image[band_idx], None
         if aux_bands or scalars:
             regions = list(local.geometry.iloc[rows])
@@ -103,6 +120,30 @@ def prepare_tile(
             scalars=values,
         ))
     return out
+
+
+def tile_halo(labels: np.ndarray, n_pieces: int, context: int | None) -> int:
+    """Halo (px) of a tile read so that no piece's event window leaves it.
+
+    ``labels`` are the pieces burnt on the tile with the default halo. The result is at
+    least :data:`HALO_PIXELS` and keeps the input edge a multiple of 32 (332 + 2 x halo),
+    so tiles whose pieces lie inside keep the default read.
+    """
+    if context is None or n_pieces == 0:
+        return HALO_PIXELS
+    beyond = 0
+    for box in ndimage.find_objects(labels, n_pieces):
+        for axis, n in zip(box or (), labels.shape, strict=True):
+            start, stop = span_about(axis.start, axis.stop, context)
+            beyond = max(beyond, -start, stop - n)
+    return HALO_PIXELS + -(-beyond // 16) * 16
+
+
+def group_labels(labels: np.ndarray, rows: np.ndarray) -> np.ndarray:
+    """The pieces ``rows`` (positions, 0-based) of tile-wide ``labels`` as 1..len(rows)."""
+    lookup = np.zeros(int(labels.max(initial=0)) + 1, np.int32)
+    lookup[rows + 1] = np.arange(1, len(rows) + 1, dtype=np.int32)
+    return lookup[labels]
 
 
 def piece_labels(geometries: gpd.GeoSeries, geobox) -> np.ndarray:
@@ -131,6 +172,7 @@ def prepare_tiles(
     aux_bands: tuple[str, ...],
     aux_sources: AuxSources,
     scalars: tuple[str, ...] = (),
+    event_context: int | None = None,
 ) -> list[TileInput]:
     """:func:`prepare_tile` for a batch; a tile that fails carries its error, the rest go on."""
     from pipeline.core.provinces import provinces
@@ -143,7 +185,7 @@ def prepare_tiles(
         try:
             out.append(prepare_tile(MapTile.from_id(tile_id), lossyear, years, provinces(),
                                     scene_store, index, spec, bands, aux_bands, aux_sources,
-                                    scalars))
+                                    scalars, event_context))
         except Exception as exc:  # a damaged scene or aux file fails its tile, not the run
             out.append(TileInput(tile_id, gpd.GeoDataFrame(), error=f"{type(exc).__name__}: "
                                  f"{exc}"))
