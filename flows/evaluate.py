@@ -20,15 +20,19 @@ from forestnet_model.data import split_indices
 from forestnet_model.evaluation import evaluate_bundle, missing_inputs
 from forestnet_model.region_features import FEATURE_SETS
 from forestnet_model.report import write_evaluation_report
+from pipeline.accuracy.map_agreement import check_driver_map, map_beside_evaluation
 from pipeline.training_set.chip_store import is_complete, open_chips
 
 SPLITS = ("train", "val", "test")
 
 
-def check_evaluation_inputs(bundle: Path, chips: Path, split: str, baseline: bool) -> None:
+def check_evaluation_inputs(bundle: Path, chips: Path, split: str, baseline: bool,
+                            maps: tuple[str, ...] = ()) -> None:
     """One-line errors, before any cluster starts, for inputs the evaluation cannot use."""
     if split not in SPLITS:
         raise ConfigError(f"--split {split!r}: expected one of {', '.join(SPLITS)}")
+    for path in maps:
+        check_driver_map(Path(path))
     meta = read_bundle_meta(Path(bundle))  # BundleError names bundle.json when it is missing
     chips = Path(chips)
     if not is_complete(chips):
@@ -49,14 +53,18 @@ def check_evaluation_inputs(bundle: Path, chips: Path, split: str, baseline: boo
 
 def evaluate_on_cluster(
     client: Client, bundle: Path, chips: Path, split: str, out: Path, baseline: bool = True,
-    seed: int = 0,
+    seed: int = 0, maps: tuple[str, ...] = (),
 ) -> dict:
-    """Run the evaluation and baselines on ``client``'s workers; write the report."""
+    """Run the evaluation and baselines on ``client``'s workers; write the report. With
+    ``maps`` (driver GeoPackages of the same area), the report sets the map's accuracy on
+    the split's events beside evaluation's."""
     model = client.submit(evaluate_bundle, Path(bundle), Path(chips), split,
                           resources=gpu_resources(client), pure=False)
     forests = [client.submit(fit_random_forest, Path(chips), name, seed, pure=False)
                for name in (FEATURE_SETS if baseline else ())]
     report = model.result()
+    if maps:
+        report["map"] = map_beside_evaluation([Path(m) for m in maps], open_chips(chips), report)
     baselines = client.gather(forests)
     paths = write_evaluation_report(Path(out), report, baselines)
     return {
@@ -65,18 +73,21 @@ def evaluate_on_cluster(
         "n": report["n"], "accuracy": report["accuracy"], "macro_f1": report["macro_f1"],
         "baselines": {b.feature_set: {"val": b.val["macro_f1"], "test": b.test["macro_f1"]}
                       for b in baselines},
+        "calibration": {k: report["calibration"][k] for k in ("temperature", "ece_before",
+                                                               "ece_after")},
+        **({"map": {k: v for k, v in report["map"].items() if k != "events"}} if maps else {}),
     }
 
 
 def run_evaluation(
     client_address: str, bundle: str, chips: str, split: str, out: str,
-    baseline: bool = True, seed: int = 0,
+    baseline: bool = True, seed: int = 0, maps: tuple[str, ...] = (),
 ) -> dict:
     """The flow's work as a plain function: check the inputs, attach, evaluate, report."""
-    check_evaluation_inputs(Path(bundle), Path(chips), split, baseline)
+    check_evaluation_inputs(Path(bundle), Path(chips), split, baseline, maps)
     with Client(client_address, set_as_default=False) as client:
         return evaluate_on_cluster(client, Path(bundle), Path(chips), split, Path(out),
-                                   baseline, seed)
+                                   baseline, seed, maps)
 
 
 def summary_lines(summary: dict) -> list[str]:
@@ -85,22 +96,32 @@ def summary_lines(summary: dict) -> list[str]:
              f"accuracy {summary['accuracy']:.3f}, macro F1 {summary['macro_f1']:.3f}"]
     lines += [f"random forest {name}: macro F1 val {f1['val']:.3f}, test {f1['test']:.3f}"
               for name, f1 in summary["baselines"].items()]
+    calibration = summary.get("calibration")
+    if calibration:
+        lines.append(f"calibration: T = {calibration['temperature']:.3f}, ECE "
+                     f"{calibration['ece_before']:.3f} -> {calibration['ece_after']:.3f}")
+    if "map" in summary:
+        m = summary["map"]
+        lines.append(f"map: accuracy {m['map_accuracy']:.3f} on the same events "
+                     f"(evaluation {m['evaluation_accuracy']:.3f}); drivers agree on "
+                     f"{m['agreement']:.3f}, {m['missing']} missing from the map")
     lines.append(f"report: {summary['report']}")
     return lines
 
 
 @task(name="evaluate-model")
 def evaluate_task(client_address: str, bundle: str, chips: str, split: str, out: str,
-                  baseline: bool, seed: int) -> dict:
-    return run_evaluation(client_address, bundle, chips, split, out, baseline, seed)
+                  baseline: bool, seed: int, maps: tuple[str, ...] = ()) -> dict:
+    return run_evaluation(client_address, bundle, chips, split, out, baseline, seed, maps)
 
 
 @flow(name="evaluate", log_prints=True)
 def evaluate_flow(client_address: str, bundle: str, chips: str, split: str, out: str,
-                  baseline: bool = True, seed: int = 0) -> dict:
-    """Evaluate ``bundle`` on ``split`` of ``chips``; write the report into ``out``."""
+                  baseline: bool = True, seed: int = 0, maps: tuple[str, ...] = ()) -> dict:
+    """Evaluate ``bundle`` on ``split`` of ``chips`` (and the driver ``maps`` on the same
+    events); write the report into ``out``."""
     logger = get_run_logger()
-    summary = evaluate_task(client_address, bundle, chips, split, out, baseline, seed)
+    summary = evaluate_task(client_address, bundle, chips, split, out, baseline, seed, maps)
     for line in summary_lines(summary):
         logger.info(line)
     return summary

@@ -49,6 +49,9 @@ class BundleMeta(BaseModel):
     # Bundles from before the radiometry contract were trained on Level-1 TOA chips.
     radiometry: Radiometry = Field("toa", description="radiometry of the chips it was trained "
                                    "on (pipeline.core.radiometry); maps must use the same")
+    calibration: dict = Field(
+        default_factory=dict, description="temperature scaling of the event logits, fitted on "
+        "val (forestnet_model.calibration); empty in older bundles: temperature 1")
     provenance: dict[str, str] = Field(default_factory=dict,
                                        description="training store, device, encoder weights")
     versions: dict[str, str] = Field(default_factory=dict)

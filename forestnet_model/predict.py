@@ -9,6 +9,7 @@ import numpy as np
 import torch
 
 from forestnet_model.bundle import BundleMeta, load_bundle, read_bundle_meta
+from forestnet_model.calibration import bundle_temperature, probabilities
 from forestnet_model.model import as_forestnet, region_band_stats, region_mean_logits
 from forestnet_model.model_inputs import (
     event_window,
@@ -42,12 +43,24 @@ def predict_events(
     bundle: Path, images: np.ndarray, masks: np.ndarray, batch_size: int = 8,
     device: str = "auto", scalars: np.ndarray | None = None,
 ) -> tuple[np.ndarray, str]:
-    """Class probabilities ``(N, n_classes)`` for chips ``(N, C, H, W)`` with loss masks.
+    """Calibrated class probabilities ``(N, n_classes)`` for chips ``(N, C, H, W)`` with
+    loss masks (see :func:`predict_event_logits`); returns them and the bundle's model_id."""
+    logits, model_id = predict_event_logits(bundle, images, masks, batch_size, device, scalars)
+    meta = read_bundle_meta(Path(bundle))
+    return probabilities(logits, bundle_temperature(meta.calibration)).astype(np.float32), \
+        model_id
+
+
+def predict_event_logits(
+    bundle: Path, images: np.ndarray, masks: np.ndarray, batch_size: int = 8,
+    device: str = "auto", scalars: np.ndarray | None = None,
+) -> tuple[np.ndarray, str]:
+    """Event logits ``(N, n_classes)`` for chips ``(N, C, H, W)`` with loss masks.
 
     ``images`` hold the bundle's input channels in its band order, unnormalised. A fusion
     bundle with ``fusion_features`` also needs ``scalars (N, F)``: the raw aux scalars in
     that order (e.g. ``data.event_scalars(chips, indices, meta.model.fusion_features)``).
-    Returns the probabilities and the bundle's model_id.
+    Returns the logits and the bundle's model_id.
     """
     dev = pick_device(device)
     model, meta = cached_bundle(str(Path(bundle).resolve()), dev.type)
@@ -58,7 +71,7 @@ def predict_events(
     check_scalars(bundle, meta, len(images), scalars)
     masks = [np.asarray(mk).astype(bool) for mk in masks]
     windows = [event_window(mk, spec.event_context) for mk in masks]
-    probs = np.zeros((len(images), spec.n_classes), np.float32)
+    logits = np.zeros((len(images), spec.n_classes), np.float32)
     for batch in same_shape_batches([m[w].shape for m, w in zip(masks, windows, strict=True)],
                                     batch_size):
         x = np.stack([pad_to_multiple(normalise(images[i][:, *windows[i]], meta.normalisation))
@@ -66,8 +79,8 @@ def predict_events(
         m = np.stack([pad_to_multiple(masks[i][windows[i]]) for i in batch])
         pooled, band_stats = region_statistics(model, dev, x, m)
         chunk = None if scalars is None else scalars[batch]
-        probs[batch] = event_probabilities(model, meta, pooled, band_stats, chunk)
-    return probs, meta.model_id
+        logits[batch] = event_logits(model, meta, pooled, band_stats, chunk)
+    return logits, meta.model_id
 
 
 def region_statistics(model: torch.nn.Module, dev: torch.device, x: np.ndarray, m: np.ndarray
@@ -95,13 +108,24 @@ def event_probabilities(
     model: torch.nn.Module, meta: BundleMeta, pooled: np.ndarray, band_stats: np.ndarray,
     scalars: np.ndarray | None = None,
 ) -> np.ndarray:
-    """Class probabilities ``(N, n_classes)`` of events from their region statistics.
+    """Calibrated class probabilities ``(N, n_classes)`` of events from their region
+    statistics: :func:`event_logits` through the bundle's temperature.
 
-    The one step that evaluation and mapping share, so a map's drivers come from the model
-    that was evaluated, fusion head included. ``pooled (N, classes)`` are region-mean pixel
-    logits, ``band_stats (N, 2C)`` the region mean then std of each normalised input
-    channel, ``scalars (N, F)`` the raw aux scalars of ``meta.model.fusion_features``.
+    The one step that evaluation and mapping share, so a map's drivers and probabilities
+    come from the model that was evaluated, fusion head and calibration included.
     """
+    logits = event_logits(model, meta, pooled, band_stats, scalars)
+    return probabilities(logits, bundle_temperature(meta.calibration))
+
+
+def event_logits(
+    model: torch.nn.Module, meta: BundleMeta, pooled: np.ndarray, band_stats: np.ndarray,
+    scalars: np.ndarray | None = None,
+) -> np.ndarray:
+    """Event logits ``(N, n_classes)`` from region statistics: ``pooled (N, classes)``
+    region-mean pixel logits, ``band_stats (N, 2C)`` the region mean then std of each
+    normalised input channel, ``scalars (N, F)`` the raw aux scalars of
+    ``meta.model.fusion_features``."""
     features = meta.model.fusion_features
     n = len(pooled)
     scaled = (normalise_scalars(scalars, meta.normalisation) if features
@@ -111,4 +135,4 @@ def event_probabilities(
     with torch.inference_mode():
         logits = as_forestnet(model).event_logits(as_tensor(pooled), as_tensor(band_stats),
                                                   as_tensor(scaled))
-        return torch.softmax(logits.float(), dim=1).cpu().numpy()
+        return logits.float().cpu().numpy()

@@ -18,6 +18,11 @@ import numpy as np
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 
+from forestnet_model.calibration_report import (
+    RELIABILITY_PNG,
+    calibration_lines,
+    reliability_png,
+)
 from pipeline.core.atomic import atomic_output
 from pipeline.core.json_ready import json_ready
 from pipeline.core.markdown_image import png_markdown
@@ -145,6 +150,8 @@ def render_markdown(
         "Published numbers are on the ForestNet dataset's splits (1616 / 473 / 668 events); "
         "ours compare with them only when this chip store is that dataset.",
         *band_stats_section(r.get("band_stats", {}), r.get("radiometry", "")),
+        *calibration_lines(r.get("calibration")),
+        *map_lines(r.get("map")),
     ]
     for b in baselines:
         lines += ["", f"## Random forest, {b.feature_set}", "",
@@ -227,6 +234,24 @@ def render_confusion_markdown(cm: Sequence[Sequence[int]], classes: Sequence[str
                       *confusion_table(cm, classes)]) + "\n"
 
 
+def map_lines(result: dict | None) -> list[str]:
+    """The map beside evaluation (``forestnet evaluate --map``): its accuracy on the split's
+    events and its agreement with evaluation's drivers."""
+    if not result:
+        return []
+    return [
+        "", "## The map beside evaluation", "",
+        f"Each of the {result['n']} events is joined to the map polygon that overlaps it most "
+        f"({', '.join(f'`{m}`' for m in result['maps'])}).", "",
+        *_table(["", "value"], [
+            ["map accuracy", _num(result["map_accuracy"])],
+            ["evaluation accuracy", _num(result["evaluation_accuracy"])],
+            ["map driver = evaluation driver", _num(result["agreement"])],
+            ["largest |p_map - p_evaluation|", _num(result["max_probability_gap"])],
+            ["events missing from the map", str(result["missing"])]]),
+    ]
+
+
 def _fact(value: object) -> str:
     return _num(value) if isinstance(value, float) else str(value)
 
@@ -243,6 +268,12 @@ def write_evaluation_report(
                         f"{model_report['model_id']}, {model_report['split']} split")
     with atomic_output(paths["confusion_matrix"]) as tmp:
         tmp.write_bytes(png)
+    if model_report.get("calibration"):
+        paths["reliability"] = out_dir / RELIABILITY_PNG
+        with atomic_output(paths["reliability"]) as tmp:
+            tmp.write_bytes(reliability_png(model_report["calibration"],
+                                            f"{model_report['model_id']}, "
+                                            f"{model_report['split']} split"))
     full = {"model": model_report, "baselines": [b.to_dict() for b in baselines],
             "published": [vars(p) for p in published]}
     with atomic_output(paths["json"]) as tmp:

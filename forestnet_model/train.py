@@ -22,6 +22,7 @@ from torch import nn
 from torch.utils.data import DataLoader
 
 from forestnet_model.bundle import save_bundle
+from forestnet_model.calibration import calibrate, expected_calibration_error, probabilities
 from forestnet_model.data import (
     ChipDataset,
     EpochSampler,
@@ -117,23 +118,26 @@ def scheduled_lr(spec: TrainSpec, epoch: int, batch: int, n_batches: int) -> flo
     return spec.lr * 0.5 * (1.0 + math.cos(math.pi * min(progress, 1.0)))
 
 
-def evaluate(model: nn.Module, loader: DataLoader, device: torch.device) -> tuple[dict, np.ndarray]:
-    """Event-level report and probabilities on the composite view."""
+def evaluate(model: nn.Module, loader: DataLoader, device: torch.device
+             ) -> tuple[dict, np.ndarray, np.ndarray]:
+    """Event-level report, event logits and true labels on the composite view."""
     model.eval()
     forestnet = as_forestnet(model)
-    y_true, probs = [], []
+    y_true, logits = [], []
     with torch.inference_mode():
         for batch in loader:
             x = to_device(batch["image"], device, image=True)
             with torch.autocast(device.type, dtype=torch.bfloat16, enabled=device.type == "cuda"):
                 _, event_logits = forestnet(x, to_device(batch["mask"], device),
                                             to_device(batch["scalars"], device))
-            probs.append(torch.softmax(event_logits.float(), 1).cpu().numpy())
+            logits.append(event_logits.float().cpu().numpy())
             y_true.append(batch["label"].numpy())
-    if not probs:
-        return classification_report([], [], len(DRIVER_CLASSES)), np.zeros((0, 4))
-    p = np.concatenate(probs)
-    return classification_report(np.concatenate(y_true), p.argmax(1), len(DRIVER_CLASSES)), p
+    n_classes = len(DRIVER_CLASSES)
+    if not logits:
+        return (classification_report([], [], n_classes), np.zeros((0, n_classes)),
+                np.zeros(0, int))
+    z, y = np.concatenate(logits), np.concatenate(y_true)
+    return classification_report(y, z.argmax(1), n_classes), z, y
 
 
 @dataclass
@@ -274,8 +278,8 @@ def train_model(chips_path: Path, out_dir: Path, model_spec: ModelSpec, spec: Tr
                 images += len(batch["label"])
                 bar.advance(losses[-1])
         train_s = time.perf_counter() - started
-        report, _ = evaluate(judged, data.val, device) if len(data.val.dataset) else (
-            {"macro_f1": 0.0}, None)
+        report, _, _ = evaluate(judged, data.val, device) if len(data.val.dataset) else (
+            {"macro_f1": 0.0}, None, None)
         f1 = report["macro_f1"] if np.isfinite(report["macro_f1"]) else 0.0
         improved = f1 > best_f1
         if improved:
@@ -299,8 +303,18 @@ def train_model(chips_path: Path, out_dir: Path, model_spec: ModelSpec, spec: Tr
 
     if best_path.exists():
         model.load_state_dict(load_file(str(best_path), device=str(device)))
-    val_report, _ = evaluate(model, data.val, device)
-    test_report, _ = evaluate(model, data.test, device)
+    val_report, val_logits, val_labels = evaluate(model, data.val, device)
+    test_report, test_logits, test_labels = evaluate(model, data.test, device)
+    # One temperature on val (Guo et al. 2017): the map's p_* then mean what they say.
+    calibration = calibrate(val_logits, val_labels)
+    temperature = calibration["temperature"]
+    if len(test_labels):
+        calibration["test_ece_before"] = expected_calibration_error(probabilities(test_logits),
+                                                                    test_labels)
+        calibration["test_ece_after"] = expected_calibration_error(
+            probabilities(test_logits, temperature), test_labels)
+    log.info("calibration: temperature %.3f (val NLL %s -> %s)", temperature,
+             calibration.get("val_nll_before"), calibration.get("val_nll_after"))
     chips = open_chips(chips_path)
     meta = {
         "model": model_spec,
@@ -314,6 +328,7 @@ def train_model(chips_path: Path, out_dir: Path, model_spec: ModelSpec, spec: Tr
                     "train_events": len(data.train.dataset)},
         "data_hash": str(chips.attrs.get("events_fingerprint", "")),
         "radiometry": radiometry,
+        "calibration": calibration,
         "provenance": {"chips": str(Path(chips_path).resolve()), "device": device.type,
                        "encoder_weights": str(model_spec.encoder_weights or "")},
     }

@@ -29,6 +29,9 @@ def evaluate(
                                              "<workdir>/evaluation)")] = None,
     baseline: Annotated[bool, typer.Option(help="also fit the random-forest baselines")] = True,
     seed: Annotated[int, typer.Option(help="random seed of the baselines")] = 0,
+    maps: Annotated[list[Path] | None, typer.Option(
+        "--map", help="a driver map GeoPackage of the same area (repeatable): the report sets "
+        "its accuracy on the split's events beside evaluation's")] = None,
     config: ConfigOpt = None,
     dask_address: AddressOpt = None,
 ) -> None:
@@ -40,15 +43,21 @@ def evaluate(
         cfg = _load(config, dask_address)
         bundle_path, chips_path = bundle or cfg.bundle_path, chips or cfg.chips_path
         out_dir = out or cfg.workdir / "evaluation"
-        check_evaluation_inputs(bundle_path, chips_path, split, baseline)  # before the cluster
+        map_paths = tuple(str(m) for m in maps or ())
+        check_evaluation_inputs(bundle_path, chips_path, split, baseline,
+                                map_paths)  # before the cluster
 
         def run(_: PipelineConfig, address: str) -> dict:
             return evaluate_flow(address, str(bundle_path), str(chips_path), split,
-                                 str(out_dir), baseline, seed)
+                                 str(out_dir), baseline, seed, map_paths)
 
         result = _run(cfg, run)
         typer.echo(f"accuracy {result['accuracy']:.3f}, macro F1 {result['macro_f1']:.3f} "
                    f"on {result['n']} {split} events")
+        if "map" in result:
+            m = result["map"]
+            typer.echo(f"map accuracy {m['map_accuracy']:.3f} on the same events; drivers "
+                       f"agree with evaluation on {m['agreement']:.3f}")
         typer.echo(f"report: {result['report']}")
 
     _guard(body)

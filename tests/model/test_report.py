@@ -321,7 +321,7 @@ def test_cli_writes_the_report_through_the_cluster(tmp_path, tiny_chips, bundle,
             "evaluate", "--bundle", str(bundle), "--chips", str(tiny_chips), "--split", "test",
             "--out", str(out), "--seed", "3", "--dask-address", address])
     assert result.exit_code == 0, result.output
-    assert calls == [(address, str(bundle), str(tiny_chips), "test", str(out), True, 3)]
+    assert calls == [(address, str(bundle), str(tiny_chips), "test", str(out), True, 3, ())]
     assert f"report: {out / 'report.md'}" in result.stdout
     full = json.loads((out / "report.json").read_text())
     assert full["model"]["n"] == 2 and full["model"]["split"] == "test"
@@ -330,6 +330,12 @@ def test_cli_writes_the_report_through_the_cluster(tmp_path, tiny_chips, bundle,
     md = (out / "report.md").read_text()
     assert "| random forest | visible + aux | this run |" in md
     assert (out / "confusion_matrix.png").stat().st_size > 0
+    # Calibration before and after, on the split's events, with its reliability diagram.
+    calibration = full["model"]["calibration"]
+    assert calibration["temperature"] == 1.0 and calibration["method"] == "none"
+    assert calibration["ece_after"] == calibration["ece_before"] >= 0
+    assert "## Calibration" in md and "![reliability diagram](reliability.png)" in md
+    assert (out / "reliability.png").stat().st_size > 0
 
 
 def test_flow_summary_lines():

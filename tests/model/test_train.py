@@ -192,6 +192,13 @@ def test_training_writes_bundle_metrics_and_checkpoint(trained, chips_path):
     assert meta.radiometry == "surface"  # the synthetic store's, recorded
     assert meta.metrics["train_events"] == len(split_indices(chips, "train"))
     assert meta.data_hash == chips.attrs["events_fingerprint"]
+    # One temperature fitted on val, recorded with what it did to val's NLL and ECE.
+    calibration = meta.calibration
+    assert calibration["method"] == "temperature" and calibration["n_val"] == 2
+    assert calibration["temperature"] > 0
+    assert calibration["val_nll_after"] <= calibration["val_nll_before"] + 1e-9
+    assert {"val_ece_before", "val_ece_after", "test_ece_before", "test_ece_after"} \
+        <= set(calibration)
     with torch.no_grad():
         assert model(torch.zeros(1, 6, 64, 64)).shape == (1, 4, 64, 64)
 
