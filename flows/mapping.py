@@ -113,7 +113,8 @@ def write_geopackages(config: PipelineConfig, tiles_path: str, parts_dir: str, r
         written = client.submit(
             publish_driver_maps, parts, config.bundle_path, chosen_provinces(config), m.aoi,
             m.all, m.out or config.maps_dir,
-            layer_provenance(run_id, meta.model_id, config.model_dump_json()),
+            layer_provenance(run_id, meta.model_id, config.model_dump_json(),
+                             config.inputs.lossyear),
             MapOutputs(m.years, m.min_event_pixels, m.driver_raster, m.dominant_grid),
             Path(tiles_path).with_name("events.parquet"), pure=False).result()
     for gpkg in map(Path, written["geopackages"]):

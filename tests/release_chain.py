@@ -159,6 +159,7 @@ def map_in_process(cfg: PipelineConfig, bundle: Path, folder: Path) -> list[Path
                     device="cpu")
     written = publish_driver_maps(
         [p for p in parts.values() if p.exists()], bundle, provinces, None, False,
-        folder / "maps", layer_provenance("accuracy", meta.model_id, cfg.model_dump_json()),
+        folder / "maps", layer_provenance("accuracy", meta.model_id, cfg.model_dump_json(),
+                         cfg.inputs.lossyear),
         MapOutputs(m.years, m.min_event_pixels), folder / "events.parquet")
     return [Path(p) for p in written["geopackages"]]

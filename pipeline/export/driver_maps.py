@@ -10,6 +10,7 @@ from pathlib import Path
 
 import geopandas as gpd
 import pandas as pd
+import rasterio
 from shapely.geometry.base import BaseGeometry
 
 from forestnet_model.bundle_meta import package_versions
@@ -29,13 +30,25 @@ from pipeline.mapping.piece_merge import driver_fields, drop_small_events, merge
 NATIONAL_NAME = "indonesia"
 
 
-def layer_provenance(run_id: str, model_id: str, config_json: str) -> dict[str, str]:
-    """The metadata every driver-map layer carries: which run, model, config and packages."""
-    return {
+#: Layer metadata item holding the lattice of the loss pixels the events were cut from, so
+#: a reference sample can draw those pixels (``pipeline.accuracy.loss_pixel_grid``).
+LOSS_GRID_KEY = "loss_pixel_grid"
+
+
+def layer_provenance(run_id: str, model_id: str, config_json: str,
+                     lossyear: Path | None = None) -> dict[str, str]:
+    """The metadata every driver-map layer carries: which run, model, config and packages,
+    and (given the ``lossyear`` raster) the loss pixels' lattice."""
+    out = {
         "run_id": run_id, "model_id": model_id, "created": datetime.now(UTC).isoformat(),
         "config": config_json, "package_versions": json.dumps(package_versions()),
         "tile_rule": "UTM zone tiles of 332 px at 15 m; pixels by centre; see pipeline/mapping",
     }
+    if lossyear is not None:
+        with rasterio.open(lossyear) as src:
+            out[LOSS_GRID_KEY] = json.dumps({"crs": src.crs.to_string(),
+                                             "transform": list(src.transform)[:6]})
+    return out
 
 
 @dataclass(frozen=True)

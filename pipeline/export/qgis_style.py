@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import sqlite3
 import xml.etree.ElementTree as ET
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -95,25 +95,85 @@ def categorized_qml(
     One category per key of ``colours`` (value and legend label are the class name), in
     the mapping's order, so the legend lists drivers in model output order.
     """
+    return _serialise(_categorized_root(field, colours, geometry, "Symbology"))
+
+
+def edit_form_qml(
+    value_maps: Mapping[str, Sequence[str]],
+    *,
+    text_fields: Sequence[str] = (),
+    read_only: Sequence[str] = (),
+    field: str = "driver",
+    colours: Mapping[str, str] = DRIVER_COLOURS,
+    geometry: str = "point",
+) -> str:
+    """A QML document with the categorized symbology of :func:`categorized_qml` and an
+    attribute form: each field of ``value_maps`` a drop-down ("Value Map") of its values,
+    each of ``text_fields`` a one-line text edit, each of ``read_only`` not editable.
+
+    QGIS reads edit widgets under its "Forms" style category and field flags under
+    "Fields", so the document declares both beside "Symbology".
+    """
+    if overlap := sorted(set(value_maps) & set(read_only)):
+        raise ValueError(f"fields {overlap} cannot be both drop-downs and read-only")
+    root = _categorized_root(field, colours, geometry, "Symbology|Fields|Forms")
+    config = ET.SubElement(root, "fieldConfiguration")
+    for name, values in value_maps.items():
+        if not values:
+            raise ValueError(f"value map of {name!r} is empty; give at least one value")
+        options = _edit_widget(config, name, "ValueMap")
+        entries = ET.SubElement(options, "Option", type="List", name="map")
+        for value in values:
+            # One {description: stored value} map per entry; both are the class name.
+            entry = ET.SubElement(entries, "Option", type="Map")
+            ET.SubElement(entry, "Option", type="QString", name=value, value=value)
+    for name in text_fields:
+        options = _edit_widget(config, name, "TextEdit")
+        ET.SubElement(options, "Option", type="bool", name="IsMultiline", value="false")
+        ET.SubElement(options, "Option", type="bool", name="UseHtml", value="false")
+    editable = ET.SubElement(root, "editable")
+    for name in read_only:
+        ET.SubElement(editable, "field", name=name, editable="0")
+    for name in [*value_maps, *text_fields]:
+        ET.SubElement(editable, "field", name=name, editable="1")
+    return _serialise(root)
+
+
+def _edit_widget(config: ET.Element, name: str, widget: str) -> ET.Element:
+    """Append a ``<field>`` with an edit widget of type ``widget``; return its option map."""
+    field = ET.SubElement(config, "field", name=name, configurationFlags="None")
+    editor = ET.SubElement(field, "editWidget", type=widget)
+    return ET.SubElement(ET.SubElement(editor, "config"), "Option", type="Map")
+
+
+def _categorized_root(
+    field: str, colours: Mapping[str, str], geometry: str, categories: str
+) -> ET.Element:
+    """The ``<qgis>`` element of a categorized renderer on ``field``, one class per colour."""
     if geometry not in _GEOMETRY_KINDS:
         valid = ", ".join(_GEOMETRY_KINDS)
         raise ValueError(f"unknown geometry {geometry!r}; expected one of {valid}")
     if not colours:
         raise ValueError("colours is empty; give at least one category -> #rrggbb entry")
-    root = ET.Element("qgis", version="3.28.0", styleCategories="Symbology")
+    root = ET.Element("qgis", version="3.28.0", styleCategories=categories)
     renderer = ET.SubElement(root, "renderer-v2", type="categorizedSymbol", attr=field)
     renderer.attrib |= {"symbollevels": "0", "enableorderby": "0", "forceraster": "0"}
-    categories = ET.SubElement(renderer, "categories")
+    categories_element = ET.SubElement(renderer, "categories")
     symbols = ET.SubElement(renderer, "symbols")
     for index, (name, colour) in enumerate(colours.items()):
         ET.SubElement(
-            categories, "category", symbol=str(index), value=name, label=name, render="true"
+            categories_element, "category", symbol=str(index), value=name, label=name,
+            render="true",
         )
         _symbol(symbols, str(index), colour, geometry)
     # The source symbol is what QGIS offers when a user adds a new category by hand.
     source = ET.SubElement(renderer, "source-symbol")
     _symbol(source, "0", "#bdbdbd", geometry)
     ET.SubElement(root, "layerGeometryType").text = _GEOMETRY_KINDS[geometry][2]
+    return root
+
+
+def _serialise(root: ET.Element) -> str:
     ET.indent(root)
     body = ET.tostring(root, encoding="unicode")
     return f"<!DOCTYPE qgis PUBLIC 'http://mrcc.com/qgis.dtd' 'SYSTEM'>\n{body}\n"

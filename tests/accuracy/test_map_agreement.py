@@ -46,7 +46,8 @@ def write_map(path: Path, chips, rows: list[int], drivers: list[str], probs: np.
     decoy = frame.iloc[[0]].copy()
     decoy["geometry"] = [translate(frame.geometry.iloc[0].buffer(-0.00005), 0.0001, 0)]
     decoy["driver"] = "Other"
-    pyogrio.write_dataframe(pd.concat([frame, decoy], ignore_index=True), path, layer=DRIVER_MAP_LAYER, driver="GPKG")
+    pyogrio.write_dataframe(pd.concat([frame, decoy], ignore_index=True), path,
+                            layer=DRIVER_MAP_LAYER, driver="GPKG")
     return path
 
 

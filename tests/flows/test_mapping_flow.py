@@ -7,6 +7,7 @@ not accuracy.
 
 from __future__ import annotations
 
+import json
 import sqlite3
 
 import geopandas as gpd
@@ -42,6 +43,11 @@ def test_one_geopackage_per_province_with_the_contract(border_job: dict) -> None
         info = pyogrio.read_info(path, layer=DRIVER_MAP_LAYER)
         assert list(info["fields"]) == list(DRIVER_MAP_FIELDS)
         assert info["crs"] == "EPSG:4326" and info["features"] > 0
+        # The loss pixels' lattice, so that a reference sample can draw those pixels.
+        with rasterio.open(border_job["world"] / "gfc" / "lossyear.tif") as src:
+            expected = list(src.transform)[:6]
+        grid = json.loads(info["layer_metadata"]["loss_pixel_grid"])
+        assert grid["crs"] == "EPSG:4326" and grid["transform"] == pytest.approx(expected)
         with sqlite3.connect(path) as db:
             styles = db.execute("SELECT f_table_name, useAsDefault FROM layer_styles").fetchall()
             rtree = db.execute("SELECT name FROM sqlite_master WHERE name LIKE 'rtree_%'"
