@@ -26,14 +26,19 @@ def cached_bundle(path: str, device: str) -> tuple[torch.nn.Module, BundleMeta]:
 
     The model id (the weights' hash, in ``bundle.json``) is part of the key: a worker of
     a long-lived cluster reloads a bundle retrained in place instead of serving the old
-    one. The module maps ``model(x)`` to pixel logits whatever the bundle holds; a
-    fusion bundle's head is reached through :func:`predict_events`.
+    one. The manifest is read afresh on every call, so a bundle calibrated again in place
+    (same weights, another temperature) is applied as it now stands. The module maps
+    ``model(x)`` to pixel logits whatever the bundle holds; a fusion bundle's head is
+    reached through :func:`predict_events`.
     """
-    return _loaded_bundle(path, device, read_bundle_meta(Path(path)).model_id)
+    meta = read_bundle_meta(Path(path))
+    model, _ = _loaded_bundle(path, device, meta.model_id, meta.spec_hash)
+    return model, meta
 
 
 @lru_cache(maxsize=2)
-def _loaded_bundle(path: str, device: str, model_id: str) -> tuple[torch.nn.Module, BundleMeta]:
+def _loaded_bundle(path: str, device: str, model_id: str, spec_hash: str
+                   ) -> tuple[torch.nn.Module, BundleMeta]:
     model, meta = load_bundle(Path(path))
     model = model.to(device, memory_format=torch.channels_last)
     return model, meta
@@ -46,9 +51,8 @@ def predict_events(
     """Calibrated class probabilities ``(N, n_classes)`` for chips ``(N, C, H, W)`` with
     loss masks (see :func:`predict_event_logits`); returns them and the bundle's model_id."""
     logits, model_id = predict_event_logits(bundle, images, masks, batch_size, device, scalars)
-    meta = read_bundle_meta(Path(bundle))
-    return probabilities(logits, bundle_temperature(meta.calibration)).astype(np.float32), \
-        model_id
+    temperature = bundle_temperature(read_bundle_meta(Path(bundle)).calibration)
+    return probabilities(logits, temperature).astype(np.float32), model_id
 
 
 def predict_event_logits(

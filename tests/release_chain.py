@@ -53,11 +53,15 @@ def own_chips(folder: Path) -> dict:
     return {"world": world, "config": config, "cfg": cfg, "chips": chips}
 
 
-def train_recipe(config: Path, chips: Path, out: Path, threads: int | None = None) -> Path:
-    """The config's recipe trained on ``chips`` (on ``threads`` CPU threads): its bundle."""
+def train_recipe(config: Path, chips: Path, out: Path, threads: int | None = None,
+                 seed: int | None = None) -> Path:
+    """The config's recipe trained on ``chips`` (on ``threads`` CPU threads, with ``seed``
+    instead of the config's): its bundle."""
     _, model, train = demo_recipe(config)
     if threads:
         train = train.model_copy(update={"num_threads": threads})
+    if seed is not None:
+        train = train.model_copy(update={"seed": seed})
     return train_model(chips, out, model, train)
 
 

@@ -53,16 +53,23 @@ def centred_geobox(
     size: int = CHIP_SIZE,
     resolution: float = CHIP_RESOLUTION,
     crs: CRS | str | int | None = None,
+    on_lattice: bool = False,
 ) -> GeoBox:
     """A ``size`` x ``size`` grid whose pixel (size // 2, size // 2) is centred on (lon, lat).
 
     The grid is in the point's own UTM zone (:func:`utm_crs`) unless ``crs`` is given, so
-    chips across Indonesia's zones 46-54 each carry their own zone's CRS.
+    chips across Indonesia's zones 46-54 each carry their own zone's CRS. ``on_lattice``
+    moves it (by less than half a pixel) onto the zone's lattice of ``resolution`` pixels
+    from (0, 0), the map tiles' lattice: a chip and a map tile then share their pixels, so
+    an event's chip and its map input hold the same composite pixels and loss mask.
     """
     target = CRS(crs) if crs is not None else utm_crs(lon)
     x, y = _project_point(lon, lat, target)
     half = size // 2 + 0.5
-    affine = Affine(resolution, 0.0, x - half * resolution, 0.0, -resolution, y + half * resolution)
+    left, top = x - half * resolution, y + half * resolution
+    if on_lattice:
+        left, top = round(left / resolution) * resolution, round(top / resolution) * resolution
+    affine = Affine(resolution, 0.0, left, 0.0, -resolution, top)
     return GeoBox((size, size), affine, target)
 
 

@@ -97,7 +97,7 @@ class EventChip:
 def chip_geobox(geometry_4326: BaseGeometry, spec: ChipSpec) -> GeoBox:
     """The chip grid of an event, centred on its representative point, in its UTM zone."""
     anchor = geometry_4326.representative_point()
-    return centred_geobox(anchor.x, anchor.y, spec.size, spec.resolution)
+    return centred_geobox(anchor.x, anchor.y, spec.size, spec.resolution, on_lattice=True)
 
 
 def qa_usable_on_grid(store: Path, scene_id: str, geobox: GeoBox) -> np.ndarray:
@@ -274,6 +274,26 @@ def years_span(first: int, last: int, window: int) -> tuple[pd.Timestamp, pd.Tim
     """Acquisition dates within ``window`` years of every loss year in ``[first, last]``."""
     return (pd.Timestamp(year=last - window, month=1, day=1),
             pd.Timestamp(year=first + window, month=12, day=31))
+
+
+def years_by_scenes(years: list[int], geobox: GeoBox, index: gpd.GeoDataFrame,
+                    spec: ChipSpec) -> list[list[int]]:
+    """Loss years grouped by the scenes an event chip of each year draws on (those within
+    ``years_window`` of the year, of the spec's level, covering ``geobox``).
+
+    The years of a group share one composite, the one their events' chips get; years whose
+    scene windows differ never share one (a 2016 piece in a composite cut to the scenes
+    of 2013's window saw other pixels than its chip).
+    """
+    footprint = geobox.extent.to_crs("EPSG:4326").geom
+    level = RADIOMETRY_LEVELS[spec.radiometry]
+    ids = index["scene_id"].to_numpy()
+    groups: dict[tuple[str, ...], list[int]] = {}
+    for year in sorted(set(years)):
+        rows = scene_rows(index, footprint, *years_span(year, year, spec.years_window),
+                          level=level)
+        groups.setdefault(tuple(sorted(ids[rows])), []).append(year)
+    return list(groups.values())
 
 
 def build_event_chip(

@@ -27,7 +27,8 @@ from pipeline.mapping.tiles import MapTile
 PART_COLUMNS = [*PIECE_COLUMNS[:-1], *LOGIT_COLUMNS, "logit_weight", *FUSION_COLUMNS,
                 "scene_ids", "scene_dates", "model_id", "geometry"]
 #: Bumped when PART_COLUMNS or how parts are computed change: it is part of the parts key,
-#: so older parts are not reused (3: tiles read with a halo that holds every event window).
+#: so older parts are not reused (3: tiles read with a halo that holds every event window,
+#: one composite per group of loss years with the same scenes).
 PART_FORMAT = 3
 
 

@@ -1,9 +1,10 @@
 """Model inputs of one map tile: its loss pieces, composite and aux, on the tile's 15 m grid.
 
 This is the CPU half of mapping (read, warp, composite); the model half consumes
-:class:`TileInput` s. A tile whose pieces span loss years further apart than the scene
-window allows gets one sample per group of years, each with its own composite, so every
-piece is predicted from scenes within ``years_window`` of its loss year (ForestNet).
+:class:`TileInput` s. A tile gets one sample per group of loss years whose scene windows
+hold the same scenes (``years_by_scenes``), each with its own composite, so every piece is
+predicted from the composite its event's chip gets: the scenes within ``years_window`` of
+its own loss year (ForestNet).
 
 Each tile is read with a halo wide enough for the event window of every piece it holds
 (:func:`tile_halo`), so a piece is cut the window that evaluation cuts from an event's
@@ -24,7 +25,14 @@ from scipy import ndimage
 from shapely.ops import unary_union
 
 from forestnet_model.model_inputs import span_about
-from pipeline.imagery.views import CHIP_BANDS, ChipSpec, composite_views, scene_views, years_span
+from pipeline.imagery.views import (
+    CHIP_BANDS,
+    ChipSpec,
+    composite_views,
+    scene_views,
+    years_by_scenes,
+    years_span,
+)
 from pipeline.mapping.fusion_inputs import piece_scalars
 from pipeline.mapping.loss_pieces import tile_pieces
 from pipeline.mapping.tiles import HALO_PIXELS, MapTile
@@ -53,17 +61,6 @@ class TileInput:
     samples: list[TileSample] = field(default_factory=list)
     notes: list[str] = field(default_factory=list)
     error: str = ""
-
-
-def year_groups(years: list[int], window: int) -> list[list[int]]:
-    """Sorted loss years split so that each group has scenes within ``window`` of all."""
-    groups: list[list[int]] = []
-    for year in sorted(set(years)):
-        if groups and year - groups[-1][0] <= 2 * window:
-            groups[-1].append(year)
-        else:
-            groups.append([year])
-    return groups
 
 
 def prepare_tile(
@@ -97,9 +94,10 @@ def prepare_tile(
     geobox = tile.geobox(halo)
     all_labels = np.pad(all_labels, halo - HALO_PIXELS)
     band_idx = [CHIP_BANDS.index(b) for b in bands]
-    for group in year_groups(pieces["loss_year"].tolist(), spec.years_window):
+    for group in years_by_scenes(pieces["loss_year"].tolist(), geobox, index, spec):
         rows = np.flatnonzero(pieces["loss_year"].isin(group).to_numpy())
-        views, problem = scene_views(geobox, *years_span(group[0], group[-1], spec.years_window),
+        # Every year of the group has the same scenes in its window: the first's span.
+        views, problem = scene_views(geobox, *years_span(group[0], group[0], spec.years_window),
                                      scene_store, index, spec)
         if not views:
             out.notes.append(f"loss years {group}: {problem}")

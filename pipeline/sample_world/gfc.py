@@ -1,4 +1,5 @@
-"""Hansen Global Forest Change layers: ``lossyear`` and ``treecover2000`` (uint8, EPSG:4326)."""
+"""Hansen Global Forest Change layers: ``lossyear`` and ``treecover2000`` (uint8, EPSG:4326),
+and the world's truth: the driver of every loss pixel (``truth/loss_driver.tif``)."""
 
 from __future__ import annotations
 
@@ -7,6 +8,8 @@ from pathlib import Path
 import numpy as np
 from odc.geo.geobox import GeoBox
 from shapely.geometry import Point
+
+from pipeline.core.drivers import driver_code
 
 from .features import Features
 from .layout import GFC_PER_DEGREE, Event
@@ -17,6 +20,8 @@ from .spec import WorldSpec
 
 #: A mapping run must ignore loss components smaller than this (GFC speckle).
 MIN_EVENT_PIXELS = 6
+#: The true driver of each lossyear pixel, on the lossyear grid.
+TRUTH_PATH = "truth/loss_driver.tif"
 
 
 def write_gfc(
@@ -28,6 +33,9 @@ def write_gfc(
     h, w = grid.shape.yx
 
     loss = np.zeros((h, w), np.uint8)
+    # The true driver of every loss pixel (its event's merged class code; 0: no loss, or a
+    # speck without a driver): what a reference interpreter would find on the ground.
+    truth = np.zeros((h, w), np.uint8)
     for event in events:
         # Rasterise on the event's own lattice window, exactly as layout.py checked it,
         # so every event is one 8-connected component here too.
@@ -35,6 +43,8 @@ def write_gfc(
         mask = rasterise([event.poly_lonlat], window) > 0
         r0, c0 = paste_offset(window, grid)
         loss[r0 : r0 + mask.shape[0], c0 : c0 + mask.shape[1]][mask] = event.year - 2000
+        truth[r0 : r0 + mask.shape[0], c0 : c0 + mask.shape[1]][mask] = driver_code(
+            event.merged_label)
     _add_specks(rng, loss, grid, region, spec, events)
 
     # Tree cover in 2000: dense forest everywhere, lower on rivers, roads and villages.
@@ -54,10 +64,14 @@ def write_gfc(
     cover = cover * (1.0 - rasterise(rivers, grid, supersample=3))
     cover = np.clip(np.rint(cover), 0, 100).astype(np.uint8)
 
-    paths = {"gfc_lossyear": "gfc/lossyear.tif", "gfc_treecover2000": "gfc/treecover2000.tif"}
+    paths = {"gfc_lossyear": "gfc/lossyear.tif", "gfc_treecover2000": "gfc/treecover2000.tif",
+             "truth_loss_driver": TRUTH_PATH}
     # Hansen's tiles carry no nodata value: 0 is a valid "no loss" / "no trees".
     write_tif(root / paths["gfc_lossyear"], loss, grid)
     write_tif(root / paths["gfc_treecover2000"], cover, grid)
+    (root / "truth").mkdir(exist_ok=True)
+    write_tif(root / TRUTH_PATH, truth, grid,
+              descriptions=["true driver code (pipeline.core.drivers; 0 none)"])
     return paths
 
 

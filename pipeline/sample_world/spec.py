@@ -10,7 +10,8 @@ from typing import Any
 #: 2: adds aux/landcover.tif (categorical land cover, for pre-training).
 #: 3: splits spread each fine label over train, val and test; "Other" (the fine
 #:    label) is a waterlogged clearing, no longer a blurred copy of a smallholder mosaic.
-GENERATOR_VERSION = "3"
+#: 4: writes truth/loss_driver.tif, the true driver of every loss pixel.
+GENERATOR_VERSION = "4"
 
 
 @dataclass(frozen=True)

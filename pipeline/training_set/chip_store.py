@@ -77,6 +77,10 @@ def progress_dir(final: Path) -> Path:
     return final.with_name(f".{final.name}.progress")
 
 
+#: ``source`` of a store imported from the published release (``release_import``).
+RELEASE_SOURCE = "forestnet_release"
+
+
 def init_chip_store(
     final: Path,
     events: gpd.GeoDataFrame,
@@ -105,7 +109,10 @@ def init_chip_store(
     shutil.rmtree(partial, ignore_errors=True)
     shutil.rmtree(progress, ignore_errors=True)
     progress.mkdir(parents=True, exist_ok=True)
-    template = _template(events, spec, aux_bands, aux_features)
+    # The release's chips are centred on their lat/lon as published; built chips sit on the
+    # map tiles' lattice (see chip_geobox).
+    on_lattice = attrs.get("source") != RELEASE_SOURCE
+    template = _template(events, spec, aux_bands, aux_features, on_lattice)
     template.attrs.update(attrs)
     template.attrs["events_fingerprint"] = fingerprint
     with warnings.catch_warnings():
@@ -117,13 +124,13 @@ def init_chip_store(
 
 def _template(
     events: gpd.GeoDataFrame, spec: ChipSpec, aux_bands: tuple[str, ...],
-    aux_features: tuple[str, ...],
+    aux_features: tuple[str, ...], on_lattice: bool = True,
 ) -> xr.Dataset:
     n, v, b, s = len(events), spec.n_views, len(CHIP_BANDS), spec.size
     na, nf = len(aux_bands), len(aux_features)
     lon, lat = event_anchors(events)
-    boxes = [centred_geobox(x, y, spec.size, spec.resolution) for x, y in zip(lon, lat,
-                                                                              strict=True)]
+    boxes = [centred_geobox(x, y, spec.size, spec.resolution, on_lattice=on_lattice)
+             for x, y in zip(lon, lat, strict=True)]
     coords = {
         "event_id": ("event", _text(events["event_id"])),
         "label": ("event", _text(events["label"])),

@@ -70,6 +70,7 @@ from pipeline.core.errors import ForestNetError
 from pipeline.core.grid import centred_geobox
 from pipeline.core.radiometry import DISPLAY_MAX
 from pipeline.imagery.views import CHIP_BANDS, ChipSpec, EventChip, rasterize_region
+from pipeline.training_set.chip_store import RELEASE_SOURCE
 from pipeline.training_set.events import event_id, finish_events, read_forestnet_csvs
 from pipeline.training_set.release_reader import ReleaseError, ReleaseReader
 from pipeline.training_set.safe_pickle import UnsafePickleError, loads_geometry
@@ -106,7 +107,7 @@ MAX_DISTANCE_KM = 50.0  # as the built chips (pipeline.training_set.auxiliary)
 def imported_store_attrs(release: str) -> dict:
     """The chip-store attributes of an import: the release, its radiometry and scaling,
     and where each aux band and scalar came from."""
-    return {"source": "forestnet_release", "release": Path(release).name,
+    return {"source": RELEASE_SOURCE, "release": Path(release).name,
             "radiometry": RELEASE_RADIOMETRY, "image_scaling": IMAGE_SCALING,
             "aux_provenance": {"npy": {k: v[0] for k, v in AUX_NPY.items()},
                                "json": AUX_JSON, "ncep": {"tavg": "temperature_c"}}}

@@ -17,10 +17,14 @@ VERBS = (
 )
 
 
+#: The analyst's verbs: plain functions over files, no cluster.
+REPORTING_VERBS = ("sample-design", "area")
+
+
 def test_help_lists_every_verb() -> None:
     result = runner.invoke(app, ["--help"])
     assert result.exit_code == 0
-    for verb in VERBS:
+    for verb in VERBS + REPORTING_VERBS:
         assert verb in result.output
 
 

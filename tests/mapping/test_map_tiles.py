@@ -24,7 +24,6 @@ from pipeline.mapping.piece_merge import (
     drop_small_events,
     merge_pieces,
 )
-from pipeline.mapping.tile_inputs import year_groups
 from pipeline.mapping.tile_plan import scan_here, tiles_with_loss
 from pipeline.mapping.tiles import HALO_PIXELS, TILE_METRES, MapTile, tile_indices, zone_of_lon
 from pipeline.training_set.events import EIGHT_CONNECTED
@@ -209,6 +208,3 @@ def test_nodata_and_years_outside_the_range_are_not_loss() -> None:
     assert year_mask(data, [2001], None).sum() == 1
 
 
-def test_year_groups_keep_scenes_within_the_window() -> None:
-    assert year_groups([2015, 2013, 2016], 5) == [[2013, 2015, 2016]]
-    assert year_groups([2001, 2005, 2012, 2020], 5) == [[2001, 2005], [2012, 2020]]

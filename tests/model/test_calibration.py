@@ -87,3 +87,25 @@ def test_the_bundle_temperature_reaches_predicted_probabilities(tmp_path: Path) 
     np.testing.assert_allclose(raw, probabilities(logits), atol=1e-5)
     np.testing.assert_allclose(cooled, probabilities(logits, 3.0), atol=1e-5)
     assert (cooled.argmax(1) == raw.argmax(1)).all()
+    # Calibrated again in place (same weights, so the same model id): applied at once, by
+    # a process that has already loaded the bundle.
+    manifest = json.loads((plain / MANIFEST).read_text())
+    manifest["calibration"] = {"method": "temperature", "temperature": 2.0}
+    (plain / MANIFEST).write_text(json.dumps(manifest))
+    again, _ = predict_events(plain, images, masks, device="cpu")
+    np.testing.assert_allclose(again, probabilities(logits, 2.0), atol=1e-5)
+
+
+def test_an_error_free_val_split_keeps_a_finite_temperature() -> None:
+    """A val split classified without error (the model was chosen on it): plain NLL would
+    send T to its bound and every probability to 0 or 1; with the rule of succession the
+    true class keeps a probability below 1, near (n + 1) / (n + 2) = 0.97 on average."""
+    rng = np.random.default_rng(3)
+    labels = rng.integers(0, 4, 32)
+    logits = rng.normal(0.0, 1.0, (32, 4))
+    logits[np.arange(32), labels] += 4.0  # every event right, by a margin
+    t = fit_temperature(logits, labels)
+    assert 0.2 < t < 5.0
+    p_true = probabilities(logits, t)[np.arange(32), labels]
+    assert 0.9 < p_true.mean() < 0.99 and p_true.max() < 0.9999
+    assert fit_temperature(logits, labels) == t  # deterministic

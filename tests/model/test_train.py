@@ -196,7 +196,6 @@ def test_training_writes_bundle_metrics_and_checkpoint(trained, chips_path):
     calibration = meta.calibration
     assert calibration["method"] == "temperature" and calibration["n_val"] == 2
     assert calibration["temperature"] > 0
-    assert calibration["val_nll_after"] <= calibration["val_nll_before"] + 1e-9
     assert {"val_ece_before", "val_ece_after", "test_ece_before", "test_ece_after"} \
         <= set(calibration)
     with torch.no_grad():
