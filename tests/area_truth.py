@@ -40,11 +40,32 @@ def label_from_truth(sample: Path, world: Path) -> int:
                                                         strict=True))])
     names = [DRIVER_CLASSES[c - 1] if c > 0 else NO_DRIVER for c in codes]
     with contextlib.closing(sqlite3.connect(sample)) as db, db:
+        with_gpkg_geometry_functions(db)
         db.executemany(f"UPDATE {REFERENCE_LAYER} SET reference_class = ?, interpreter = ? "
                        "WHERE sample_id = ?",
                        [(name, "truth", int(i)) for name, i in
                         zip(names, points["sample_id"], strict=True)])
     return len(points)
+
+
+def with_gpkg_geometry_functions(db: sqlite3.Connection) -> None:
+    """The SQL functions a GeoPackage's R-tree triggers call on every row update (GDAL and
+    QGIS bring them; plain sqlite3 does not), over GeoPackage geometry blobs."""
+
+    def geometry(blob: bytes | None) -> shapely.Geometry | None:
+        if blob is None:
+            return None
+        flags = blob[3]
+        envelope = {0: 0, 1: 32, 2: 48, 3: 48, 4: 64}[(flags >> 1) & 7]
+        return shapely.from_wkb(bytes(blob[8 + envelope:]))
+
+    def bound(k: int):
+        return lambda blob: None if blob is None else float(geometry(blob).bounds[k])
+
+    db.create_function("ST_IsEmpty", 1, lambda b: None if b is None else int(
+        bool(b[3] & 0x10) or geometry(b).is_empty), deterministic=True)
+    for name, k in (("ST_MinX", 0), ("ST_MinY", 1), ("ST_MaxX", 2), ("ST_MaxY", 3)):
+        db.create_function(name, 1, bound(k), deterministic=True)
 
 
 def true_areas(maps: list[Path], world: Path) -> pd.Series:

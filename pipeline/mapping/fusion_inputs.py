@@ -55,13 +55,13 @@ def piece_band_moments(x: np.ndarray, labels: np.ndarray, n: int) -> tuple[np.nd
     return mean, np.maximum(squares - mean ** 2, 0.0)
 
 
-def piece_scalars(ctx: AuxContext, regions: Sequence, labels: np.ndarray,
+def piece_scalars(ctx: AuxContext, regions: Sequence, masks: Sequence[np.ndarray],
                   names: Sequence[str]) -> np.ndarray:
     """Scalars ``(pieces, names)`` of each piece: its region (in the chip's CRS) and its
-    pixels ``labels == k + 1``, over the context's chip (rasters are read once)."""
+    pixels ``masks[k]``, over the context's chip (rasters are read once)."""
     out = np.full((len(regions), len(names)), np.nan)
     for k, region in enumerate(regions):
-        piece = ctx.for_region(region, labels == k + 1)
+        piece = ctx.for_region(region, masks[k])
         out[k] = [piece.scalar(name) for name in names]
     return out
 

@@ -72,17 +72,27 @@ def infer_tiles(
                                                     enabled=dev.type == "cuda"):
             out = model(xt).float().cpu().numpy()
         for v, pixel_logits in zip((views[j] for j in batch), out, strict=True):
-            labels = samples[v.sample][1].labels[v.rows, v.cols]
+            sample = samples[v.sample][1]
+            labels = sample.labels[v.rows, v.cols]
             means, counts = region_means(pixel_logits, pad_to_multiple(labels),
                                          len(pooled[v.sample]))
             pooled[v.sample][v.pieces] = means[v.pieces]
             pixels[v.sample][v.pieces] = counts[v.pieces]
+            for k in v.pieces:  # an edge piece pools its whole event's pixels
+                if k in sample.event_masks:
+                    event = pad_to_multiple(sample.event_masks[k][v.rows, v.cols])
+                    pooled[v.sample][k] = region_means(pixel_logits, event.astype(np.int32),
+                                                       1)[0][0]
     per_piece: dict[int, dict[int, PieceStats]] = {}
     for i, (tile, sample) in enumerate(samples):
         n = len(sample.pieces)
         # Band moments are over the piece's own pixels: the same in any window.
         band_mean, band_var = (piece_band_moments(images[i], sample.labels, n) if meta.model.fusion
                                else (np.zeros((n, 0)), np.zeros((n, 0))))
+        for k, event in sample.event_masks.items():
+            if meta.model.fusion:  # the whole event's moments, as its chip's
+                mean, var = piece_band_moments(images[i], event.astype(np.int32), 1)
+                band_mean[k], band_var[k] = mean[0], var[0]
         scalars = sample.scalars if sample.scalars is not None else np.zeros((n, 0))
         for k, row in enumerate(sample.pieces):
             per_piece.setdefault(id(tile), {})[row] = PieceStats(
@@ -112,13 +122,14 @@ class ModelView:
 
 def model_views(samples: list[TileSample], context: int | None) -> list[ModelView]:
     """What the network sees of each sample: each piece's event window, as evaluation sees
-    an event's chip (``event_window`` with the bundle's ``event_context``), or, with no
-    context set, the whole tile for all its pieces at once."""
+    an event's chip (``event_window`` with the bundle's ``event_context``; a piece at the
+    tile's edge: its whole event's window), or, with no context set, the whole tile for all
+    its pieces at once."""
     whole = slice(None)
     if context is None:
         return [ModelView(i, whole, whole, list(range(len(s.pieces))))
                 for i, s in enumerate(samples)]
-    return [ModelView(i, *event_window(s.labels == k + 1, context), [k])
+    return [ModelView(i, *event_window(s.region(k), context), [k])
             for i, s in enumerate(samples) for k in range(len(s.pieces))]
 
 

@@ -28,11 +28,12 @@ from shapely.geometry import box
 from shapely.geometry.base import BaseGeometry
 
 from pipeline.core.grid import pixel_centre_axes, pixel_centres
-from pipeline.mapping.tiles import MapTile, tile_indices
+from pipeline.mapping.tiles import TILE_METRES, MapTile, tile_indices
 from pipeline.training_set.events import (
     EIGHT_CONNECTED,
     check_lossyear,
     label_polygons,
+    loss_regions,
     lossyear_window,
 )
 
@@ -43,6 +44,9 @@ PIECE_COLUMNS = ["piece_id", "tile_id", "loss_year", "province", "n_pixels", "to
 PROVINCE_SNAP_DEGREES = 0.09
 #: Planning block edge in lossyear pixels (4096 px = ~1 degree, 16 MB of uint8).
 PLAN_BLOCK = 4096
+#: How far past its tile an edge piece's whole event is followed (one tile, ~5 km): the
+#: event's window must fit the tile's halo, which stays below that.
+EVENT_REACH_M = TILE_METRES
 
 
 def plan_blocks(
@@ -140,6 +144,34 @@ def tile_pieces(
     if not records:
         return empty_pieces()
     return gpd.GeoDataFrame(records, geometry="geometry", crs="EPSG:4326")[PIECE_COLUMNS]
+
+
+def whole_events(lossyear: Path, tile: MapTile, pieces: gpd.GeoDataFrame
+                 ) -> dict[int, BaseGeometry]:
+    """The whole loss event of each piece touching the tile's edge, by piece position.
+
+    An event is the 8-connected loss region of its year, across tiles and provinces, as
+    an event chip sees it (``training_set.events.loss_regions``, EPSG:4326). It is followed
+    up to :data:`EVENT_REACH_M` past the tile; a piece whose event reaches further is left
+    out (it is then seen on its own).
+    """
+    edge = np.flatnonzero(pieces["touches_edge"].to_numpy()) if len(pieces) else []
+    if not len(edge):
+        return {}
+    bounds = tile.lonlat_bounds(margin_m=EVENT_REACH_M)
+    with rasterio.open(lossyear) as src:
+        pixel = abs(src.transform.a)
+    inside = box(*bounds).buffer(-2 * pixel)  # a region reaching the window's edge is cut
+    years = pieces["loss_year"].iloc[edge]
+    regions = loss_regions(lossyear, bounds, sorted(set(years)), min_pixels=1)
+    out = {}
+    for k in edge:
+        point = pieces.geometry.iloc[k].representative_point()
+        hit = regions[(regions["loss_year"] == pieces["loss_year"].iloc[k])
+                      & regions.intersects(point)]
+        if len(hit) == 1 and hit.geometry.iloc[0].within(inside):
+            out[int(k)] = hit.geometry.iloc[0]
+    return out
 
 
 def province_raster(

@@ -22,6 +22,7 @@ import geopandas as gpd
 import numpy as np
 import rasterio.features
 from scipy import ndimage
+from shapely.geometry.base import BaseGeometry
 from shapely.ops import unary_union
 
 from forestnet_model.model_inputs import span_about
@@ -33,8 +34,9 @@ from pipeline.imagery.views import (
     years_by_scenes,
     years_span,
 )
+from pipeline.mapping.edge_events import fitting_events
 from pipeline.mapping.fusion_inputs import piece_scalars
-from pipeline.mapping.loss_pieces import tile_pieces
+from pipeline.mapping.loss_pieces import tile_pieces, whole_events
 from pipeline.mapping.tiles import HALO_PIXELS, MapTile
 from pipeline.training_set.auxiliary import AuxContext, AuxSources, check_aux_names
 
@@ -50,6 +52,14 @@ class TileSample:
     scene_dates: list[str]
     #: ``(len(pieces), scalars)``: each piece's aux scalars (``fusion_inputs.scalar_names``)
     scalars: np.ndarray | None = None
+    #: Position in ``pieces`` -> the region its whole event covers on the sample's grid,
+    #: for pieces at the tile's edge classified as their event (``edge_events``).
+    event_masks: dict[int, np.ndarray] = field(default_factory=dict)
+
+    def region(self, k: int) -> np.ndarray:
+        """The pixels piece ``k`` is classified by: its event's, or its own."""
+        mask = self.event_masks.get(k)
+        return mask if mask is not None else self.labels == k + 1
 
 
 @dataclass
@@ -90,9 +100,20 @@ def prepare_tile(
     narrow = tile.geobox()
     local = pieces.to_crs(narrow.crs.to_wkt())
     all_labels = piece_labels(local.geometry, narrow)
+    events: dict[int, BaseGeometry] = {}
     halo = tile_halo(all_labels, len(pieces), event_context)
+    if event_context is not None:
+        crs = narrow.crs.to_wkt()
+        whole = {k: gpd.GeoSeries([g], crs="EPSG:4326").to_crs(crs).iloc[0]
+                 for k, g in whole_events(lossyear, tile, pieces).items()}
+        events, beyond = fitting_events(whole, narrow, event_context)
+        if len(events) < len(whole):
+            out.notes.append(f"{len(whole) - len(events)} edge piece(s) seen on their own: "
+                             "their event is too large for the tile's halo")
+        halo = max(halo, HALO_PIXELS + -(-beyond // 16) * 16)
     geobox = tile.geobox(halo)
     all_labels = np.pad(all_labels, halo - HALO_PIXELS)
+    event_masks = {k: piece_labels(gpd.GeoSeries([g]), geobox) > 0 for k, g in events.items()}
     band_idx = [CHIP_BANDS.index(b) for b in bands]
     for group in years_by_scenes(pieces["loss_year"].tolist(), geobox, index, spec):
         rows = np.flatnonzero(pieces["loss_year"].isin(group).to_numpy())
@@ -104,19 +125,23 @@ def prepare_tile(
             continue
         image, pool, _, notes = composite_views(views, spec)
         out.notes.extend(notes)
-        labels = group_labels(all_labels, rows)
-        x, values = image[band_idx], None
-        if aux_bands or scalars:
-            regions = list(local.geometry.iloc[rows])
-            ctx = AuxContext(geobox, unary_union(regions), labels > 0, image, aux_sources)
-            if aux_bands:
-                x = np.concatenate([x, np.stack([ctx.band(b) for b in aux_bands])])
-            values = piece_scalars(ctx, regions, labels, scalars)
-        out.samples.append(TileSample(
-            image=x.astype(np.float32), labels=labels, pieces=rows.tolist(),
+        sample = TileSample(
+            image=image[band_idx], labels=group_labels(all_labels, rows), pieces=rows.tolist(),
             scene_ids=[v.scene_id for v in pool], scene_dates=[v.date for v in pool],
-            scalars=values,
-        ))
+            event_masks={j: event_masks[int(r)] for j, r in enumerate(rows)
+                         if int(r) in event_masks})
+        if aux_bands or scalars:
+            # An edge piece's scalars are its whole event's, as its chip's are.
+            regions = [events.get(int(r), local.geometry.iloc[r]) for r in rows]
+            ctx = AuxContext(geobox, unary_union(regions), sample.labels > 0, image,
+                             aux_sources)
+            if aux_bands:
+                sample.image = np.concatenate(
+                    [sample.image, np.stack([ctx.band(b) for b in aux_bands])])
+            sample.scalars = piece_scalars(ctx, regions, [sample.region(j) for j in
+                                                          range(len(rows))], scalars)
+        sample.image = sample.image.astype(np.float32)
+        out.samples.append(sample)
     return out
 
 
