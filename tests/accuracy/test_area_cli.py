@@ -26,6 +26,7 @@ from tests.accuracy.test_area_estimates import (
     OLOFSSON_PIXELS,
     expand,
 )
+from tests.reliability.bad_input_helpers import one_line_error
 
 runner = CliRunner()
 DRIVERS = ["Plantation", "Smallholder agriculture", "Grassland/shrubland", "Other"]
@@ -86,14 +87,6 @@ def csv_inputs(folder: Path, sample: pd.DataFrame, strata: pd.DataFrame) -> list
 def olofsson_csvs(folder: Path) -> list[str]:
     strata = pd.DataFrame({"stratum": OLOFSSON_CLASSES, "size": OLOFSSON_PIXELS * HA_PER_PIXEL})
     return csv_inputs(folder, expand(OLOFSSON_COUNTS, OLOFSSON_CLASSES), strata)
-
-
-def one_line_error(result) -> str:
-    assert result.exit_code == 2, (result.exit_code, result.output, result.exception)
-    text = result.stderr.strip()
-    assert "Traceback" not in result.output
-    assert len(text.splitlines()) == 1, text
-    return text
 
 
 def digest(path: Path) -> str:

@@ -11,16 +11,9 @@ from typer.testing import CliRunner
 from flows.cli.app import app
 from pipeline.accuracy.reference_gpkg import REFERENCE_LAYER
 from tests.accuracy.test_sample_design import write_map
+from tests.reliability.bad_input_helpers import one_line_error
 
 runner = CliRunner()
-
-
-def _one_line_error(result) -> str:
-    assert result.exit_code == 2, result.output
-    text = result.stderr.strip()
-    assert "Traceback" not in text and "Traceback" not in result.stdout
-    assert len(text.splitlines()) == 1, text
-    return text
 
 
 def test_sample_design_writes_the_sample_and_prints_the_strata(tmp_path: Path) -> None:
@@ -40,7 +33,7 @@ def test_sample_design_writes_the_sample_and_prints_the_strata(tmp_path: Path) -
 def test_map_without_events_is_one_line(tmp_path: Path) -> None:
     empty = write_map(tmp_path / "empty.gpkg", {})
     out = tmp_path / "s.gpkg"
-    text = _one_line_error(runner.invoke(app, ["sample-design", "--map", str(empty),
+    text = one_line_error(runner.invoke(app, ["sample-design", "--map", str(empty),
                                                "--n", "10", "--out", str(out)]))
     assert f"{empty}: the map holds no loss events; nothing to sample" in text
     assert not out.exists()
@@ -49,11 +42,11 @@ def test_map_without_events_is_one_line(tmp_path: Path) -> None:
 def test_fewer_points_than_strata_is_one_line(tmp_path: Path) -> None:
     map_path = write_map(tmp_path / "riau.gpkg")
     out = tmp_path / "s.gpkg"
-    text = _one_line_error(runner.invoke(app, ["sample-design", "--map", str(map_path),
+    text = one_line_error(runner.invoke(app, ["sample-design", "--map", str(map_path),
                                                "--n", "2", "--out", str(out)]))
     assert "sample of 2" in text and "3 strata" in text
     assert not out.exists()
-    text = _one_line_error(runner.invoke(app, ["sample-design", "--map", str(map_path),
+    text = one_line_error(runner.invoke(app, ["sample-design", "--map", str(map_path),
                                                "--n", "20", "--allocation", "neyman",
                                                "--out", str(out)]))
     assert "min50, equal, proportional" in text and not out.exists()
