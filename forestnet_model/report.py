@@ -247,7 +247,8 @@ def map_lines(result: dict | None) -> list[str]:
             ["map accuracy", _num(result["map_accuracy"])],
             ["evaluation accuracy", _num(result["evaluation_accuracy"])],
             ["map driver = evaluation driver", _num(result["agreement"])],
-            ["largest |p_map - p_evaluation|", _num(result["max_probability_gap"])],
+            ["largest probability difference, map vs evaluation",
+             _num(result["max_probability_gap"])],
             ["events missing from the map", str(result["missing"])]]),
     ]
 
