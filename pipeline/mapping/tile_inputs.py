@@ -110,7 +110,7 @@ def prepare_tile(
         if len(events) < len(whole):
             out.notes.append(f"{len(whole) - len(events)} edge piece(s) seen on their own: "
                              "their event is too large for the tile's halo")
-        halo = max(halo, HALO_PIXELS + -(-beyond // 16) * 16)
+        halo = max(halo, halo_beyond(beyond))
     geobox = tile.geobox(halo)
     all_labels = np.pad(all_labels, halo - HALO_PIXELS)
     event_masks = {k: piece_labels(gpd.GeoSeries([g]), geobox) > 0 for k, g in events.items()}
@@ -159,6 +159,12 @@ def tile_halo(labels: np.ndarray, n_pieces: int, context: int | None) -> int:
         for axis, n in zip(box or (), labels.shape, strict=True):
             start, stop = span_about(axis.start, axis.stop, context)
             beyond = max(beyond, -start, stop - n)
+    return halo_beyond(beyond)
+
+
+def halo_beyond(beyond: int) -> int:
+    """The halo holding ``beyond`` pixels past the default one, in steps of 16 px so that
+    the input edge (332 + 2 x halo) stays a multiple of 32."""
     return HALO_PIXELS + -(-beyond // 16) * 16
 
 
