@@ -24,10 +24,7 @@ LOG_T_BOUND = float(np.log(20.0))
 
 def probabilities(logits: np.ndarray, temperature: float = 1.0) -> np.ndarray:
     """Softmax of ``logits (N, classes) / temperature``, computed stably."""
-    z = np.asarray(logits, np.float64) / float(temperature)
-    z = z - z.max(axis=1, keepdims=True)
-    e = np.exp(z)
-    return e / e.sum(axis=1, keepdims=True)
+    return np.exp(log_probabilities(logits, temperature))
 
 
 def bundle_temperature(calibration: Mapping | None) -> float:
@@ -35,12 +32,17 @@ def bundle_temperature(calibration: Mapping | None) -> float:
     return float((calibration or {}).get("temperature", 1.0))
 
 
+def log_probabilities(logits: np.ndarray, temperature: float = 1.0) -> np.ndarray:
+    """Log of :func:`probabilities`, computed stably (no log of an underflowed 0)."""
+    z = np.asarray(logits, np.float64) / float(temperature)
+    z = z - z.max(axis=1, keepdims=True)
+    return z - np.log(np.exp(z).sum(axis=1, keepdims=True))
+
+
 def negative_log_likelihood(logits: np.ndarray, labels: np.ndarray,
                             temperature: float = 1.0) -> float:
     """Mean NLL of the true classes under ``probabilities(logits, temperature)``."""
-    z = np.asarray(logits, np.float64) / float(temperature)
-    z = z - z.max(axis=1, keepdims=True)
-    log_p = z - np.log(np.exp(z).sum(axis=1, keepdims=True))
+    log_p = log_probabilities(logits, temperature)
     return float(-log_p[np.arange(len(labels)), np.asarray(labels, int)].mean())
 
 
@@ -62,10 +64,7 @@ def succession_targets(labels: np.ndarray, n_classes: int) -> np.ndarray:
 
 def cross_entropy(logits: np.ndarray, targets: np.ndarray, temperature: float) -> float:
     """Mean cross-entropy of soft ``targets`` under ``probabilities(logits, temperature)``."""
-    z = np.asarray(logits, np.float64) / float(temperature)
-    z = z - z.max(axis=1, keepdims=True)
-    log_p = z - np.log(np.exp(z).sum(axis=1, keepdims=True))
-    return float(-(targets * log_p).sum(axis=1).mean())
+    return float(-(targets * log_probabilities(logits, temperature)).sum(axis=1).mean())
 
 
 def fit_temperature(logits: np.ndarray, labels: np.ndarray) -> float:

@@ -25,7 +25,6 @@ from scipy import ndimage
 from shapely.geometry.base import BaseGeometry
 from shapely.ops import unary_union
 
-from forestnet_model.model_inputs import span_about
 from pipeline.imagery.views import (
     CHIP_BANDS,
     ChipSpec,
@@ -34,7 +33,7 @@ from pipeline.imagery.views import (
     years_by_scenes,
     years_span,
 )
-from pipeline.mapping.edge_events import fitting_events
+from pipeline.mapping.edge_events import fitting_events, halo_needed
 from pipeline.mapping.fusion_inputs import piece_scalars
 from pipeline.mapping.loss_pieces import tile_pieces, whole_events
 from pipeline.mapping.tiles import HALO_PIXELS, MapTile
@@ -154,12 +153,9 @@ def tile_halo(labels: np.ndarray, n_pieces: int, context: int | None) -> int:
     """
     if context is None or n_pieces == 0:
         return HALO_PIXELS
-    beyond = 0
-    for box in ndimage.find_objects(labels, n_pieces):
-        for axis, n in zip(box or (), labels.shape, strict=True):
-            start, stop = span_about(axis.start, axis.stop, context)
-            beyond = max(beyond, -start, stop - n)
-    return halo_beyond(beyond)
+    boxes = [(rows.start, rows.stop, cols.start, cols.stop)
+             for rows, cols in filter(None, ndimage.find_objects(labels, n_pieces))]
+    return halo_beyond(max((halo_needed(b, labels.shape, context) for b in boxes), default=0))
 
 
 def halo_beyond(beyond: int) -> int:
