@@ -21,6 +21,7 @@ from forestnet_model.evaluation import evaluate_bundle, missing_inputs
 from forestnet_model.region_features import FEATURE_SETS
 from forestnet_model.report import write_evaluation_report
 from pipeline.accuracy.map_agreement import check_driver_map, map_beside_evaluation
+from pipeline.core.radiometry import require_same, store_radiometry
 from pipeline.training_set.chip_store import is_complete, open_chips
 
 SPLITS = ("train", "val", "test")
@@ -39,6 +40,9 @@ def check_evaluation_inputs(bundle: Path, chips: Path, split: str, baseline: boo
         raise ConfigError(f"{chips}: no chip store here (zarr.json missing); run "
                           "`forestnet build-training-set` or `forestnet import-forestnet`")
     store = open_chips(chips)
+    # A model scored on numbers of another kind scores noise: refuse, naming both.
+    require_same(store_radiometry(store.attrs), f"the chip store {chips}", meta.radiometry,
+                 f"the model bundle {bundle}")
     gap = missing_inputs(meta, store)
     if gap:
         raise ConfigError(f"{chips}: the bundle {bundle} needs {gap} that the chip store lacks")

@@ -22,7 +22,7 @@ from forestnet_model.data import event_scalars, split_indices
 from forestnet_model.metrics import classification_report, per_class_scores
 from forestnet_model.predict import predict_event_logits
 from pipeline.core.drivers import DRIVER_CLASSES
-from pipeline.core.radiometry import store_radiometry
+from pipeline.core.radiometry import require_same, store_radiometry
 from pipeline.training_set.band_stats import display_band_stats
 from pipeline.training_set.chip_store import open_chips
 
@@ -52,6 +52,9 @@ def evaluate_bundle(
     chips = open_chips(chips_path)
     bands, aux_bands = list(meta.model.in_bands), list(meta.model.aux_bands)
     features = list(meta.model.fusion_features)
+    radiometry = store_radiometry(chips.attrs)
+    require_same(radiometry, f"the chip store {chips_path}", meta.radiometry,
+                 f"the model bundle {bundle}")
     gap = missing_inputs(meta, chips)
     if gap:
         raise ValueError(f"{chips_path}: the bundle {bundle} needs {gap} that the store lacks")
@@ -81,7 +84,7 @@ def evaluate_bundle(
     ids = chips["event_id"].values[indices]
     report.update(
         model_id=model_id, bundle=str(bundle), chips=str(chips_path), split=split,
-        radiometry=store_radiometry(chips.attrs), band_stats=display_band_stats(chips),
+        radiometry=radiometry, bundle_radiometry=meta.radiometry, band_stats=display_band_stats(chips),
         classes=classes, inputs={"bands": bands, "aux_bands": aux_bands},
         precision_per_class=scores["precision"], recall_per_class=scores["recall"],
         support_per_class=scores["support"],

@@ -26,6 +26,7 @@ from forestnet_model.calibration_report import (
 from pipeline.core.atomic import atomic_output
 from pipeline.core.json_ready import json_ready
 from pipeline.core.markdown_image import png_markdown
+from pipeline.core.radiometry import LABELS
 from pipeline.training_set.band_stats import (
     RELEASE_BAND_MEANS,
     RELEASE_BAND_STDS,
@@ -107,6 +108,15 @@ def comparison_rows(
     return rows
 
 
+def radiometry_lines(r: dict) -> list[str]:
+    """Both radiometries, the chips' and the model's (evaluation refuses them unequal)."""
+    if "radiometry" not in r:
+        return []
+    chips, model = r["radiometry"], r.get("bundle_radiometry", "not recorded")
+    return [f"- radiometry: chips {LABELS.get(chips, chips)}; model trained on "
+            f"{LABELS.get(model, model)}"]
+
+
 def band_stats_section(stats: dict, radiometry: str) -> list[str]:
     """The chip store's band means and stds beside the release's, with a warning per band
     more than 2x off (the sign of chips of another radiometry or scaling)."""
@@ -131,6 +141,7 @@ def render_markdown(
         f"# Evaluation of {r['model_id']} on the {r['split']} split", "",
         f"- bundle: `{r['bundle']}`", f"- chip store: `{r['chips']}`",
         f"- events: {r['n']}",
+        *radiometry_lines(r),
         f"- written: {datetime.now(UTC).isoformat(timespec='seconds')}", "",
         "## Headline", "",
         *_table(["metric", "value"], [["accuracy", _num(r["accuracy"])],

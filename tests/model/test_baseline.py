@@ -90,6 +90,7 @@ def write_synthetic_chips(
             "aux_band": np.array(["slope"], dtype=object),
             "feature": np.array(["noise_a", "noise_b"], dtype=object),
         },
+        attrs={"radiometry": "surface"},
     )
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")  # zarr: consolidated metadata is not in the v3 spec

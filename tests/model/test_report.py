@@ -33,6 +33,7 @@ from forestnet_model.report import (
     write_evaluation_report,
 )
 from pipeline.core.drivers import DRIVER_CLASSES
+from pipeline.core.radiometry import RadiometryMismatch
 from pipeline.training_set.chip_store import open_chips
 from tests.ingest_inputs import threads_cluster
 from tests.model.synthetic_chips import synthetic_chip_store
@@ -51,7 +52,8 @@ def _bundle(out: Path, spec: ModelSpec = SPEC) -> Path:
     normalisation = {"mean": [0.1] * nb + [50.0] * na, "std": [0.05] * nb + [5.0] * na}
     if nf:
         normalisation.update(scalar_mean=[1.0] * nf, scalar_std=[2.0] * nf)
-    return save_bundle(build_model(spec), {"model": spec, "normalisation": normalisation}, out)
+    return save_bundle(build_model(spec), {"model": spec, "normalisation": normalisation,
+                                           "radiometry": "surface"}, out)
 
 
 @pytest.fixture(scope="module")
@@ -289,6 +291,19 @@ def test_cli_names_a_missing_chip_store(tmp_path, bundle):
     assert str(missing) in text and "no chip store" in text
 
 
+def test_cli_refuses_chips_of_another_radiometry_than_the_bundles(tmp_path, tiny_chips):
+    toa = _bundle(tmp_path / "toa-bundle")
+    meta = json.loads((toa / "bundle.json").read_text())
+    meta["radiometry"] = "toa"  # a bundle trained on Level-1 chips
+    (toa / "bundle.json").write_text(json.dumps(meta))
+    text = _one_line_error(runner.invoke(app, [
+        "evaluate", "--bundle", str(toa), "--chips", str(tiny_chips)]))
+    assert text.endswith(f"the chip store {tiny_chips} is surface reflectance (Level-2) but "
+                         f"the model bundle {toa} is top-of-atmosphere (Level-1); they must match")
+    with pytest.raises(RadiometryMismatch):  # the library path refuses as well
+        evaluate_bundle(toa, tiny_chips, "test", device="cpu")
+
+
 def test_cli_names_an_unknown_split(tiny_chips, bundle):
     text = _one_line_error(runner.invoke(app, [
         "evaluate", "--bundle", str(bundle), "--chips", str(tiny_chips), "--split", "testing"]))
@@ -329,6 +344,8 @@ def test_cli_writes_the_report_through_the_cluster(tmp_path, tiny_chips, bundle,
     assert all(len(b["grid_scores"]) == 8 for b in full["baselines"])
     md = (out / "report.md").read_text()
     assert "| random forest | visible + aux | this run |" in md
+    assert ("- radiometry: chips surface reflectance (Level-2); model trained on surface "
+            "reflectance (Level-2)") in md.splitlines()
     assert (out / "confusion_matrix.png").stat().st_size > 0
     # Calibration before and after, on the split's events, with its reliability diagram.
     calibration = full["model"]["calibration"]
