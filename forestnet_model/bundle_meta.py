@@ -52,6 +52,10 @@ class BundleMeta(BaseModel):
     calibration: dict = Field(
         default_factory=dict, description="temperature scaling of the event logits, fitted on "
         "val (forestnet_model.calibration); empty in older bundles: temperature 1")
+    fusion_inputs: dict = Field(
+        default_factory=dict, description="the fusion features requested, ``kept`` (those in "
+        "``model.fusion_features``), ``dropped`` with the reason (constant, or mostly missing "
+        "on the training events) and each one's ``missing_fraction`` there")
     provenance: dict[str, str] = Field(default_factory=dict,
                                        description="training store, device, encoder weights")
     versions: dict[str, str] = Field(default_factory=dict)

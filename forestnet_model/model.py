@@ -11,14 +11,13 @@ from pathlib import Path
 
 import segmentation_models_pytorch as smp
 import torch
-import torch.nn.functional as F
 from torch import nn
 
 from forestnet_model.specs import ModelSpec
 
-__all__ = ["ARCHITECTURES", "ForestNetModel", "FusionHead", "ModelSpec", "as_forestnet",
-           "build_model", "check_input_size", "load_encoder_weights", "region_band_stats",
-           "region_mean_logits", "segmentation_net"]
+__all__ = ["ARCHITECTURES", "FlooredBatchNorm1d", "ForestNetModel", "FusionHead", "ModelSpec",
+           "as_forestnet", "build_model", "check_input_size", "load_encoder_weights",
+           "region_band_stats", "region_mean_logits", "segmentation_net"]
 
 ARCHITECTURES = {"fpn": "FPN", "unet": "Unet", "deeplabv3plus": "DeepLabV3Plus"}
 
@@ -57,7 +56,7 @@ def _segmentation_model(spec: ModelSpec) -> nn.Module:
         classes=spec.n_classes,
     )
     if spec.encoder_weights is not None:
-        load_encoder_weights(model, spec.encoder_weights, n_rgb=3)
+        load_encoder_weights(model, spec.encoder_weights, n_rgb=3, encoder=spec.encoder)
     set_batchnorm_momentum(model, BATCHNORM_MOMENTUM)
     return model
 
@@ -76,23 +75,23 @@ def set_batchnorm_momentum(model: nn.Module, momentum: float) -> None:
             module.momentum = momentum
 
 
-def load_encoder_weights(model: nn.Module, path: Path, n_rgb: int = 3) -> None:
-    """Load local encoder weights; extra input channels start from the mean RGB filter.
+def load_encoder_weights(model: nn.Module, source: Path | str, n_rgb: int = 3,
+                         encoder: str | None = None) -> None:
+    """Load encoder weights; extra input channels start from the mean RGB filter.
 
-    smp re-initialises the first convolution at random when in_channels > 3, which users
-    report ruins training on RGB + IR; instead the first ``n_rgb`` channels take the
-    pretrained RGB filters and each extra channel their mean, all scaled by 3/in_channels
-    to keep the activation scale.
+    ``source`` is a local file, ``imagenet`` or ``timm:<model>.<tag>`` (``encoder``, the smp
+    encoder name, says which weights ``imagenet`` means): see
+    :mod:`forestnet_model.pretrained_weights`. smp re-initialises the first convolution at
+    random when in_channels > 3, which users report ruins training on RGB + IR; instead the
+    first ``n_rgb`` channels take the pretrained RGB filters and each extra channel (bands
+    and aux channels alike) their mean, all scaled by 3/in_channels to keep the activation
+    scale.
     """
-    path = Path(path)
-    if path.suffix == ".safetensors":
-        from safetensors.torch import load_file
+    from forestnet_model.pretrained_weights import encoder_state
 
-        state = load_file(str(path))
-    else:
-        state = torch.load(path, map_location="cpu", weights_only=True)
-    encoder = segmentation_net(model).encoder
-    own = encoder.state_dict()
+    net = segmentation_net(model).encoder
+    state, origin = encoder_state(source, net, encoder, n_rgb)
+    own = net.state_dict()
     for name, tensor in state.items():
         if name not in own:
             continue
@@ -104,14 +103,14 @@ def load_encoder_weights(model: nn.Module, path: Path, n_rgb: int = 3) -> None:
             own[name] = torch.cat([tensor, extra], dim=1) * (n_rgb / target.shape[1])
         else:
             raise ValueError(
-                f"{path}: {name} has shape {tuple(tensor.shape)}, "
+                f"{origin}: {name} has shape {tuple(tensor.shape)}, "
                 f"model expects {tuple(target.shape)}"
             )
     matched = [name for name in state if name in own]
     if not matched:
-        raise ValueError(f"{path}: no tensor name matches the {type(encoder).__name__} encoder; "
+        raise ValueError(f"{origin}: no tensor name matches the {type(net).__name__} encoder; "
                          "is it a state dict of this encoder (not of the whole model)?")
-    encoder.load_state_dict(own)
+    net.load_state_dict(own)
 
 
 def region_mean_logits(logits: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
@@ -150,18 +149,52 @@ def region_band_stats(x: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
     return torch.cat([mean, var.clamp(min=0).add(1e-6).sqrt()], dim=1)
 
 
+class FlooredBatchNorm1d(nn.BatchNorm1d):
+    """A BatchNorm whose standard deviation never falls below ``std_floor``.
+
+    A plain BatchNorm divides by ``sqrt(var + eps)``: an input that was (nearly) constant
+    in training gets a running variance near 0, and any other value of it at map time is
+    multiplied by up to ``1/sqrt(eps)`` (316). Here no input is scaled by more than
+    ``1/std_floor``, in training (batch statistics) and after it (the fixed running
+    statistics). The parameters and buffers are BatchNorm1d's, so older bundles load.
+    """
+
+    def __init__(self, n_inputs: int, std_floor: float) -> None:
+        super().__init__(n_inputs)
+        self.std_floor = std_floor
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        # One sample has no batch statistics: it is standardised with the running ones.
+        if self.training and x.shape[0] > 1:
+            mean, var = x.mean(dim=0), x.var(dim=0, unbiased=False)
+            with torch.no_grad():
+                n = x.shape[0]
+                self.running_mean.lerp_(mean.detach(), self.momentum)
+                self.running_var.lerp_(var.detach() * n / (n - 1), self.momentum)
+                self.num_batches_tracked += 1
+        else:
+            mean, var = self.running_mean, self.running_var
+        scale = self.weight * var.clamp(min=self.std_floor ** 2).add(self.eps).rsqrt()
+        return (x - mean) * scale + self.bias
+
+
 class FusionHead(nn.Module):
     """ForestNet's late-fusion MLP: (Linear, ReLU, Dropout) per hidden layer, then Linear.
 
-    Its inputs are first standardised by a BatchNorm: region-mean logits, band statistics
-    and aux scalars live on different scales, and the logits' scale drifts while the
-    network trains (to tens early on), which otherwise swamps the other inputs.
+    Its inputs are first standardised (:class:`FlooredBatchNorm1d`): region-mean logits,
+    band statistics and aux scalars live on different scales, and the logits' scale drifts
+    while the network trains (to tens early on), which otherwise swamps the other inputs.
+    The aux scalars arrive already standardised with their training mean and std
+    (``scalar_stats``), the band statistics are of normalised channels: their spread over
+    events is of order 1, so the floor of 0.1 bounds any input's gain at 10.
     """
+
+    STD_FLOOR = 0.1
 
     def __init__(self, n_inputs: int, hidden: tuple[int, ...], dropout: float,
                  n_classes: int) -> None:
         super().__init__()
-        self.norm = nn.BatchNorm1d(n_inputs)
+        self.norm = FlooredBatchNorm1d(n_inputs, self.STD_FLOOR)
         layers: list[nn.Module] = []
         width = n_inputs
         for size in hidden:
@@ -172,14 +205,7 @@ class FusionHead(nn.Module):
         self.n_inputs = n_inputs
 
     def forward(self, features: torch.Tensor) -> torch.Tensor:
-        norm = self.norm
-        if self.training and features.shape[0] < 2:
-            # One sample has no batch statistics: standardise with the running ones.
-            features = F.batch_norm(features, norm.running_mean, norm.running_var, norm.weight,
-                                    norm.bias, False, 0.0, norm.eps)
-        else:
-            features = norm(features)
-        return self.mlp(features)
+        return self.mlp(self.norm(features))
 
 
 class ForestNetModel(nn.Module):

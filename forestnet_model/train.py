@@ -12,6 +12,7 @@ import logging
 import math
 import random
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -33,10 +34,12 @@ from forestnet_model.data import (
     seed_worker,
     split_indices,
 )
+from forestnet_model.fusion_features import choose_fusion_features
 from forestnet_model.losses import class_weight_tensor, event_cross_entropy, make_loss
 from forestnet_model.metrics import classification_report
 from forestnet_model.model import as_forestnet, build_model
 from forestnet_model.model_inputs import same_shape_batches
+from forestnet_model.pretrained_weights import weights_provenance
 from forestnet_model.progress import EpochBar, MetricsLog, progress_enabled
 from forestnet_model.specs import ModelSpec, TrainSpec
 from forestnet_model.weight_average import WeightAverage
@@ -195,6 +198,18 @@ def make_loaders(chips_path: Path, model_spec: ModelSpec, spec: TrainSpec,
     return Loaders(stats, train_dl, val_dl, test_dl, sampler)
 
 
+def training_fusion_inputs(chips_path: Path, model_spec: ModelSpec) -> tuple[ModelSpec, dict]:
+    """The model spec with the fusion features the training events can support, and the
+    record of that choice (``fusion_features.choose_fusion_features``) for the bundle."""
+    if not model_spec.fusion_features:
+        return model_spec, {}
+    chips = open_chips(chips_path)
+    check_features(chips, model_spec.fusion_features)
+    values = event_scalars(chips, split_indices(chips, "train"), model_spec.fusion_features)
+    chosen = choose_fusion_features(values, model_spec.fusion_features)
+    return model_spec.model_copy(update={"fusion_features": tuple(chosen["kept"])}), chosen
+
+
 def _state_dict(model: nn.Module) -> dict[str, torch.Tensor]:
     return {k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()}
 
@@ -210,12 +225,14 @@ def save_weights(path: Path, model: nn.Module) -> None:
         save_file(_state_dict(model), str(tmp))
 
 
-def train_model(chips_path: Path, out_dir: Path, model_spec: ModelSpec, spec: TrainSpec) -> Path:
+def train_model(chips_path: Path, out_dir: Path, model_spec: ModelSpec, spec: TrainSpec,
+                on_epoch: Callable[[dict], None] | None = None) -> Path:
     """Train on the chip store's train split, select on val, write ``out_dir/bundle``.
 
     Rerunning with the same ``out_dir`` resumes from ``checkpoint.pt``; the data order of
     every epoch depends only on (seed, epoch), so a resumed run repeats what an
-    uninterrupted one would have done.
+    uninterrupted one would have done. ``on_epoch`` sees each epoch's metrics record as
+    it is written (a caller shows progress with it, e.g. where the run's user looks).
     """
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
@@ -224,6 +241,7 @@ def train_model(chips_path: Path, out_dir: Path, model_spec: ModelSpec, spec: Tr
         torch.set_num_threads(spec.num_threads)
     device = pick_device(spec.device)
     radiometry = store_radiometry(open_chips(chips_path).attrs)
+    model_spec, fusion_inputs = training_fusion_inputs(chips_path, model_spec)
     data = make_loaders(chips_path, model_spec, spec, device)
     model = build_model(model_spec).to(device, memory_format=torch.channels_last)
     weights = class_weight_tensor(spec.class_weights, data.train_labels, model_spec.n_classes)
@@ -292,6 +310,8 @@ def train_model(chips_path: Path, out_dir: Path, model_spec: ModelSpec, spec: Tr
                   "best_val_macro_f1": best_f1, "images_per_s": round(images / train_s, 2),
                   "seconds": round(time.perf_counter() - started, 2)}
         metrics.write(record)
+        if on_epoch is not None:
+            on_epoch(record)
         log.info("epoch %d: loss %.4f, val macro F1 %.3f%s", epoch, record["train_loss"] or 0,
                  f1, " (best)" if improved else "")
         save_checkpoint(ckpt, {"model": model.state_dict(),
@@ -329,7 +349,9 @@ def train_model(chips_path: Path, out_dir: Path, model_spec: ModelSpec, spec: Tr
         "data_hash": str(chips.attrs.get("events_fingerprint", "")),
         "radiometry": radiometry,
         "calibration": calibration,
+        "fusion_inputs": fusion_inputs,
         "provenance": {"chips": str(Path(chips_path).resolve()), "device": device.type,
-                       "encoder_weights": str(model_spec.encoder_weights or "")},
+                       "encoder_weights": weights_provenance(model_spec.encoder_weights,
+                                                             model_spec.encoder)},
     }
     return save_bundle(model.cpu(), meta, out_dir / "bundle")

@@ -78,6 +78,21 @@ def check_map_bundle(path: Path) -> None:
         load_bundle(path)
 
 
+def require_model_sources(config: PipelineConfig, bundle: Path) -> None:
+    """Every aux band and fusion feature of the bundle has its source in ``inputs``: a
+    missing one would reach the model as the training mean on every event, silently."""
+    from forestnet_model.bundle_meta import read_bundle_meta
+    from pipeline.training_set.auxiliary import source_keys
+
+    spec = read_bundle_meta(bundle).model
+    needs = source_keys(spec.aux_bands, spec.fusion_features)
+    unset = {name: key for name, key in needs.items() if getattr(config.inputs, key) is None}
+    if unset:
+        keys = ", ".join(f"inputs.{k}" for k in dict.fromkeys(unset.values()))
+        raise ConfigError(f"the model bundle {bundle} reads {sorted(unset)} but their sources "
+                          f"are not configured; set {keys} in the config")
+
+
 def require_scene_index(config: PipelineConfig) -> None:
     """The scene store has been ingested into (its index is there)."""
     from pipeline.ingest.catalog import is_complete

@@ -11,6 +11,7 @@ from flows.config.input_checks import (
     check_lossyear_file,
     check_map_bundle,
     require_aux_files,
+    require_model_sources,
     require_scene_index,
     require_writable,
 )
@@ -73,6 +74,7 @@ def check_inputs(config: PipelineConfig) -> None:
     if mapping.aoi is not None:
         read_aoi(mapping.aoi)
     check_map_bundle(config.bundle_path)
+    require_model_sources(config, config.bundle_path)
     check_map_radiometry(config)
 
 

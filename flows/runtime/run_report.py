@@ -15,8 +15,10 @@ from flows.config.schema import PipelineConfig
 from flows.runtime.artifacts import publish_quick_looks
 from flows.runtime.provenance import run_record, write_run_record
 from forestnet_model.bundle_meta import BundleMeta
+from forestnet_model.fusion_features import missing_warnings
 from pipeline.export.geopackage import empty_driver_frame
 from pipeline.export.run_summary import render_summary_markdown, summarise_run
+from pipeline.mapping.event_drivers import imputed_fractions
 
 
 def report_map_run(config: PipelineConfig, meta: BundleMeta, run_id: str, started: float,
@@ -30,6 +32,12 @@ def report_map_run(config: PipelineConfig, meta: BundleMeta, run_id: str, starte
         extra={"run_id": run_id, "model_id": meta.model_id, "years": list(config.mapping.years),
                "geopackages": written["geopackages"], "other_outputs": written["extras"],
                "failed_tiles": tally["failed"], "tile_notes": tally["notes"]})
+    features = meta.model.fusion_features
+    if features:
+        # Features the map's inputs lacked reached the model as their training mean.
+        summary["fusion_inputs_missing_fraction"] = missing = imputed_fractions(events, features)
+        for line in missing_warnings(missing, features, "mapped events"):
+            get_run_logger().warning(line)
     write_run_record(run_record(config, "map", started_at, counts=summary["tiles"],
                                 run_id=run_id, summary=summary),
                      config.mapping.out or config.maps_dir)

@@ -21,7 +21,13 @@ from pipeline.export.driver_raster import driver_raster_grid, write_driver_cog
 from pipeline.export.geopackage import add_area_ha, empty_driver_frame, write_driver_geopackage
 from pipeline.export.summary_map import write_driver_png
 from pipeline.mapping.area_of_interest import read_aoi
-from pipeline.mapping.event_drivers import bundle_scalars, event_driver_probabilities
+from pipeline.mapping.event_drivers import (
+    IMPUTED,
+    bundle_scalars,
+    event_driver_probabilities,
+    imputed_fractions,
+    imputed_inputs,
+)
 from pipeline.mapping.fusion_inputs import scalar_names
 from pipeline.mapping.parts import part_provinces, read_pieces
 from pipeline.mapping.piece_merge import driver_fields, drop_small_events, merge_pieces
@@ -84,8 +90,9 @@ def province_events(parts: list[Path], province: str, min_pixels: int, bundle: P
         pieces = gpd.clip(pieces, aoi, keep_geom_type=True)
     if pieces.empty:
         return empty_driver_frame(), empty_driver_frame()
-    events = drop_small_events(merge_pieces(pieces, scalar_names(bundle_scalars(bundle))),
-                               min_pixels)
+    features = bundle_scalars(bundle)
+    events = drop_small_events(merge_pieces(pieces, scalar_names(features)), min_pixels)
+    events[IMPUTED] = imputed_inputs(events, features)
     events = add_area_ha(driver_fields(events, event_driver_probabilities(events, bundle)))
     blind = events["driver_code"] == 0
     return events[~blind], events[blind]
@@ -99,7 +106,7 @@ def write_driver_maps(parts: list[Path], bundle: Path, provinces: list[str], aoi
     events; ``provenance`` (its ``run_id`` too) goes into each layer's metadata.
     Returns the GeoPackages, the side outputs and every event (those without
     imagery included, ``driver_code`` 0) for the run summary."""
-    by_province = parts_by_province(parts)
+    by_province, features = parts_by_province(parts), bundle_scalars(bundle)
     area = read_aoi(aoi).union_all() if aoi is not None else None
     written, extras, frames, blinds = [], [], [], []
     for province in provinces if area is None else sorted(by_province):
@@ -110,13 +117,13 @@ def write_driver_maps(parts: list[Path], bundle: Path, provinces: list[str], aoi
         blinds.append(blind)
         if area is None:
             path = out_dir / f"{slug(province)}.gpkg"
-            written.append(_write_one(events, blind, path, province, provenance))
+            written.append(_write_one(events, blind, path, province, provenance, features))
             extras += write_side_outputs(events, path, select_provinces([province]), outputs)
     merged, blind = _concat(frames), _concat(blinds)
     if area is not None or national:
         name = Path(aoi).stem if aoi is not None else NATIONAL_NAME
         path = out_dir / f"{slug(name)}.gpkg"
-        written.append(_write_one(merged, blind, path, name, provenance))
+        written.append(_write_one(merged, blind, path, name, provenance, features))
         outline = read_aoi(aoi) if aoi is not None else select_provinces(provinces)
         extras += write_side_outputs(merged, path, outline, outputs)
     return written, extras, gpd.GeoDataFrame(pd.concat([merged, blind], ignore_index=True),
@@ -139,9 +146,14 @@ def publish_driver_maps(parts: list[Path], bundle: Path, provinces: list[str],
             "events": [str(events_path)]}
 
 def _write_one(events: gpd.GeoDataFrame, blind: gpd.GeoDataFrame, path: Path, name: str,
-               provenance: dict[str, str]) -> Path:
+               provenance: dict[str, str], features: tuple[str, ...]) -> Path:
+    # How much of each fusion input was imputed: a reader of the layer can tell a map made
+    # from its inputs from one made mostly from training means.
+    imputed = {"fusion_inputs_missing_fraction": json.dumps(imputed_fractions(events, features))
+               } if features else {}
     return write_driver_geopackage(events, path, metadata={
-        **provenance, "province": name, "events_without_imagery": ",".join(blind["event_id"])})
+        **provenance, "province": name, "events_without_imagery": ",".join(blind["event_id"]),
+        **imputed})
 
 
 def _concat(frames: list[gpd.GeoDataFrame]) -> gpd.GeoDataFrame:

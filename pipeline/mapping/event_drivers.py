@@ -22,6 +22,29 @@ def bundle_scalars(bundle: Path) -> tuple[str, ...]:
     return read_bundle_meta(Path(bundle)).model.fusion_features
 
 
+#: The events-table column naming the fusion features each event lacked (comma-separated):
+#: the model saw their training mean instead.
+IMPUTED = "imputed_inputs"
+
+
+def imputed_inputs(events: gpd.GeoDataFrame, features: tuple[str, ...]) -> list[str]:
+    """For each event, the fusion features it has no value for, comma-separated."""
+    if not features or AUX_VALUES not in events:
+        return [""] * len(events)
+    return [",".join(f for f, v in zip(features, np.asarray(values, np.float64)[:len(features)],
+                                       strict=True) if not np.isfinite(v))
+            for values in events[AUX_VALUES]]
+
+
+def imputed_fractions(events: gpd.GeoDataFrame, features: tuple[str, ...]) -> dict[str, float]:
+    """Share of the events with a driver whose value of each fusion feature was imputed."""
+    rows = events[events["driver_code"] > 0] if "driver_code" in events else events
+    if IMPUTED not in rows or not len(rows):
+        return {f: 0.0 for f in features}
+    lists = [set(filter(None, str(v).split(","))) for v in rows[IMPUTED].fillna("")]
+    return {f: round(sum(f in names for names in lists) / len(lists), 4) for f in features}
+
+
 def event_driver_probabilities(events: gpd.GeoDataFrame, bundle: Path) -> np.ndarray:
     """``(events, classes)`` probabilities; NaN rows for events without imagery."""
     # The model stack loads only where events are classified, never where maps are planned.

@@ -207,6 +207,20 @@ def check_aux_names(bands: Iterable[str], features: Iterable[str]) -> None:
             raise ValueError(f"repeated {kind} names in {names}")
 
 
+def source_keys(bands: Iterable[str], features: Iterable[str]) -> dict[str, str]:
+    """``name -> AuxSources key`` of every band and feature that reads an input file (a
+    region statistic of a band reads that band's file; NDVI reads only the composite)."""
+    out = {}
+    for name, entry in [*((b, AUX_BAND_REGISTRY[b]) for b in bands),
+                        *((f, AUX_FEATURE_REGISTRY[f]) for f in features)]:
+        source = entry.source
+        if source in AUX_BAND_REGISTRY:
+            source = AUX_BAND_REGISTRY[source].source
+        if source in AuxSources.names():
+            out[name] = source
+    return out
+
+
 def describe_aux(bands: Iterable[str], features: Iterable[str], sources: AuxSources) -> dict:
     """``name -> "source (file): method"`` for the store's attributes."""
     def line(entry: AuxEntry) -> str:

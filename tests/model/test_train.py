@@ -295,9 +295,10 @@ def test_fusion_training_with_focal_dice_writes_scalar_stats_and_csv(chips_path,
                                               "class_weights": (1.0, 1.0, 2.0, 1.0)})
     bundle = train_model(chips_path, tmp_path, FUSION_MODEL, spec)
     model, meta = load_bundle(bundle)
-    assert meta.model == FUSION_MODEL
-    assert meta.normalisation["scalar_mean"] == [0.0, 0.0]  # the store's scalars are 0
-    assert meta.normalisation["scalar_std"] == [1.0, 1.0]  # constant: kept at 1
+    # The store's scalars are all 0: constant, so both are dropped and the bundle says so.
+    assert meta.model == FUSION_MODEL.model_copy(update={"fusion_features": ()})
+    assert sorted(meta.fusion_inputs["dropped"]) == sorted(FUSION_MODEL.fusion_features)
+    assert "scalar_mean" not in meta.normalisation
     assert meta.training["loss"] == "focal_dice"
     assert meta.provenance["chips"] == str(chips_path.resolve())
     rows = (tmp_path / "metrics.csv").read_text().splitlines()
@@ -310,7 +311,7 @@ def test_fusion_training_with_focal_dice_writes_scalar_stats_and_csv(chips_path,
     idx = split_indices(chips, "test")
     images = chips["image"].isel(event=idx, view=0).values
     probs, _ = predict_events(bundle, images, chips["loss_mask"].values[idx], device="cpu",
-                              scalars=event_scalars(chips, idx, FUSION_MODEL.fusion_features))
+                              scalars=event_scalars(chips, idx, meta.model.fusion_features))
     assert probs.shape == (2, 4)
     np.testing.assert_allclose(probs.sum(1), 1.0, atol=1e-5)
 
