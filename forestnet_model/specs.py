@@ -11,6 +11,11 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
+from forestnet_model.pretrained_weights import (
+    check_hub_source,
+    is_hub_source,
+    parse_weights_source,
+)
 from pipeline.core.drivers import DRIVER_CLASSES
 
 
@@ -26,8 +31,11 @@ class ModelSpec(BaseModel):
     )
     aux_bands: tuple[str, ...] = Field((), description="per-pixel aux channels appended")
     n_classes: int = Field(len(DRIVER_CLASSES), description="driver classes")
-    encoder_weights: Path | None = Field(
-        None, description="local encoder weights (safetensors or torch state dict); never fetched"
+    encoder_weights: Path | str | None = Field(
+        None, description="initial encoder weights: a local file (safetensors or torch state "
+        "dict of the encoder), 'imagenet' (timm's ImageNet weights for the encoder, from the "
+        "Hugging Face cache; `forestnet fetch-weights` fills it) or 'timm:<model>.<tag>'; "
+        "null: random"
     )
     fusion: bool = Field(
         False, description="late fusion: an MLP over region-mean logits, region band "
@@ -48,6 +56,17 @@ class ModelSpec(BaseModel):
     @property
     def in_channels(self) -> int:
         return len(self.in_bands) + len(self.aux_bands)
+
+    @field_validator("encoder_weights", mode="plain")
+    @classmethod
+    def _weights_source(cls, v: object) -> str | Path | None:
+        return parse_weights_source(v)
+
+    @model_validator(mode="after")
+    def _hub_weights_fit(self) -> ModelSpec:
+        if is_hub_source(self.encoder_weights):
+            check_hub_source(self.encoder_weights, self.encoder, self.in_bands)
+        return self
 
     @model_validator(mode="after")
     def _features_need_fusion(self) -> ModelSpec:

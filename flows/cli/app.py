@@ -256,7 +256,7 @@ def demo(config: ConfigOpt = DEFAULT_DEMO_CONFIG, dask_address: AddressOpt = Non
 
 
 # Registered after the data commands, so `forestnet --help` lists those first.
-from flows.cli import area, ops, planning, sample_design  # noqa: E402,F401
+from flows.cli import area, ops, planning, sample_design, weights  # noqa: E402,F401
 
 
 def main() -> None:  # pragma: no cover - console entry point
