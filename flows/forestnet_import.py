@@ -15,12 +15,13 @@ from pipeline.imagery.views import ChipSpec
 from pipeline.training_set.batches import import_release_batch, plan_batches
 from pipeline.training_set.chip_store import finalize_chip_store, init_chip_store, is_complete
 from pipeline.training_set.events import write_events
-from pipeline.training_set.release_import import (
+from pipeline.training_set.release_aux import (
     UNKNOWN_AUX,
-    imported_store_attrs,
-    plan_release,
+    UNREADABLE_AUX,
     unknown_aux_counts,
+    unreadable_aux_counts,
 )
+from pipeline.training_set.release_import import imported_store_attrs, plan_release
 
 IMPORT_BATCH = 64  # examples per coarse task: ~64 x 3 MB of images read per task
 
@@ -35,6 +36,11 @@ def plan_and_write(release: str, spec: ChipSpec, events_path: Path) -> tuple[int
     events, problems = plan_release(release, spec)
     write_events(events, events_path)
     return len(events), problems
+
+
+def _first(notes: list[str], name: str, kind: str) -> str:
+    """The first note of ``kind`` about file ``name``: one example of the reason."""
+    return next((n for n in notes if kind in n and f"/{name}: " in n), "")
 
 
 @task(name="plan-release")
@@ -73,12 +79,17 @@ def import_chips(config: PipelineConfig, release: str, events_path: str, out: Pa
     for name, count in unknown.items():  # once per file name, never silently dropped
         logger.warning("auxiliary file %s not understood, not imported (%d examples)", name,
                        count)
-    for note in [n for n in notes if not n.endswith(UNKNOWN_AUX)][:10]:
+    unreadable = unreadable_aux_counts(notes)
+    for name, count in unreadable.items():  # once per file name, never silently dropped
+        logger.warning("auxiliary file %s: a value unreadable, not imported (%d examples; "
+                       "e.g. %s)", name, count, _first(notes, name, UNREADABLE_AUX))
+    counted = (UNKNOWN_AUX, UNREADABLE_AUX)
+    for note in [n for n in notes if not any(k in n for k in counted)][:10]:
         logger.info("note: %s", note)
     failed = sum(r.get("failed", 0) for r in results)
     return {"chips": str(store), "events": events_path, "imported": len(events) - failed,
             "failed": failed, "left_out": len(problems), "notes": len(notes),
-            "unknown_aux_files": unknown,
+            "unknown_aux_files": unknown, "unreadable_aux_values": unreadable,
             "reused_batches": sum(r["skipped"] for r in results)}
 
 
@@ -98,5 +109,6 @@ def import_forestnet_flow(config: PipelineConfig, client_address: str, release: 
     write_run_record(run_record(config, "import-forestnet", started, counts=counts,
                                 from_scenes=False, release=str(release),
                                 unknown_aux_files=result["unknown_aux_files"],
+                                unreadable_aux_values=result["unreadable_aux_values"],
                                 band_stats=chip_band_stats(out)), out)
     return {**result, "skipped": False}

@@ -3,6 +3,8 @@
 ``ForestNetDataset/{train,val,test}.csv`` and ``examples/<lat>_<lon>/`` folders holding
 ``images/visible/*.png`` (composite + dated scenes), ``images/infrared/*.npy``,
 ``auxiliary/*`` and ``forest_loss_region.pkl`` (a shapely polygon in pixel coordinates).
+The auxiliary files take their published forms: ``osm.json`` holds Nominatim places
+(lat/lon strings), ``peat.json`` true/false, ``ncep.npy`` the 84 NCEP values.
 """
 
 from __future__ import annotations
@@ -18,7 +20,20 @@ import pandas as pd
 from PIL import Image
 from shapely.geometry import MultiPolygon, Polygon
 
+from pipeline.training_set.release_writer import ncep_values, nominatim_place
+
 SIZE = 332
+CITY_KM = 80.0  # every example's closest city: beyond the 50 km cap
+
+
+def street_km(i: int) -> float:
+    """The distance (km) to the closest street written for example ``i``."""
+    return 1.5 + i
+
+
+def temperature_c(i: int) -> float:
+    """The NCEP temperature (C) written for example ``i``."""
+    return 26.5 + i
 
 
 @dataclass(frozen=True)
@@ -75,7 +90,11 @@ def write_release(root: Path, examples: tuple[Example, ...] = EXAMPLES) -> Path:
         np.save(aux / "slope.npy", np.full((SIZE, SIZE), 250, np.int16))  # 2.5 degrees
         np.save(aux / "aspect.npy", np.full((SIZE, SIZE), -9000, np.int16))  # 270 degrees
         np.save(aux / "gain.npy", np.zeros((SIZE, SIZE), np.uint8))  # no store equivalent
-        (aux / "osm.json").write_text(json.dumps({"street_dist": 1.5 + i, "city_dist": 80.0}))
+        np.save(aux / "ncep.npy", ncep_values(temperature_c(i)))
+        anchor = (ex.lat, ex.lon)
+        (aux / "osm.json").write_text(json.dumps({
+            "closest_street": nominatim_place(anchor, street_km(i), "street"),
+            "closest_city": nominatim_place(anchor, CITY_KM, "city")}))
         (aux / "peat.json").write_text(json.dumps({"peat": i % 2 == 0}))
         (folder / "forest_loss_region.pkl").write_bytes(pickle.dumps(ex.polygon))
         rows[ex.split].append({

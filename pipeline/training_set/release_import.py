@@ -27,25 +27,14 @@ NPY (nir,     0-255 over 0-1.0; uint8, or value / 255         (:data:`INFRARED_S
 swir1, swir2) uint16 holding 0-255        (a value above 255 is an error naming the file)
 ============  ==========================  ==============================================
 
-**Auxiliary units** (the units of ForestNet's own feature-scaling constants, e.g. slope up
-to 8421 and aspect +-18000, and of its NCEP and OSM exports):
-
-============================  =====================  ========================
-file                          unit                   stored as
-============================  =====================  ========================
-``srtm.npy`` (altitude,       metres, 1/100 degree,  elevation (m), slope and
-slope, aspect channels) or    1/100 degree           aspect (degrees)
-``altitude.npy``,
-``slope.npy``, ``aspect.npy``
-``treecover*.npy``            percent                treecover2000 (percent)
-``tavg.npy`` (NCEP)           kelvin * 100           temperature_c (region mean)
-``*.json`` street/city        km                     street/city_dist_km (capped)
-``*.json`` peat               true/false or 0-1      peat_fraction
-============================  =====================  ========================
-
-Loaders written against the release read one ``srtm.npy``; Cam-ForestNet reads per-band
-files: both are accepted. Every other auxiliary file is reported by name (once per import,
-with a count: :func:`unknown_aux_counts`), never dropped silently.
+**Auxiliary files** are read as the release publishes them by
+:mod:`pipeline.training_set.release_aux` (its docstring has the table of forms and units):
+terrain from ``srtm.npy`` or per-band files, tree cover, NCEP temperature from ``ncep.npy``
+(kelvin * 100), street/city distances as the geodesic km from the CSV lat/lon to the
+Nominatim places in ``osm.json``, peat from ``peat.json``'s true/false. A file the importer
+does not know, and a value it cannot read, are reported by file name with a count
+(:func:`~pipeline.training_set.release_aux.unknown_aux_counts`,
+:func:`~pipeline.training_set.release_aux.unreadable_aux_counts`), never dropped silently.
 
 An example with a missing folder or polygon is left out at planning; one with a missing
 image is kept with ``chip_ok = 0`` and the reason. Both are reported, the rest imported.
@@ -54,7 +43,6 @@ image is kept with ``chip_ok = 0`` and the reason. Both are reported, the rest i
 from __future__ import annotations
 
 import io
-import json
 import posixpath
 import re
 from pathlib import Path
@@ -72,6 +60,14 @@ from pipeline.core.radiometry import DISPLAY_MAX
 from pipeline.imagery.views import CHIP_BANDS, ChipSpec, EventChip, rasterize_region
 from pipeline.training_set.chip_store import RELEASE_SOURCE
 from pipeline.training_set.events import event_id, finish_events, read_forestnet_csvs
+from pipeline.training_set.release_aux import (
+    AUX_JSON,
+    AUX_NPY,
+    MAX_DISTANCE_KM,
+    AuxFileError,
+    load_npy,
+    read_aux,
+)
 from pipeline.training_set.release_reader import ReleaseError, ReleaseReader
 from pipeline.training_set.safe_pickle import UnsafePickleError, loads_geometry
 
@@ -89,19 +85,8 @@ def display_units(reflectance: np.ndarray, scale: float) -> np.ndarray:
 RELEASE_RADIOMETRY = "surface"
 IMAGE_SCALING = ("surface reflectance from the release's display values: PNG (red, green, "
                  "blue) * 0.4 / 255, NPY (nir, swir1, swir2) / 255")
-#: The note that marks an auxiliary file the importer does not understand.
-UNKNOWN_AUX = "auxiliary file not understood, not imported"
 SCENE_STEM = re.compile(r"^(\d{4})_(\d{2})_(\d{2})_cloud_(\d+)$")
 POLYGON_FILE = "forest_loss_region.pkl"
-#: Release aux rasters (file stem) -> (store aux band, scale to the store's units).
-AUX_NPY = {"altitude": ("elevation", 1.0), "elevation": ("elevation", 1.0),
-           "slope": ("slope", 0.01), "aspect": ("aspect", 0.01),
-           "treecover2000": ("treecover2000", 1.0), "treecover": ("treecover2000", 1.0)}
-#: The channels of the release's one-file terrain layout, ``srtm.npy``, in order.
-SRTM_CHANNELS = ("altitude", "slope", "aspect")
-#: Release JSON keys (containing this word) -> store aux feature.
-AUX_JSON = {"street": "street_dist_km", "city": "city_dist_km", "peat": "peat_fraction"}
-MAX_DISTANCE_KM = 50.0  # as the built chips (pipeline.training_set.auxiliary)
 
 
 def imported_store_attrs(release: str) -> dict:
@@ -109,8 +94,13 @@ def imported_store_attrs(release: str) -> dict:
     and where each aux band and scalar came from."""
     return {"source": RELEASE_SOURCE, "release": Path(release).name,
             "radiometry": RELEASE_RADIOMETRY, "image_scaling": IMAGE_SCALING,
-            "aux_provenance": {"npy": {k: v[0] for k, v in AUX_NPY.items()},
-                               "json": AUX_JSON, "ncep": {"tavg": "temperature_c"}}}
+            "aux_provenance": {
+                "npy": {k: v[0] for k, v in AUX_NPY.items()},
+                "json": AUX_JSON,
+                "osm": "geodesic km (WGS84) from the CSV lat/lon to osm.json's closest_street "
+                       f"/ closest_city lat/lon, capped at {MAX_DISTANCE_KM:g} km",
+                "ncep": {"ncep.npy tavg (kelvin * 100)": "temperature_c",
+                         "tavg.npy (kelvin * 100)": "temperature_c"}}}
 
 
 class ExampleError(ForestNetError, ValueError):
@@ -200,7 +190,8 @@ def read_example(
         clouds[0] = float(np.mean(clouds[1:v])) if v > 1 else float("nan")
     except (ExampleError, ReleaseError) as exc:
         status = str(exc)
-    bands, scalars = _aux(reader, row.example, spec.size, notes)
+    bands, scalars = read_aux(reader, row.example, spec.size,
+                              (float(row.anchor_lat), float(row.anchor_lon)), notes)
     chip = EventChip(geobox, image, dates, clouds, [], rasterize_region(region, geobox), region,
                      status, notes)
     return chip, bands, scalars
@@ -259,82 +250,7 @@ def _display_values(reader: ReleaseReader, rel: str) -> np.ndarray:
 
 
 def _npy(reader: ReleaseReader, rel: str) -> np.ndarray:
-    try:  # allow_pickle=False: an object array would be a pickle in disguise
-        return np.load(io.BytesIO(reader.read(rel)), allow_pickle=False)
-    except ValueError as exc:
-        raise ExampleError(f"{reader.describe(rel)}: not a plain numeric .npy ({exc})") from None
-
-
-def _aux(reader: ReleaseReader, folder: str, size: int,
-         notes: list[str]) -> tuple[dict[str, np.ndarray], dict[str, float]]:
-    bands: dict[str, np.ndarray] = {}
-    scalars: dict[str, float] = {}
-    base = f"{folder}/auxiliary"
-    for rel in reader.files_under(base):
-        stem, ext = posixpath.splitext(posixpath.basename(rel))
-        stem = stem.lower()
-        try:
-            if ext == ".npy" and stem == "srtm":
-                terrain = _channels(_npy(reader, f"{base}/{rel}"), len(SRTM_CHANNELS), size)
-                for name, channel in zip(SRTM_CHANNELS, terrain, strict=True):
-                    _put_band(bands, name, channel, f"auxiliary/{rel}", notes)
-            elif ext == ".npy" and stem in AUX_NPY:
-                arr = np.squeeze(_npy(reader, f"{base}/{rel}"))
-                if arr.shape != (size, size):
-                    raise ExampleError(f"shape {arr.shape}, expected {size} x {size}")
-                _put_band(bands, stem, arr, f"auxiliary/{rel}", notes)
-            elif ext == ".npy" and stem == "tavg":  # NCEP: kelvin x 100 (ForestNet scaling)
-                scalars["temperature_c"] = float(np.nanmean(_npy(reader, f"{base}/{rel}"))
-                                                 / 100.0 - 273.15)
-            elif ext == ".json":
-                scalars.update(_json_scalars(json.loads(reader.read(f"{base}/{rel}"))))
-            else:
-                notes.append(f"auxiliary/{rel}: {UNKNOWN_AUX}")
-        except (ExampleError, ValueError, TypeError) as exc:
-            notes.append(f"auxiliary/{rel}: not imported ({exc})")
-    return bands, scalars
-
-
-def _channels(arr: np.ndarray, n: int, size: int) -> np.ndarray:
-    """``(n, size, size)`` from a channels-last or channels-first array."""
-    if arr.shape == (size, size, n):
-        return np.moveaxis(arr, -1, 0)
-    if arr.shape == (n, size, size):
-        return arr
-    raise ExampleError(f"shape {arr.shape}, expected {size} x {size} x {n} "
-                       f"({', '.join(SRTM_CHANNELS)})")
-
-
-def _put_band(bands: dict[str, np.ndarray], stem: str, values: np.ndarray, rel: str,
-              notes: list[str]) -> None:
-    """One release aux raster into the store's band and units (:data:`AUX_NPY`)."""
-    band, scale = AUX_NPY[stem]
-    arr = values.astype(np.float32) * scale
-    if (n_inf := int(np.isinf(arr).sum())):  # no data, never a huge value
-        notes.append(f"{rel}: {n_inf} infinite values read as no data")
-        arr = np.where(np.isinf(arr), np.float32(np.nan), arr)
-    bands[band] = arr % 360.0 if band == "aspect" else arr
-
-
-def unknown_aux_counts(notes: list[str]) -> dict[str, int]:
-    """Auxiliary file names the import did not understand, with how many examples had each."""
-    counts: dict[str, int] = {}
-    for note in notes:
-        path, _, what = note.partition(": ")
-        if what == UNKNOWN_AUX:
-            name = posixpath.basename(path)
-            counts[name] = counts.get(name, 0) + 1
-    return dict(sorted(counts.items()))
-
-
-def _json_scalars(data: object) -> dict[str, float]:
-    if not isinstance(data, dict):
-        raise ExampleError("JSON is not an object of named values")
-    out = {}
-    for key, value in data.items():
-        feature = next((f for word, f in AUX_JSON.items() if word in str(key).lower()), None)
-        if feature is None or not isinstance(value, int | float):  # bool is an int
-            continue
-        value = float(value)
-        out[feature] = min(value, MAX_DISTANCE_KM) if feature.endswith("_km") else value
-    return out
+    try:
+        return load_npy(reader, rel)
+    except AuxFileError as exc:
+        raise ExampleError(str(exc)) from None

@@ -10,8 +10,15 @@ Every file is what ``release_import`` documents, with the same display scaling:
   uint8 for the composite, uint16 holding 0-255 for the scenes, as both occur);
 - ``forest_loss_region.pkl``: the loss mask as a shapely polygon in pixel coordinates
   (pixel (c, r) centred on (c, r)), so that importing it gives back the same mask;
-- ``auxiliary/srtm.npy`` (altitude m, slope and aspect in 1/100 degree),
-  ``treecover2000.npy``, ``tavg.npy`` (kelvin * 100), ``osm.json`` (km), ``peat.json``;
+- ``auxiliary/`` in the published forms (``release_aux`` reads them back):
+  ``srtm.npy`` (altitude m, aspect and slope in 1/100 degree), ``treecover2000.npy``;
+  ``ncep.npy``, the release's 84 NCEP values with the chip's temperature as ``tavg``,
+  ``tmax`` and ``tmin`` in kelvin * 100 (the chips know no other NCEP variable: NaN);
+  ``osm.json``, the closest street and city as Nominatim reverse-geocoding results whose
+  lat/lon (strings, 7 decimals) lie the chip's distance due north of the event's lat/lon,
+  so that the importer's geodesic distance gives it back within centimetres;
+  ``peat.json``, ``{"peat": true|false}``: the release's peat is binary, so a peat
+  fraction comes back as 1.0 (>= 0.5) or 0.0;
 - ``train.csv``/``val.csv``/``test.csv`` with ``label, merged_label, latitude, longitude,
   year, example_path``.
 """
@@ -29,9 +36,11 @@ import rasterio.features
 import xarray as xr
 from affine import Affine
 from PIL import Image
+from pyproj import Geod
 from shapely.geometry import MultiPolygon, shape
 
 from pipeline.core.atomic import atomic_output
+from pipeline.training_set.release_aux import NCEP_TEMPERATURES, NCEP_VALUES
 from pipeline.training_set.release_import import (
     INFRARED_SCALE,
     POLYGON_FILE,
@@ -41,6 +50,17 @@ from pipeline.training_set.release_import import (
 from pipeline.training_set.release_reader import SPLIT_FILES
 
 CSV_COLUMNS = ["label", "merged_label", "latitude", "longitude", "year", "example_path"]
+#: Where the written closest street/city lie from the event: due north (any fixed bearing
+#: gives the same distance back).
+PLACE_AZIMUTH = 0.0
+_GEOD = Geod(ellps="WGS84")
+#: Nominatim-style fields of the written places, by kind (the release's "raw" results).
+_PLACE_KINDS = {
+    "street": {"osm_type": "way", "class": "highway", "type": "unclassified",
+               "place_rank": 26, "addresstype": "road", "name": "Jalan Desa"},
+    "city": {"osm_type": "relation", "class": "boundary", "type": "administrative",
+             "place_rank": 16, "addresstype": "city", "name": "Kota Contoh"},
+}
 
 
 def write_release(chips: xr.Dataset, out: Path) -> Path:
@@ -103,20 +123,50 @@ def _write_aux(event: xr.Dataset, folder: Path) -> None:
     aux = dict(zip(map(str, event["aux_band"].values), event["aux"].values, strict=True))
     scalars = dict(zip(map(str, event["feature"].values), event["aux_scalar"].values.tolist(),
                        strict=True))
+    anchor = (float(event["lat"]), float(event["lon"]))  # the CSV lat/lon, pixel (166, 166)
     if {"elevation", "slope", "aspect"} <= aux.keys():
-        terrain = np.stack([aux["elevation"], 100 * aux["slope"], 100 * aux["aspect"]], -1)
+        # The release's channel order: altitude, aspect, slope (release_aux.SRTM_CHANNELS).
+        terrain = np.stack([aux["elevation"], 100 * aux["aspect"], 100 * aux["slope"]], -1)
         _write_bytes(folder / "srtm.npy", _npy(terrain.astype(np.float32)))
     if "treecover2000" in aux:
         _write_bytes(folder / "treecover2000.npy", _npy(aux["treecover2000"].astype(np.float32)))
     if np.isfinite(scalars.get("temperature_c", np.nan)):
-        kelvin100 = (scalars["temperature_c"] + 273.15) * 100.0
-        _write_bytes(folder / "tavg.npy", _npy(np.full((2, 2), kelvin100, np.float32)))
-    distances = {key: scalars[feature] for key, feature in (("street_dist", "street_dist_km"),
-                                                            ("city_dist", "city_dist_km"))
-                 if np.isfinite(scalars.get(feature, np.nan))}
-    _write_bytes(folder / "osm.json", json.dumps(distances).encode())
+        _write_bytes(folder / "ncep.npy", _npy(ncep_values(scalars["temperature_c"])))
+    places = {f"closest_{kind}": nominatim_place(anchor, scalars[feature], kind)
+              for kind, feature in (("street", "street_dist_km"), ("city", "city_dist_km"))
+              if np.isfinite(scalars.get(feature, np.nan))}
+    if places:
+        _write_bytes(folder / "osm.json", json.dumps(places).encode())
     if np.isfinite(scalars.get("peat_fraction", np.nan)):
-        _write_bytes(folder / "peat.json", json.dumps({"peat": scalars["peat_fraction"]}).encode())
+        peat = bool(scalars["peat_fraction"] >= 0.5)  # the release's peat is binary
+        _write_bytes(folder / "peat.json", json.dumps({"peat": peat}).encode())
+
+
+def ncep_values(temperature_c: float) -> np.ndarray:
+    """The release's 84 ``ncep.npy`` values for a chip that knows only its temperature:
+    ``tavg``, ``tmax`` and ``tmin`` in kelvin * 100, every other value NaN."""
+    values = np.full(len(NCEP_VALUES), np.nan)
+    for name in NCEP_TEMPERATURES:
+        values[NCEP_VALUES.index(name)] = (temperature_c + 273.15) * 100.0
+    return values
+
+
+def nominatim_place(anchor: tuple[float, float], km: float, kind: str) -> dict:
+    """A Nominatim reverse-geocoding result ("raw") for the closest ``kind`` ("street" or
+    "city") ``km`` due north of ``anchor`` (lat, lon), lat/lon as strings like Nominatim's."""
+    lon, lat, _ = _GEOD.fwd(anchor[1], anchor[0], PLACE_AZIMUTH, km * 1000.0)
+    fields = _PLACE_KINDS[kind]
+    lat_s, lon_s = f"{lat:.7f}", f"{lon:.7f}"
+    area = "road" if kind == "street" else "city"
+    return {
+        "place_id": int(abs(lat) * 1e5) * 10 + int(abs(lon) * 10) % 10,
+        "licence": "Data © OpenStreetMap contributors, ODbL 1.0. http://osm.org/copyright",
+        "osm_id": int(abs(lon) * 1e5), "lat": lat_s, "lon": lon_s, **fields,
+        "importance": 0.1, "display_name": f"{fields['name']}, Indonesia",
+        "address": {area: fields["name"], "country": "Indonesia", "country_code": "id"},
+        "boundingbox": [f"{lat - 0.001:.7f}", f"{lat + 0.001:.7f}", f"{lon - 0.001:.7f}",
+                        f"{lon + 0.001:.7f}"],
+    }
 
 
 def _png(rgb: np.ndarray) -> bytes:

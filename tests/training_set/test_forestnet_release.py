@@ -22,12 +22,18 @@ from pipeline.training_set.auxiliary import AUX_BANDS, AUX_SCALARS, MAX_DISTANCE
 from pipeline.training_set.batches import import_release_batch, plan_batches
 from pipeline.training_set.chip_store import finalize_chip_store, init_chip_store, open_chips
 from pipeline.training_set.events import write_events
-from pipeline.training_set.release_import import (
-    plan_release,
-)
+from pipeline.training_set.release_aux import NCEP_OTHER
+from pipeline.training_set.release_import import plan_release
 from pipeline.training_set.release_reader import ReleaseError, ReleaseReader
 from pipeline.training_set.safe_pickle import UnsafePickleError, loads_geometry
-from tests.release_fixture import EXAMPLES, pixels, write_release, zip_release
+from tests.release_fixture import (
+    EXAMPLES,
+    pixels,
+    street_km,
+    temperature_c,
+    write_release,
+    zip_release,
+)
 from tests.tiny_config import write_tiny_config
 
 SPEC = ChipSpec(max_single_views=2)
@@ -181,9 +187,11 @@ def test_aux_from_the_release_files(imported) -> None:
         assert np.isnan(aux["treecover2000"]).all() and np.isnan(aux["peat"]).all()
         assert np.isfinite(aux["ndvi"]).mean() > 0.99
         s = dict(zip(AUX_SCALARS, ds["aux_scalar"].values[i], strict=True))
-        assert s["street_dist_km"] == pytest.approx(1.5 + k)
+        # Geodesic km from the CSV lat/lon to osm.json's places (7-decimal lat/lon strings).
+        assert s["street_dist_km"] == pytest.approx(street_km(k), abs=1e-3)
         assert s["city_dist_km"] == MAX_DISTANCE_KM  # 80 km, capped like built chips
-        assert s["peat_fraction"] == float(k % 2 == 0)
+        assert s["peat_fraction"] == float(k % 2 == 0)  # peat.json's true/false
+        assert s["temperature_c"] == pytest.approx(temperature_c(k))  # ncep.npy's tavg
         assert s["elevation_mean"] == pytest.approx(120.0 + k)
         assert np.isnan(s["precipitation_mm"]) and np.isnan(s["treecover2000_mean"])
 
@@ -251,7 +259,9 @@ def test_cli_imports_a_zip_that_training_reads(release: Path, tmp_path: Path) ->
     assert record["verb"] == "import-forestnet" and record["release"] == str(archive)
     assert record["counts"] == {"imported": 4, "failed": 0, "left_out": 0, "reused_batches": 0}
     assert record["input_scene_ids"] == [] and record["started"] < record["ended"]
-    assert record["unknown_aux_files"] == {"gain.npy": 4}  # reported once, with its count
+    # Reported once, with its count: gain.npy, and ncep.npy's values other than tavg.
+    assert record["unknown_aux_files"] == {"gain.npy": 4, f"ncep.npy ({NCEP_OTHER})": 4}
+    assert record["unreadable_aux_values"] == {}
     ds = open_chips(out)
     assert ds.attrs["radiometry"] == "surface"
     assert ds.sizes["view"] == 3  # the config's max_single_views (2) + the composite

@@ -14,7 +14,8 @@ from pipeline.imagery.views import ChipSpec
 from pipeline.training_set.batches import import_release_batch
 from pipeline.training_set.chip_store import finalize_chip_store, init_chip_store, open_chips
 from pipeline.training_set.events import write_events
-from pipeline.training_set.release_import import plan_release, unknown_aux_counts
+from pipeline.training_set.release_aux import NCEP_OTHER, unknown_aux_counts
+from pipeline.training_set.release_import import plan_release
 from tests.release_fixture import EXAMPLES, SIZE, pixels, write_release
 
 SPEC = ChipSpec(max_single_views=2)
@@ -55,8 +56,9 @@ def test_one_srtm_file_or_per_band_files_give_the_same_terrain(base, tmp_path) -
     aux = example(release, 0) / "auxiliary"
     for name in ("altitude", "slope", "aspect"):
         (aux / f"{name}.npy").unlink()
-    terrain = np.stack([np.full((SIZE, SIZE), 55.0), np.full((SIZE, SIZE), 300.0),
-                        np.full((SIZE, SIZE), 9000.0)], axis=-1).astype(np.float32)
+    # Altitude, aspect, slope: the release's channel order.
+    terrain = np.stack([np.full((SIZE, SIZE), 55.0), np.full((SIZE, SIZE), 9000.0),
+                        np.full((SIZE, SIZE), 300.0)], axis=-1).astype(np.float32)
     np.save(aux / "srtm.npy", terrain)  # channels last, as the release's loaders read it
     np.save(example(release, 1) / "auxiliary" / "srtm.npy", np.moveaxis(terrain, -1, 0))
     for name in ("altitude", "slope", "aspect"):  # example 1 has both layouts
@@ -103,5 +105,7 @@ def test_unknown_auxiliary_files_are_counted_by_name(base, tmp_path) -> None:
     release = copy_of(base, tmp_path)
     np.save(example(release, 1) / "auxiliary" / "lossyear.npy", np.zeros((SIZE, SIZE)))
     _, notes = import_all(release, tmp_path / "chips.zarr")
-    # The fixture writes gain.npy (no store equivalent) into every example.
-    assert unknown_aux_counts(notes) == {"gain.npy": 2, "lossyear.npy": 1}
+    # The fixture writes gain.npy (no store equivalent) and ncep.npy (of which only tavg
+    # is stored) into every example.
+    assert unknown_aux_counts(notes) == {"gain.npy": 2, "lossyear.npy": 1,
+                                         f"ncep.npy ({NCEP_OTHER})": 2}

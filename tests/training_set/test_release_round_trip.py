@@ -3,6 +3,7 @@ functions -> chips equal to the originals within the release's 8-bit display ste
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import numpy as np
@@ -10,6 +11,7 @@ import pytest
 
 from pipeline.imagery.views import ChipSpec
 from pipeline.training_set.chip_store import open_chips
+from pipeline.training_set.release_aux import NCEP_VALUES
 from pipeline.training_set.release_import import INFRARED_SCALE, VISIBLE_SCALE
 from pipeline.training_set.release_writer import write_release
 from tests.release_chain import import_in_process
@@ -84,9 +86,38 @@ def test_images_equal_the_originals_within_the_display_step(round_trip) -> None:
 
 def test_aux_comes_back_in_the_stores_units(round_trip) -> None:
     original, imported, _ = round_trip
+    features = list(map(str, imported["feature"].values))
+    assert features == list(FEATURES)
+    peat = features.index("peat_fraction")
+    others = [k for k in range(len(features)) if k != peat]
     for i, j in pairs(original, imported):
         np.testing.assert_allclose(imported["aux"].values[j], original["aux"].values[i],
                                    rtol=1e-5, atol=1e-3, equal_nan=True)
-        np.testing.assert_allclose(imported["aux_scalar"].values[j],
-                                   original["aux_scalar"].values[i], rtol=1e-5, atol=1e-3,
-                                   equal_nan=True)
+        # Distances within 1 m (osm.json's places, 7-decimal lat/lon), temperature exact.
+        np.testing.assert_allclose(imported["aux_scalar"].values[j, others],
+                                   original["aux_scalar"].values[i, others], rtol=1e-5,
+                                   atol=1e-3, equal_nan=True)
+        # The release's peat is binary: a fraction comes back as 0 or 1.
+        fraction = original["aux_scalar"].values[i, peat]
+        want = float(fraction >= 0.5) if np.isfinite(fraction) else np.nan
+        np.testing.assert_equal(imported["aux_scalar"].values[j, peat], want)
+    # The comparison above meant something: the sample world has roads, towns and peat.
+    rows = [j for _, j in pairs(original, imported)]
+    got = imported["aux_scalar"].values[rows]
+    for name in ("street_dist_km", "city_dist_km", "peat_fraction"):
+        assert np.isfinite(got[:, features.index(name)]).all()
+    assert set(got[:, peat].tolist()) <= {0.0, 1.0}
+
+
+def test_aux_files_take_the_published_forms(round_trip) -> None:
+    original, _, release = round_trip
+    i, _ = pairs(original, round_trip[1])[0]
+    lat, lon = float(original["lat"].values[i]), float(original["lon"].values[i])
+    aux = release / "examples" / f"{lat:.5f}_{lon:.5f}" / "auxiliary"
+    osm = json.loads((aux / "osm.json").read_text())
+    for kind in ("closest_street", "closest_city"):
+        assert isinstance(osm[kind]["lat"], str) and isinstance(osm[kind]["lon"], str)
+        assert {"place_id", "display_name", "osm_type", "class", "type",
+                "address"} <= osm[kind].keys()
+    assert isinstance(json.loads((aux / "peat.json").read_text())["peat"], bool)
+    assert np.load(aux / "ncep.npy").shape == (len(NCEP_VALUES),)
