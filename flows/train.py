@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 from datetime import UTC, datetime
+from functools import partial
+from pathlib import Path
 
 from distributed import Client
 from prefect import flow, get_run_logger, task
@@ -11,7 +13,9 @@ from flows.config.input_checks import require_writable
 from flows.config.schema import ConfigError, PipelineConfig
 from flows.runtime.artifacts import publish_training
 from flows.runtime.cluster import matching_resources
+from flows.runtime.epoch_events import epoch_feed, epoch_sender
 from flows.runtime.provenance import RUN_RECORD, run_record, write_run_record
+from flows.runtime.training_progress import EpochReport
 from forestnet_model.bundle_meta import BundleMeta, is_complete, read_bundle_meta
 from pipeline.core.radiometry import require_same, store_radiometry
 from pipeline.training_set import chip_store
@@ -29,17 +33,19 @@ def check_inputs(config: PipelineConfig) -> None:
                      f"the model bundle {config.bundle_path}")
 
 
-def _train(*args):
+def _train(feed_id: str, *args) -> Path:
+    """The Dask task: train, publishing each epoch's record to the flow's feed."""
     # Imported in the worker: the flow process never needs torch to submit the task.
     from forestnet_model.train import train_model
 
-    return train_model(*args)
+    return train_model(*args, on_epoch=epoch_sender(feed_id))
 
 
 @task(name="train-model")
 def train_on_cluster(config: PipelineConfig, client_address: str) -> str:
     """Submit training as one Dask task, asking for ``train.worker_resources`` when some
-    worker holds them; otherwise it runs on a CPU worker."""
+    worker holds them; otherwise it runs on a CPU worker. Each epoch shows as a line in
+    this run's log and advances its progress artifact."""
     logger = get_run_logger()
     client = Client(client_address, set_as_default=False)
     try:
@@ -49,9 +55,14 @@ def train_on_cluster(config: PipelineConfig, client_address: str) -> str:
             logger.info("training on a worker with %s", resources)
         else:
             logger.info("no worker holds %s: training on a CPU worker", wanted or "resources")
-        future = client.submit(_train, config.chips_path, config.model_dir, config.model,
-                               config.train, resources=resources, pure=False)
-        return str(future.result())
+        report = EpochReport(config.train.epochs, logger)
+        with epoch_feed(client) as feed:
+            future = client.submit(partial(_train, feed.id), config.chips_path,
+                                   config.model_dir, config.model, config.train,
+                                   resources=resources, pure=False)
+            bundle = feed.wait(future, report)
+        report.finish()
+        return str(bundle)
     finally:
         client.close()
 

@@ -84,7 +84,8 @@ def evaluate_bundle(
     ids = chips["event_id"].values[indices]
     report.update(
         model_id=model_id, bundle=str(bundle), chips=str(chips_path), split=split,
-        radiometry=radiometry, bundle_radiometry=meta.radiometry, band_stats=display_band_stats(chips),
+        radiometry=radiometry, bundle_radiometry=meta.radiometry,
+        band_stats=display_band_stats(chips),
         classes=classes, inputs={"bands": bands, "aux_bands": aux_bands},
         precision_per_class=scores["precision"], recall_per_class=scores["recall"],
         support_per_class=scores["support"],

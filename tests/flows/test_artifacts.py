@@ -47,6 +47,9 @@ class FakeFuture:
     def __init__(self, value: object) -> None:
         self.value = value
 
+    def done(self) -> bool:
+        return True
+
     def result(self) -> object:
         return self.value
 
@@ -59,6 +62,12 @@ class TrainingClient:
 
     def scheduler_info(self, n_workers: int = 5) -> dict:
         return {"workers": {}}
+
+    def subscribe_topic(self, topic: str, handler) -> None:  # the epoch feed
+        pass
+
+    def unsubscribe_topic(self, topic: str) -> None:
+        pass
 
     def submit(self, fn, chips_path, model_dir, model, train, resources=None, pure=True):
         meta = {"model": model, "normalisation": {"mean": [0.1] * 6, "std": [0.05] * 6},

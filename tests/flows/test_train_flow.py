@@ -17,6 +17,9 @@ class FakeFuture:
     def __init__(self, value: object) -> None:
         self.value = value
 
+    def done(self) -> bool:
+        return True
+
     def result(self) -> object:
         return self.value
 
@@ -33,6 +36,12 @@ class FakeClient:
     def scheduler_info(self, n_workers: int = 5) -> dict:
         assert n_workers == -1  # every worker, not the first five
         return {"workers": self.workers}
+
+    def subscribe_topic(self, topic: str, handler) -> None:  # the epoch feed
+        pass
+
+    def unsubscribe_topic(self, topic: str) -> None:
+        pass
 
     def submit(self, fn, *args, resources=None, pure=True):
         FakeClient.submitted.append({"fn": fn, "args": args, "resources": resources})
@@ -79,6 +88,7 @@ def test_training_asks_for_the_resources_only_when_a_worker_holds_them(
     with caplog.at_level(logging.INFO, logger="train-flow"):
         assert train_flow.train_on_cluster.fn(config, "tcp://scheduler") == "/bundle"
     (call,) = FakeClient.submitted
+    assert call["fn"].func is train_flow._train  # bound to the run's epoch feed
     assert call["resources"] == resources
     assert call["args"][:2] == (config.chips_path, config.model_dir)
     if resources is None:
