@@ -26,6 +26,10 @@ def check_inputs(config: PipelineConfig) -> None:
     if not chip_store.is_complete(config.chips_path):
         raise ConfigError(f"{config.chips_path}: no chip store; run `forestnet build-training-set`")
     require_writable(config.workdir, "workdir")
+    if not is_complete(config.bundle_path):
+        from forestnet_model.pretrained_weights import require_offline_weights
+
+        require_offline_weights(config.model.encoder_weights, config.model.encoder)
     if is_complete(config.bundle_path):  # kept, not retrained: it must fit these chips
         chips = store_radiometry(chip_store.open_chips(config.chips_path).attrs)
         require_same(chips, f"the chip store {config.chips_path}",
@@ -87,8 +91,10 @@ def train_flow(config: PipelineConfig, client_address: str) -> dict:
     # without one (killed before it was written, or copied in) gets one, marked as such.
     if trained or not (config.bundle_path / RUN_RECORD).exists():
         late = {} if trained else {"recorded_after_the_fact": True}
+        # The fusion inputs kept and dropped, and how much of each was missing in training.
         write_run_record(run_record(config, "train", started, counts=training_counts(meta),
-                                    metrics=meta.metrics, **late), config.bundle_path)
+                                    metrics=meta.metrics, fusion_inputs=meta.fusion_inputs,
+                                    **late), config.bundle_path)
     publish_training(meta, config.bundle_path)
     return {"bundle": bundle, "model_id": meta.model_id, "metrics": meta.metrics}
 

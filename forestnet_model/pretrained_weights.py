@@ -240,6 +240,18 @@ def cached_weights_file(name: str) -> Path | None:
     return None
 
 
+def require_offline_weights(source: str | Path | None, encoder: str) -> None:
+    """With ``HF_HUB_OFFLINE`` set, hub weights must already be cached: say so (with both
+    remedies) before a cluster starts, not from a worker after it has."""
+    from huggingface_hub import constants
+
+    if not is_hub_source(source) or not constants.HF_HUB_OFFLINE:
+        return
+    name = with_default_tag(timm_weights_name(encoder, str(source)))
+    if cached_weights_file(name) is None:
+        raise WeightsUnavailableError(_unavailable(name, RuntimeError("not cached")))
+
+
 def fetch_weights(name: str) -> Path:
     """Fill the hub cache with ``<model>.<tag>`` through timm; the cached file's path."""
     name = with_default_tag(name)

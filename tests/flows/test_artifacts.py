@@ -54,6 +54,12 @@ class FakeFuture:
         return self.value
 
 
+#: What training recorded about the fusion inputs: run.json carries it.
+FUSION_INPUTS = {"kept": ["street_dist_km"],
+                 "dropped": {"peat_fraction": "constant (0) over the training events"},
+                 "missing_fraction": {"street_dist_km": 0.25, "peat_fraction": 0.0}}
+
+
 class TrainingClient:
     """Stands in for ``distributed.Client``: "training" writes a bundle with ``METRICS``."""
 
@@ -71,7 +77,8 @@ class TrainingClient:
 
     def submit(self, fn, chips_path, model_dir, model, train, resources=None, pure=True):
         meta = {"model": model, "normalisation": {"mean": [0.1] * 6, "std": [0.05] * 6},
-                "training": train.model_dump(mode="json"), "metrics": METRICS}
+                "training": train.model_dump(mode="json"), "metrics": METRICS,
+                "fusion_inputs": FUSION_INPUTS}
         # Any module will do: the flow reads the manifest, never the weights.
         return FakeFuture(save_bundle(nn.Linear(2, 1), meta, Path(model_dir) / "bundle"))
 
@@ -117,6 +124,7 @@ def test_train_run_json_holds_counts_metrics_and_provenance(train_runs: dict) ->
     assert record["counts"] == {"train_events": 12, "val_events": 5, "test_events": 4,
                                 "epochs_run": 3, "epochs": 3}
     assert record["metrics"] == METRICS
+    assert record["fusion_inputs"] == FUSION_INPUTS
     assert record["config"]["train"]["epochs"] == 3 and "git_sha" in record
     assert record["seeds"]["train"] == 0 and record["package_versions"]["torch"]
 

@@ -263,3 +263,19 @@ def test_fetch_weights_prints_the_cache_to_copy(hub_home):
     assert f"timm:{NAME} -> {cached_file(hub_home)}" in run.stdout
     assert f"cache: {hub_home}" in run.stdout
     assert f"copy {hub_home} there and set HF_HOME=<the copy> HF_HUB_OFFLINE=1" in run.stderr
+
+
+def test_train_offline_without_the_weights_is_refused_before_a_cluster_starts(tmp_path):
+    from tests.model.synthetic_chips import synthetic_chip_store
+
+    work = tmp_path / "work"
+    synthetic_chip_store(work / "chips.zarr")
+    config = tmp_path / "config.yaml"
+    config.write_text(yaml.safe_dump({"workdir": str(work),
+                                      "model": {"encoder_weights": "imagenet"}}))
+    run = offline(tmp_path / "empty", "forestnet", "train", "-c", str(config), timeout=120)
+    assert run.returncode == 2, run.stdout + run.stderr
+    lines = [line for line in run.stderr.splitlines() if line.strip()]
+    assert len(lines) == 1 and lines[0].startswith("error: "), run.stderr
+    assert f"timm:{NAME}" in lines[0] and "forestnet fetch-weights" in lines[0]
+    assert "Traceback" not in run.stdout + run.stderr and not (work / "model").exists()
