@@ -23,7 +23,12 @@ from torch import nn
 from torch.utils.data import DataLoader
 
 from forestnet_model.bundle import save_bundle
-from forestnet_model.calibration import calibrate, expected_calibration_error, probabilities
+from forestnet_model.calibration import (
+    calibrate,
+    expected_calibration_error,
+    negative_log_likelihood,
+    probabilities,
+)
 from forestnet_model.data import (
     ChipDataset,
     EpochSampler,
@@ -252,7 +257,9 @@ def train_model(chips_path: Path, out_dir: Path, model_spec: ModelSpec, spec: Tr
 
     ckpt, best_path = out_dir / "checkpoint.pt", out_dir / "best.safetensors"
     metrics = MetricsLog(out_dir, spec.metrics_csv, spec.tensorboard)
-    start_epoch, best_f1, stale = 0, -1.0, 0
+    # The kept model: the best val macro F1, ties (frequent on a small val split) to the
+    # lower val NLL: the first epoch to classify val perfectly is rarely the best one.
+    start_epoch, best_f1, best_nll, stale, best_epoch = 0, -1.0, math.inf, 0, None
     if ckpt.exists():
         state = torch.load(ckpt, map_location=device, weights_only=True)
         if state.get("model_spec") not in (None, model_spec.model_dump_json()):
@@ -268,6 +275,7 @@ def train_model(chips_path: Path, out_dir: Path, model_spec: ModelSpec, spec: Tr
                                  f"delete {out_dir} or train without ema_decay")
             average.load_state_dict(state["average"])
         start_epoch, best_f1, stale = state["epoch"] + 1, state["best_f1"], state["stale"]
+        best_nll, best_epoch = state.get("best_nll", math.inf), state.get("best_epoch")
         log.info("resuming training at epoch %d (best val macro F1 %.3f)", start_epoch, best_f1)
     metrics.resume(start_epoch)
     show_bar = progress_enabled(spec.progress)
@@ -296,17 +304,19 @@ def train_model(chips_path: Path, out_dir: Path, model_spec: ModelSpec, spec: Tr
                 images += len(batch["label"])
                 bar.advance(losses[-1])
         train_s = time.perf_counter() - started
-        report, _, _ = evaluate(judged, data.val, device) if len(data.val.dataset) else (
+        report, val_z, val_y = evaluate(judged, data.val, device) if len(data.val.dataset) else (
             {"macro_f1": 0.0}, None, None)
         f1 = report["macro_f1"] if np.isfinite(report["macro_f1"]) else 0.0
-        improved = f1 > best_f1
+        nll = negative_log_likelihood(val_z, val_y) if val_z is not None else math.inf
+        improved = f1 > best_f1 or (f1 == best_f1 and nll < best_nll)
         if improved:
-            best_f1, stale = f1, 0
+            best_f1, best_nll, stale, best_epoch = f1, nll, 0, epoch
             save_weights(best_path, judged)
         else:
             stale += 1
         record = {"epoch": epoch, "train_loss": float(np.mean(losses)) if losses else None,
                   "val_accuracy": report.get("accuracy"), "val_macro_f1": f1,
+                  "val_nll": round(nll, 5) if math.isfinite(nll) else None,
                   "best_val_macro_f1": best_f1, "images_per_s": round(images / train_s, 2),
                   "seconds": round(time.perf_counter() - started, 2)}
         metrics.write(record)
@@ -317,7 +327,9 @@ def train_model(chips_path: Path, out_dir: Path, model_spec: ModelSpec, spec: Tr
         save_checkpoint(ckpt, {"model": model.state_dict(),
                                "optimiser": step.optimiser.state_dict(), "epoch": epoch,
                                **({"average": average.state_dict()} if average else {}),
-                               "best_f1": best_f1, "stale": stale, "radiometry": radiometry,
+                               "best_f1": best_f1, "best_nll": best_nll, "stale": stale,
+                               "best_epoch": best_epoch,
+                               "radiometry": radiometry,
                                "model_spec": model_spec.model_dump_json()})
     metrics.close()
 
@@ -344,7 +356,7 @@ def train_model(chips_path: Path, out_dir: Path, model_spec: ModelSpec, spec: Tr
                     # The held-out headline, where a reader of bundle.json looks first.
                     "test_accuracy": test_report.get("accuracy"),
                     "test_macro_f1": test_report.get("macro_f1"),
-                    "epochs_run": len(metrics.records()),
+                    "epochs_run": len(metrics.records()), "best_epoch": best_epoch,
                     "train_events": len(data.train.dataset)},
         "data_hash": str(chips.attrs.get("events_fingerprint", "")),
         "radiometry": radiometry,

@@ -192,6 +192,11 @@ def test_training_writes_bundle_metrics_and_checkpoint(trained, chips_path):
     assert meta.radiometry == "surface"  # the synthetic store's, recorded
     assert meta.metrics["train_events"] == len(split_indices(chips, "train"))
     assert meta.data_hash == chips.attrs["events_fingerprint"]
+    # The kept model: the best val macro F1, a tie going to the lower val NLL; its weights
+    # are the ones the bundle holds (val's NLL before calibration is that epoch's).
+    best = max(records, key=lambda r: (r["val_macro_f1"], -r["val_nll"]))
+    assert meta.metrics["best_epoch"] == best["epoch"]
+    assert meta.calibration["val_nll_before"] == pytest.approx(best["val_nll"], abs=1e-4)
     # One temperature fitted on val, recorded with what it did to val's NLL and ECE.
     calibration = meta.calibration
     assert calibration["method"] == "temperature" and calibration["n_val"] == 2
