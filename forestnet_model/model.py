@@ -11,6 +11,7 @@ from pathlib import Path
 
 import segmentation_models_pytorch as smp
 import torch
+import torch.nn.functional as F
 from torch import nn
 
 from forestnet_model.specs import ModelSpec
@@ -164,18 +165,20 @@ class FlooredBatchNorm1d(nn.BatchNorm1d):
         self.std_floor = std_floor
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        floor = self.std_floor ** 2
         # One sample has no batch statistics: it is standardised with the running ones.
-        if self.training and x.shape[0] > 1:
-            mean, var = x.mean(dim=0), x.var(dim=0, unbiased=False)
-            with torch.no_grad():
-                n = x.shape[0]
-                self.running_mean.lerp_(mean.detach(), self.momentum)
-                self.running_var.lerp_(var.detach() * n / (n - 1), self.momentum)
-                self.num_batches_tracked += 1
-        else:
-            mean, var = self.running_mean, self.running_var
-        scale = self.weight * var.clamp(min=self.std_floor ** 2).add(self.eps).rsqrt()
-        return (x - mean) * scale + self.bias
+        if not self.training or x.shape[0] < 2:
+            # BatchNorm's own kernel: where the floor does not bind, the numbers are a plain
+            # BatchNorm's to the last bit (maps stay bit-identical across schedulings).
+            return F.batch_norm(x, self.running_mean, self.running_var.clamp(min=floor),
+                                self.weight, self.bias, False, 0.0, self.eps)
+        mean, var = x.mean(dim=0), x.var(dim=0, unbiased=False)
+        with torch.no_grad():
+            n = x.shape[0]
+            self.running_mean.lerp_(mean.detach(), self.momentum)
+            self.running_var.lerp_(var.detach() * n / (n - 1), self.momentum)
+            self.num_batches_tracked += 1
+        return (x - mean) * (self.weight * var.clamp(min=floor).add(self.eps).rsqrt()) + self.bias
 
 
 class FusionHead(nn.Module):
