@@ -317,7 +317,8 @@ def train_model(chips_path: Path, out_dir: Path, model_spec: ModelSpec, spec: Tr
         record = {"epoch": epoch, "train_loss": float(np.mean(losses)) if losses else None,
                   "val_accuracy": report.get("accuracy"), "val_macro_f1": f1,
                   "val_nll": round(nll, 5) if math.isfinite(nll) else None,
-                  "best_val_macro_f1": best_f1, "images_per_s": round(images / train_s, 2),
+                  "best_val_macro_f1": best_f1, "best_epoch": best_epoch,
+                  "images_per_s": round(images / train_s, 2),
                   "seconds": round(time.perf_counter() - started, 2)}
         metrics.write(record)
         if on_epoch is not None:

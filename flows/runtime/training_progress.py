@@ -44,31 +44,15 @@ class EpochReport:
         self.epochs, self.logger, self.key = max(epochs, 1), logger, key
         self._artifact: UUID | None = None
         self._artifact_broken = False
-        self._best_f1: float | None = None
-        self._best_nll = math.inf
         self._last_epoch: int | None = None
 
     def __call__(self, record: dict) -> None:
-        line = epoch_line(record, self.epochs, self._improved(record))
+        # train.py's own choice of the kept model: this epoch, if it is the best one so far.
+        kept = record.get("best_epoch") == record["epoch"]
+        line = epoch_line(record, self.epochs, kept)
         self._last_epoch = record["epoch"]
         self.logger.info(line)
         self._progress(100.0 * (record["epoch"] + 1) / self.epochs, f"training: {line}")
-
-    def _improved(self, record: dict) -> bool:
-        """Whether this epoch's model is the one kept, as train.py decides it: a higher val
-        macro F1, or the same with a lower val NLL."""
-        f1, nll = record.get("val_macro_f1"), record.get("val_nll")
-        nll = math.inf if nll is None else nll
-        if f1 is None:
-            improved = False
-        elif self._best_f1 is None:  # the first record seen (a resumed run's best is unknown)
-            improved = f1 == record.get("best_val_macro_f1")
-        else:
-            improved = f1 > self._best_f1 or (f1 == self._best_f1 and nll < self._best_nll)
-        if improved:
-            self._best_nll = nll
-        self._best_f1 = record.get("best_val_macro_f1", self._best_f1)
-        return improved
 
     def finish(self) -> None:
         """Progress at 100: training ended, also when it stopped early."""

@@ -37,7 +37,8 @@ def record(epoch: int) -> dict:
     """A train.py epoch record; epoch 1 is the best."""
     return {"epoch": epoch, "train_loss": 1.0 / (epoch + 1), "val_accuracy": 0.5 + 0.1 * epoch,
             "val_macro_f1": [0.4, 0.6, 0.5][epoch], "val_nll": 1.0,
-            "best_val_macro_f1": [0.4, 0.6, 0.6][epoch], "images_per_s": 10.0, "seconds": 1.25}
+            "best_val_macro_f1": [0.4, 0.6, 0.6][epoch], "best_epoch": [0, 1, 1][epoch],
+            "images_per_s": 10.0, "seconds": 1.25}
 
 
 # The fakes run in the worker process, called as the flow calls ``_train``.
@@ -101,14 +102,15 @@ def test_epoch_line_reads_like_the_worker_log() -> None:
 
 
 def test_best_marks_the_kept_model_as_train_py_picks_it(monkeypatch) -> None:
-    """A higher val macro F1, or the same F1 with a lower val NLL."""
+    """The epoch train.py kept (its record's ``best_epoch``: a higher val macro F1, or the
+    same F1 with a lower val NLL), also after a resume, where earlier epochs are unseen."""
     monkeypatch.setattr(training_progress, "create_progress_artifact", lambda *a, **k: None)
     lines: list[str] = []
     report = EpochReport(5, SimpleNamespace(info=lines.append, warning=lines.append))
-    for epoch, (f1, nll, best) in enumerate([(0.4, 1.0, 0.4), (0.6, 0.9, 0.6), (0.6, 0.8, 0.6),
-                                             (0.6, 0.85, 0.6), (0.5, 0.7, 0.6)]):
+    for epoch, (f1, nll, best) in enumerate([(0.4, 1.0, 0), (0.6, 0.9, 1), (0.6, 0.8, 2),
+                                             (0.6, 0.85, 2), (0.5, 0.7, 2)]):
         report({"epoch": epoch, "train_loss": 1.0, "val_accuracy": 0.5, "val_macro_f1": f1,
-                "val_nll": nll, "best_val_macro_f1": best, "seconds": 1.0})
+                "val_nll": nll, "best_val_macro_f1": 0.6, "best_epoch": best, "seconds": 1.0})
     assert ["(best)" in line for line in lines] == [True, True, True, False, False]
 
 
