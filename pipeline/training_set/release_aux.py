@@ -49,6 +49,7 @@ import numpy as np
 from pyproj import Geod
 
 from pipeline.core.errors import ForestNetError
+from pipeline.training_set.auxiliary import MAX_DISTANCE_KM  # capped as the built chips
 from pipeline.training_set.release_reader import ReleaseReader
 
 #: The note that marks an auxiliary file the importer does not understand.
@@ -65,7 +66,6 @@ AUX_NPY = {"altitude": ("elevation", 1.0), "elevation": ("elevation", 1.0),
 SRTM_CHANNELS = ("altitude", "aspect", "slope")
 #: Release JSON keys (containing this word) -> store aux feature.
 AUX_JSON = {"street": "street_dist_km", "city": "city_dist_km", "peat": "peat_fraction"}
-MAX_DISTANCE_KM = 50.0  # as the built chips (pipeline.training_set.auxiliary)
 
 #: ForestNet's NCEP bands, in the order of its features (and of ``ncep.npy``).
 NCEP_BANDS = (

@@ -58,12 +58,12 @@ from pipeline.core.errors import ForestNetError
 from pipeline.core.grid import centred_geobox
 from pipeline.core.radiometry import DISPLAY_MAX
 from pipeline.imagery.views import CHIP_BANDS, ChipSpec, EventChip, rasterize_region
+from pipeline.training_set.auxiliary import MAX_DISTANCE_KM
 from pipeline.training_set.chip_store import RELEASE_SOURCE
 from pipeline.training_set.events import event_id, finish_events, read_forestnet_csvs
 from pipeline.training_set.release_aux import (
     AUX_JSON,
     AUX_NPY,
-    MAX_DISTANCE_KM,
     AuxFileError,
     load_npy,
     read_aux,
