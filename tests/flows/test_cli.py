@@ -8,6 +8,7 @@ import pytest
 from typer.testing import CliRunner
 
 from flows.cli.app import app
+from tests.reliability.bad_input_helpers import one_line_error
 from tests.tiny_config import write_tiny_config
 
 runner = CliRunner()
@@ -35,42 +36,34 @@ def test_every_verb_takes_config_and_dask_address(verb: str) -> None:
     assert "--config" in result.output and "--dask-address" in result.output
 
 
-def _one_line_error(result) -> str:
-    assert result.exit_code == 2, result.output
-    text = result.stderr.strip()
-    assert "Traceback" not in text and "Traceback" not in result.stdout
-    assert len(text.splitlines()) == 1, text
-    return text
-
-
 def test_unknown_key_is_named(tmp_path: Path) -> None:
     config = write_tiny_config(tmp_path, tmp_path / "world", train={"epoch": 3})
-    text = _one_line_error(runner.invoke(app, ["train", "--config", str(config)]))
+    text = one_line_error(runner.invoke(app, ["train", "--config", str(config)]))
     assert "train.epoch" in text and str(config) in text
 
 
 def test_missing_config_file_is_named(tmp_path: Path) -> None:
     missing = tmp_path / "nope.yaml"
-    text = _one_line_error(runner.invoke(app, ["map", "--config", str(missing)]))
+    text = one_line_error(runner.invoke(app, ["map", "--config", str(missing)]))
     assert str(missing) in text
 
 
 def test_missing_input_file_is_named(tmp_path: Path) -> None:
     config = write_tiny_config(tmp_path, tmp_path / "world")
-    text = _one_line_error(runner.invoke(app, ["map", "--config", str(config)]))
+    text = one_line_error(runner.invoke(app, ["map", "--config", str(config)]))
     assert "inputs.lossyear" in text and "lossyear.tif" in text
 
 
 def test_unknown_province_is_named(tmp_path: Path, tiny_world: Path) -> None:
     config = write_tiny_config(tmp_path, tiny_world.parent)
-    text = _one_line_error(runner.invoke(
+    text = one_line_error(runner.invoke(
         app, ["map", "--config", str(config), "--province", "Kalimantan Tenga"]))
     assert "Kalimantan Tenga" in text and "Kalimantan Tengah" in text
 
 
 def test_ingest_of_missing_folder_is_named(tmp_path: Path) -> None:
     config = write_tiny_config(tmp_path, tmp_path / "world")
-    text = _one_line_error(runner.invoke(
+    text = one_line_error(runner.invoke(
         app, ["ingest", str(tmp_path / "no-such-scenes"), "--config", str(config)]))
     assert "no-such-scenes" in text
 
@@ -87,23 +80,23 @@ def test_sample_data_writes_the_world_through_the_cluster(tmp_path: Path) -> Non
 
 
 def test_sample_data_refuses_an_unknown_preset(tmp_path: Path) -> None:
-    text = _one_line_error(runner.invoke(
+    text = one_line_error(runner.invoke(
         app, ["sample-data", "--out", str(tmp_path / "w"), "--preset", "huge"]))
     assert "huge" in text
 
 
 def test_map_area_options_are_exclusive_and_checked(tmp_path: Path, tiny_world: Path) -> None:
     config = write_tiny_config(tmp_path, tiny_world.parent)
-    both = _one_line_error(runner.invoke(
+    both = one_line_error(runner.invoke(
         app, ["map", "--config", str(config), "--all", "--province", "Riau"]))
     assert "--province" in both and "--all" in both
-    years = _one_line_error(runner.invoke(
+    years = one_line_error(runner.invoke(
         app, ["map", "--config", str(config), "--years", "2015to2020"]))
     assert "years" in years and "2015to2020" in years
-    backwards = _one_line_error(runner.invoke(
+    backwards = one_line_error(runner.invoke(
         app, ["map", "--config", str(config), "--years", "2020-2015"]))
     assert "years" in backwards
-    aoi = _one_line_error(runner.invoke(
+    aoi = one_line_error(runner.invoke(
         app, ["map", "--config", str(config), "--aoi", str(tmp_path / "nowhere.gpkg")]))
     assert "nowhere.gpkg" in aoi
 

@@ -38,6 +38,7 @@ from pipeline.training_set.chip_store import open_chips
 from tests.ingest_inputs import threads_cluster
 from tests.model.synthetic_chips import synthetic_chip_store
 from tests.model.test_baseline import write_synthetic_chips
+from tests.reliability.bad_input_helpers import one_line_error
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
@@ -269,24 +270,16 @@ def test_confusion_markdown_inlines_the_png_and_tabulates_the_matrix():
 runner = CliRunner()
 
 
-def _one_line_error(result) -> str:
-    assert result.exit_code == 2, result.output
-    text = result.stderr.strip()
-    assert "Traceback" not in result.output
-    assert len(text.splitlines()) == 1, text
-    return text
-
-
 def test_cli_names_a_missing_bundle(tmp_path, tiny_chips):
     missing = tmp_path / "no-bundle"
-    text = _one_line_error(runner.invoke(app, [
+    text = one_line_error(runner.invoke(app, [
         "evaluate", "--bundle", str(missing), "--chips", str(tiny_chips)]))
     assert str(missing) in text and "bundle.json" in text
 
 
 def test_cli_names_a_missing_chip_store(tmp_path, bundle):
     missing = tmp_path / "no-chips.zarr"
-    text = _one_line_error(runner.invoke(app, [
+    text = one_line_error(runner.invoke(app, [
         "evaluate", "--bundle", str(bundle), "--chips", str(missing)]))
     assert str(missing) in text and "no chip store" in text
 
@@ -296,7 +289,7 @@ def test_cli_refuses_chips_of_another_radiometry_than_the_bundles(tmp_path, tiny
     meta = json.loads((toa / "bundle.json").read_text())
     meta["radiometry"] = "toa"  # a bundle trained on Level-1 chips
     (toa / "bundle.json").write_text(json.dumps(meta))
-    text = _one_line_error(runner.invoke(app, [
+    text = one_line_error(runner.invoke(app, [
         "evaluate", "--bundle", str(toa), "--chips", str(tiny_chips)]))
     assert text.endswith(f"the chip store {tiny_chips} is surface reflectance (Level-2) but "
                          f"the model bundle {toa} is top-of-atmosphere (Level-1); they must match")
@@ -305,7 +298,7 @@ def test_cli_refuses_chips_of_another_radiometry_than_the_bundles(tmp_path, tiny
 
 
 def test_cli_names_an_unknown_split(tiny_chips, bundle):
-    text = _one_line_error(runner.invoke(app, [
+    text = one_line_error(runner.invoke(app, [
         "evaluate", "--bundle", str(bundle), "--chips", str(tiny_chips), "--split", "testing"]))
     assert "'testing'" in text and "train, val, test" in text
 
@@ -314,9 +307,9 @@ def test_cli_names_an_empty_split(tmp_path, bundle):
     store = write_synthetic_chips(tmp_path / "chips.zarr", n_per_class=2,
                                   splits=("train", "test"))
     args = ["evaluate", "--bundle", str(bundle), "--chips", str(store)]
-    text = _one_line_error(runner.invoke(app, [*args, "--split", "val", "--no-baseline"]))
+    text = one_line_error(runner.invoke(app, [*args, "--split", "val", "--no-baseline"]))
     assert str(store) in text and "split 'val' has no labelled events" in text
-    text = _one_line_error(runner.invoke(app, args))  # test has events; the baselines need val
+    text = one_line_error(runner.invoke(app, args))  # test has events; the baselines need val
     assert "split 'val'" in text and "--no-baseline" in text
 
 
