@@ -42,8 +42,11 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from bench.peak_memory import PeakMemory  # noqa: E402
 from pipeline.core.radiometry import RADIOMETRY_LEVELS  # noqa: E402
+from pipeline.imagery import composite_store  # noqa: E402
+from pipeline.imagery.composite_store import CompositeSource  # noqa: E402
+from pipeline.imagery.event_chips import build_event_chip  # noqa: E402
 from pipeline.imagery.scene_windows import CACHE  # noqa: E402
-from pipeline.imagery.views import ChipSpec, build_event_chip, chip_geobox  # noqa: E402
+from pipeline.imagery.views import ChipSpec, chip_geobox  # noqa: E402
 from pipeline.ingest.catalog import pan_partners, query_scenes, read_index  # noqa: E402
 from pipeline.sample_world import WorldSpec, generate_world  # noqa: E402
 from pipeline.training_set.events import events_from_forestnet_csvs  # noqa: E402
@@ -124,8 +127,10 @@ def _read(src, crs: str, bounds: tuple) -> int:
 
 def chips_pass(events, store: Path, index, spec: ChipSpec) -> int:
     ok = 0
+    composite_store._CACHE.clear()  # no composite kept: every pass builds its cells
+    source = CompositeSource(store, index, spec)
     for row in events.itertuples():
-        chip = build_event_chip(row.geometry, int(row.loss_year), store, index, spec)
+        chip = build_event_chip(row.geometry, int(row.loss_year), source)
         ok += chip.status == "ok"
     return ok
 

@@ -30,6 +30,7 @@ from flows.runtime.waves import run_in_waves
 from forestnet_model.bundle_meta import BundleMeta, read_bundle_meta
 from pipeline.core.progress_bar import progress_bar
 from pipeline.core.run_lock import output_lock
+from pipeline.core.tile_lattice import MapTile
 from pipeline.export.driver_maps import MapOutputs, layer_provenance, publish_driver_maps
 from pipeline.mapping import tile_plan
 from pipeline.mapping.fusion_inputs import scalar_names
@@ -38,7 +39,6 @@ from pipeline.mapping.loss_pieces import tiles_in_block
 from pipeline.mapping.parts import part_path
 from pipeline.mapping.tile_inputs import prepare_tiles
 from pipeline.mapping.tile_tally import TileTally
-from pipeline.mapping.tiles import MapTile
 
 __all__ = ["check_inputs", "mapping_flow"]
 
@@ -86,7 +86,8 @@ def predict_tiles(config: PipelineConfig, tiles_path: str, parts_dir: str, meta:
                                    config.chips.spec(), meta.model.in_bands,
                                    meta.model.aux_bands, config.inputs.aux_sources(),
                                    scalar_names(meta.model.fusion_features),
-                                   meta.model.event_context, pure=False)
+                                   meta.model.event_context, config.composite_store,
+                                   pure=False)
             return client.submit(infer_tiles, inputs, config.bundle_path,
                                  {t: str(parts[t]) for t in batch},
                                  config.mapping.infer_batch_size, resources=gpu, pure=False)
@@ -96,6 +97,8 @@ def predict_tiles(config: PipelineConfig, tiles_path: str, parts_dir: str, meta:
             run_in_waves(client, batches, submit, config.mapping.max_in_flight,
                          lambda _, results: tally.record(results), tally.fail,
                          advance=lambda: progress.advance(bar))
+    logger.info("composites: %d built, %d reused from %s", tally.composites_built,
+                tally.composites_reused, config.composite_store)
     for tile_id, error in list(tally.failed.items())[:10]:
         logger.error("tile %s failed: %s", tile_id, error)
     return asdict(tally)

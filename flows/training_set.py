@@ -89,7 +89,8 @@ def build_chips(config: PipelineConfig, events_path: str, client_address: str) -
     batches = plan_batches(len(events), config.chips.batch_size)
     with Client(client_address, set_as_default=False) as client:
         futures = [client.submit(build_chip_batch, Path(events_path), a, b, config.scene_store,
-                                 config.chips_path, spec, sources, bands, features, pure=False)
+                                 config.chips_path, spec, sources, bands, features,
+                                 config.composite_store, pure=False)
                    for a, b in batches]
         results = gather_with_progress(client, futures, "chip batches")
     chips = finalize_chip_store(config.chips_path, batches)

@@ -139,13 +139,13 @@ def map_in_process(cfg: PipelineConfig, bundle: Path, folder: Path) -> list[Path
     GeoPackages, without a cluster or a Prefect run."""
     from flows.config.mapping_job import chosen_provinces
     from forestnet_model.bundle_meta import read_bundle_meta
+    from pipeline.core.tile_lattice import MapTile
     from pipeline.export.driver_maps import MapOutputs, layer_provenance, publish_driver_maps
     from pipeline.mapping import tile_plan
     from pipeline.mapping.fusion_inputs import scalar_names
     from pipeline.mapping.inference import infer_tiles
     from pipeline.mapping.parts import part_path
     from pipeline.mapping.tile_inputs import prepare_tiles
-    from pipeline.mapping.tiles import MapTile
 
     meta, m = read_bundle_meta(bundle), cfg.mapping
     provinces, years = chosen_provinces(cfg), m.year_list()

@@ -60,7 +60,8 @@ def world_chip_store(
     spec = spec or ChipSpec()
     init_chip_store(final, events, spec, aux_bands, features)
     batches = plan_batches(len(events), 4)
-    args = [(events_path, a, b, store, final, spec, world_sources(world), aux_bands, features)
+    args = [(events_path, a, b, store, final, spec, world_sources(world), aux_bands, features,
+             folder / "composites.zarr")
             for a, b in batches]
     if workers > 1:
         with ProcessPoolExecutor(workers) as pool:

@@ -205,6 +205,7 @@ def map_(
 
     def body() -> None:
         from flows.mapping import check_inputs, mapping_flow
+        from flows.runtime.model_preload import preload_model
 
         cfg = _load(config, dask_address)
         if sum([bool(province), all_, aoi is not None]) > 1:
@@ -224,7 +225,8 @@ def map_(
             update["driver_raster"] = True
         if dominant_grid:
             update["dominant_grid"] = True
-        result = _run(with_mapping(cfg, update), mapping_flow, check_inputs)
+        result = _run(with_mapping(cfg, update), mapping_flow, check_inputs,
+                      preload=lambda client, c: preload_model(client, c.bundle_path))
         for gpkg in result["geopackages"]:
             typer.echo(f"GeoPackage: {gpkg}")
         tiles, summary = result["tiles"], result["summary"]

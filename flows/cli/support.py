@@ -9,7 +9,7 @@ import os
 import sys
 from collections.abc import Callable
 from pathlib import Path
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 from rich.console import Console
@@ -21,6 +21,9 @@ from flows.config.schema import (
     load_config,
 )
 from pipeline.core.errors import ForestNetError
+
+if TYPE_CHECKING:  # the CLI imports distributed only when a command starts a cluster
+    from distributed import Client
 
 app = typer.Typer(
     add_completion=False,
@@ -47,8 +50,11 @@ def _load(config: Path | None, address: str | None) -> PipelineConfig:
 
 
 def _run(config: PipelineConfig, flow: Callable[[PipelineConfig, str], dict],
-         check_inputs: Callable[[PipelineConfig], None] | None = None) -> dict:
-    """Check the flow's inputs, start (or attach to) the cluster and run the flow on it."""
+         check_inputs: Callable[[PipelineConfig], None] | None = None,
+         preload: Callable[[Client, PipelineConfig], object] | None = None) -> dict:
+    """Check the flow's inputs, start (or attach to) the cluster and run the flow on it;
+    ``preload`` starts work on the cluster that the flow will need (it runs while the
+    Prefect API starts)."""
     from flows.runtime.cluster import dask_client
 
     _quiet_cluster_logs()
@@ -56,6 +62,8 @@ def _run(config: PipelineConfig, flow: Callable[[PipelineConfig, str], dict],
         check_inputs(config)
     echo = lambda m: console.print(m, highlight=False, soft_wrap=True)  # noqa: E731
     with dask_client(config.cluster, echo=echo) as client:
+        if preload is not None:
+            preload(client, config)
         return flow(config, client.scheduler.address)
 
 

@@ -31,7 +31,10 @@ def report_map_run(config: PipelineConfig, meta: BundleMeta, run_id: str, starte
         events, tally["done"], tally["skipped"], len(tally["failed"]), seconds,
         extra={"run_id": run_id, "model_id": meta.model_id, "years": list(config.mapping.years),
                "geopackages": written["geopackages"], "other_outputs": written["extras"],
-               "failed_tiles": tally["failed"], "tile_notes": tally["notes"]})
+               "failed_tiles": tally["failed"], "tile_notes": tally["notes"],
+               "composites": {"built": tally["composites_built"],
+                              "reused": tally["composites_reused"],
+                              "store": str(config.composite_store)}})
     features = meta.model.fusion_features
     if features:
         # Features the map's inputs lacked reached the model as their training mean.

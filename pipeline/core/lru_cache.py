@@ -16,8 +16,9 @@ import numpy as np
 
 
 def nbytes_of(value: Any) -> int:
-    """Bytes held by an array, or by the arrays of a tuple (``None`` members hold none)."""
-    if isinstance(value, np.ndarray):
+    """Bytes held by an array (or any value with ``nbytes``), or by the arrays of a tuple
+    (``None`` members hold none)."""
+    if isinstance(value, np.ndarray) or hasattr(value, "nbytes"):
         return value.nbytes
     return sum(v.nbytes for v in value if v is not None)
 

@@ -14,25 +14,21 @@ from dataclasses import dataclass, field
 from functools import cached_property
 from pathlib import Path
 
-import geopandas as gpd
 import numpy as np
 import pandas as pd
 import rasterio.features
 from affine import Affine
 from odc.geo.geobox import GeoBox
-from odc.geo.geom import Geometry
 from pydantic import BaseModel, ConfigDict, Field
 from rasterio.enums import Resampling
 from shapely.geometry.base import BaseGeometry
 
 from pipeline.core.grid import CHIP_RESOLUTION, CHIP_SIZE, centred_geobox
-from pipeline.core.radiometry import RADIOMETRY_LEVELS, Radiometry
-from pipeline.imagery.composite import composite
+from pipeline.core.radiometry import Radiometry
 from pipeline.imagery.fast_warp import fast_nearest
 from pipeline.imagery.pansharpen import pan_aligned, sfim
 from pipeline.imagery.reproject import array_to_grid, source_roi
 from pipeline.imagery.scene_windows import SceneHandle, open_scene_handle, read_window
-from pipeline.ingest.catalog import pan_partners_at, scene_rows
 from pipeline.ingest.landsat import QA_BITS, usable_mask
 
 CHIP_BANDS: tuple[str, ...] = ("red", "green", "blue", "nir", "swir1", "swir2")
@@ -54,6 +50,10 @@ class ChipSpec(BaseModel):
                                   "filter at or below this cloud fraction")
     composite_pool: int = Field(5, ge=1, description="ForestNet: median of the 5 least "
                                 "cloudy scenes when fewer pass the filter")
+    composite_max_views: int | None = Field(
+        5, ge=1, description="at most this many scenes, the least cloudy, in a composite "
+        "(null: every scene passing the filter, as ForestNet): bounds a tile's cost when a "
+        "years window holds 80-440 scenes")
     radiometry: Radiometry = Field(
         "surface", description="surface: Level-2 surface reflectance, visible bands sharpened "
         "by the Level-1 pan of the same acquisition (the ForestNet release's); toa: Level-1 "
@@ -201,134 +201,7 @@ def rasterize_region(region: BaseGeometry, geobox: GeoBox) -> np.ndarray:
     )
 
 
-def scene_views(
-    geobox: GeoBox, start: pd.Timestamp, end: pd.Timestamp, store: Path,
-    index: gpd.GeoDataFrame, spec: ChipSpec,
-) -> tuple[list[SceneView], str]:
-    """The indexed scenes of ``[start, end]`` that the composite and the single views
-    use, warped onto ``geobox``, least cloudy first; and the reason when there are none.
-
-    Every candidate is first ranked by its QA mask alone; only the views that
-    ``composite_views`` can pick (every view passing the cloud filter, or the
-    ``composite_pool`` least cloudy) are warped in full. Over the +/- 5 years of a real
-    chip most candidate scenes are cloudy, so most of them never cost a band warp.
-    The views' images are slices of one ``(view, band, y, x)`` array, which the
-    composite reads in place.
-    """
-    footprint = geobox.extent.to_crs("EPSG:4326").geom
-    level = RADIOMETRY_LEVELS[spec.radiometry]
-    rows = scene_rows(index, footprint, start, end, level=level)
-    if not len(rows):
-        found = scene_rows(index, footprint, start, end)
-        if not len(found):
-            return [], f"no scene between {start.date()} and {end.date()} covers the grid"
-        return [], (f"no {spec.radiometry} reflectance (Level-{level[1]}) scene between "
-                    f"{start.date()} and {end.date()}: the {len(found)} covering the grid "
-                    f"are of another level")
-    candidates = index["scene_id"].to_numpy()[rows]
-    pans = pan_partners_at(index, rows) if level == "L2" else {}
-    masks = {sid: qa_usable_on_grid(store, sid, geobox) for sid in candidates}
-    ranked = sorted((1.0 - float(m.mean()), sid) for sid, m in masks.items() if m.any())
-    passing = [sid for cloud, sid in ranked if cloud <= spec.max_view_cloud]
-    needed = passing if len(passing) >= spec.composite_pool else \
-        [sid for _, sid in ranked[: spec.composite_pool]]
-    stack = np.empty((len(needed), len(CHIP_BANDS), *geobox.shape), np.float32)
-    views = [scene_on_grid(store, sid, geobox, masks[sid], pans.get(sid), out)
-             for sid, out in zip(needed, stack, strict=True)]
-    views = [v for v in views if v.usable.any()]
-    if not views:
-        return [], "no usable (cloud-free, non-fill) pixel in any scene"
-    views.sort(key=lambda v: (v.cloud_fraction, v.scene_id))
-    return views, ""
-
-
-def composite_views(
-    views: list[SceneView], spec: ChipSpec
-) -> tuple[np.ndarray, list[SceneView], list[SceneView], list[str]]:
-    """ForestNet's composite: (image, pooled views, views passing the cloud filter, notes)."""
-    passing = [v for v in views if v.cloud_fraction <= spec.max_view_cloud]
-    pool = passing if len(passing) >= spec.composite_pool else views[: spec.composite_pool]
-    notes = [] if passing else ["no view passes the cloud filter; composite of least cloudy"]
-    images, picked = _shared_stack([v.image for v in pool])
-    usable = np.stack([v.usable for v in pool]).astype(bool, copy=False)
-    return composite(images, usable, picked), pool, passing, notes
-
-
-def _shared_stack(images: list[np.ndarray]) -> tuple[np.ndarray, np.ndarray]:
-    """``images`` as one ``(view, band, y, x)`` array and their positions in it.
-
-    When they are whole slices of one such array, as ``scene_views`` warps them, that
-    array itself: copying five views out cost a third as much as their median.
-    """
-    base = images[0].base
-    if (isinstance(base, np.ndarray) and base.ndim == 4 and base.dtype == np.float32
-            and base.flags.c_contiguous
-            and all(im.base is base and im.shape == base.shape[1:] for im in images)):
-        start, step = base.__array_interface__["data"][0], base.strides[0]
-        return base, np.array([(im.__array_interface__["data"][0] - start) // step
-                               for im in images])
-    return np.stack(images), np.arange(len(images))
-
-
 def years_span(first: int, last: int, window: int) -> tuple[pd.Timestamp, pd.Timestamp]:
     """Acquisition dates within ``window`` years of every loss year in ``[first, last]``."""
     return (pd.Timestamp(year=last - window, month=1, day=1),
             pd.Timestamp(year=first + window, month=12, day=31))
-
-
-def years_by_scenes(years: list[int], geobox: GeoBox, index: gpd.GeoDataFrame,
-                    spec: ChipSpec) -> list[list[int]]:
-    """Loss years grouped by the scenes an event chip of each year draws on (those within
-    ``years_window`` of the year, of the spec's level, covering ``geobox``).
-
-    The years of a group share one composite, the one their events' chips get; years whose
-    scene windows differ never share one (a 2016 piece in a composite cut to the scenes
-    of 2013's window saw other pixels than its chip).
-    """
-    footprint = geobox.extent.to_crs("EPSG:4326").geom
-    level = RADIOMETRY_LEVELS[spec.radiometry]
-    ids = index["scene_id"].to_numpy()
-    groups: dict[tuple[str, ...], list[int]] = {}
-    for year in sorted(set(years)):
-        rows = scene_rows(index, footprint, *years_span(year, year, spec.years_window),
-                          level=level)
-        groups.setdefault(tuple(sorted(ids[rows])), []).append(year)
-    return list(groups.values())
-
-
-def build_event_chip(
-    geometry_4326: BaseGeometry,
-    loss_year: int,
-    store: Path,
-    index: gpd.GeoDataFrame,
-    spec: ChipSpec,
-    composite_only: bool = False,
-) -> EventChip:
-    """Cut one event's chip from every candidate scene in the store's index."""
-    geobox = chip_geobox(geometry_4326, spec)
-    region = Geometry(geometry_4326, "EPSG:4326").to_crs(geobox.crs).geom
-    loss_mask = rasterize_region(region, geobox)
-    n_views = 1 if composite_only else spec.n_views
-    empty = np.zeros((n_views, len(CHIP_BANDS), *geobox.shape), dtype=np.float32)
-    views, problem = scene_views(geobox, *years_span(loss_year, loss_year, spec.years_window),
-                                 store, index, spec)
-    if not views:
-        return EventChip(geobox, empty, [""] * n_views, [1.0] * n_views, [], loss_mask, region,
-                         status=problem)
-    comp, pool, passing, notes = composite_views(views, spec)
-    image, dates, clouds = empty, [""] * n_views, [1.0] * n_views
-    image[0] = comp
-    dates[0] = "composite"
-    clouds[0] = float(np.mean([v.cloud_fraction for v in pool]))
-    if not composite_only:
-        for i, view in enumerate(passing[: spec.max_single_views], start=1):
-            # Cloudy pixels of single views keep their values (as ForestNet's scene PNGs
-            # do); only missing pixels are filled from the composite.
-            image[i] = view.image
-            holes = np.isnan(view.image)  # outside the scene: usually none
-            if holes.any():
-                np.copyto(image[i], comp, where=holes)
-            dates[i] = view.date
-            clouds[i] = view.cloud_fraction
-    return EventChip(geobox, image, dates, clouds, [v.scene_id for v in pool], loss_mask, region,
-                     notes=notes)

@@ -19,7 +19,7 @@ from odc.geo.geobox import GeoBox
 from shapely.geometry.base import BaseGeometry
 
 from forestnet_model.model_inputs import span_about
-from pipeline.mapping.tiles import HALO_PIXELS
+from pipeline.core.tile_lattice import HALO_PIXELS
 
 #: The widest halo a tile is read with (a tile is 332 px): an event needing more is seen
 #: piece by piece.

@@ -106,7 +106,7 @@ def infer_tiles(
         with atomic_output(Path(part_paths[tile.tile_id])) as tmp:
             part.to_parquet(tmp, index=False)
         results.append({"tile_id": tile.tile_id, "status": "done", "pieces": len(part),
-                        "notes": tile.notes})
+                        "notes": tile.notes, "composites": tile.composites})
     return results
 
 

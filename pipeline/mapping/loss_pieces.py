@@ -2,7 +2,7 @@
 
 Planning scans the raster in blocks and counts, per map tile, the loss pixels of the
 requested years inside the area of interest, so that only tiles holding loss are mapped.
-Per tile, the loss pixels it owns (see :mod:`pipeline.mapping.tiles` for the ownership rules)
+Per tile, the loss pixels it owns (see :mod:`pipeline.core.tile_lattice` for the ownership rules)
 become *pieces*: connected regions (8-connectivity) of one year and one province. A
 region crossing a tile edge yields one piece per tile; pieces carry ``touches_edge`` so
 that the map writer can merge them back into one event (:mod:`pipeline.mapping.piece_merge`).
@@ -28,7 +28,7 @@ from shapely.geometry import box
 from shapely.geometry.base import BaseGeometry
 
 from pipeline.core.grid import pixel_centre_axes, pixel_centres
-from pipeline.mapping.tiles import TILE_METRES, MapTile, tile_indices
+from pipeline.core.tile_lattice import TILE_METRES, MapTile, tile_indices
 from pipeline.training_set.events import (
     EIGHT_CONNECTED,
     check_lossyear,
@@ -70,7 +70,8 @@ def tiles_in_block(
 ) -> pd.DataFrame:
     """Loss pixels of ``years`` per map tile in one block, inside ``area`` (lon/lat).
 
-    Returns columns zone, row, col, n_loss (pixels of this block only; sum over blocks).
+    Returns columns zone, row, col, n_loss (pixels of this block only; sum over blocks)
+    and loss_years (bit ``year - 2000`` set for each year present: :func:`years_of_mask`).
     """
     row_off, col_off, height, width = block
     window = rasterio.windows.Window(col_off, row_off, width, height)
@@ -85,12 +86,21 @@ def tiles_in_block(
         ).astype(bool)
     rows, cols = np.nonzero(loss)
     if rows.size == 0:
-        return pd.DataFrame({"zone": [], "row": [], "col": [], "n_loss": []}, dtype=np.int64)
+        return pd.DataFrame({"zone": [], "row": [], "col": [], "n_loss": [], "loss_years": []},
+                            dtype=np.int64)
     lon = transform.c + (cols + 0.5) * transform.a
     lat = transform.f + (rows + 0.5) * transform.e
     zone, trow, tcol = tile_indices(lon, lat)
-    frame = pd.DataFrame({"zone": zone, "row": trow, "col": tcol})
-    return frame.groupby(["zone", "row", "col"]).size().rename("n_loss").reset_index()
+    bits = np.left_shift(np.int64(1), data[rows, cols].astype(np.int64))
+    frame = pd.DataFrame({"zone": zone, "row": trow, "col": tcol, "loss_years": bits})
+    grouped = frame.groupby(["zone", "row", "col"])
+    return pd.concat([grouped.size().rename("n_loss"),
+                      grouped["loss_years"].agg(np.bitwise_or.reduce)], axis=1).reset_index()
+
+
+def years_of_mask(mask: int) -> list[int]:
+    """The loss years whose bits (``year - 2000``) are set in a plan's ``loss_years``."""
+    return [2000 + code for code in range(64) if int(mask) >> code & 1]
 
 
 def year_mask(data: np.ndarray, years: Iterable[int], nodata: float | None) -> np.ndarray:

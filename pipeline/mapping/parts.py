@@ -19,17 +19,18 @@ import pandas as pd
 import pyarrow.parquet as pq
 
 from pipeline.core.errors import ForestNetError
+from pipeline.core.tile_lattice import MapTile
 from pipeline.mapping.fusion_inputs import FUSION_COLUMNS
 from pipeline.mapping.loss_pieces import PIECE_COLUMNS, empty_pieces
 from pipeline.mapping.piece_merge import LOGIT_COLUMNS
-from pipeline.mapping.tiles import MapTile
 
 PART_COLUMNS = [*PIECE_COLUMNS[:-1], *LOGIT_COLUMNS, "logit_weight", *FUSION_COLUMNS,
                 "scene_ids", "scene_dates", "model_id", "geometry"]
 #: Bumped when PART_COLUMNS or how parts are computed change: it is part of the parts key,
 #: so older parts are not reused (3: tiles read with a halo that holds every event window,
-#: one composite per group of loss years with the same scenes).
-PART_FORMAT = 3
+#: one composite per group of loss years with the same scenes; 4: composites cut from
+#: the lattice cells' composites).
+PART_FORMAT = 4
 
 
 class MapPartError(ForestNetError, ValueError):

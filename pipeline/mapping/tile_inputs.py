@@ -25,18 +25,12 @@ from scipy import ndimage
 from shapely.geometry.base import BaseGeometry
 from shapely.ops import unary_union
 
-from pipeline.imagery.views import (
-    CHIP_BANDS,
-    ChipSpec,
-    composite_views,
-    scene_views,
-    years_by_scenes,
-    years_span,
-)
+from pipeline.core.tile_lattice import HALO_PIXELS, MapTile
+from pipeline.imagery.composite_store import CompositeSource, grid_composite, years_by_cells
+from pipeline.imagery.views import CHIP_BANDS, ChipSpec
 from pipeline.mapping.edge_events import fitting_events, halo_needed
 from pipeline.mapping.fusion_inputs import piece_scalars
 from pipeline.mapping.loss_pieces import tile_pieces, whole_events
-from pipeline.mapping.tiles import HALO_PIXELS, MapTile
 from pipeline.training_set.auxiliary import AuxContext, AuxSources, check_aux_names
 
 
@@ -70,6 +64,8 @@ class TileInput:
     samples: list[TileSample] = field(default_factory=list)
     notes: list[str] = field(default_factory=list)
     error: str = ""
+    #: Cell composites this tile built and reused (``composite_store``).
+    composites: dict[str, int] = field(default_factory=dict)
 
 
 def prepare_tile(
@@ -77,9 +73,7 @@ def prepare_tile(
     lossyear: Path,
     years: list[int],
     provinces: gpd.GeoDataFrame,
-    scene_store: Path,
-    index: gpd.GeoDataFrame,
-    spec: ChipSpec,
+    source: CompositeSource,
     bands: tuple[str, ...],
     aux_bands: tuple[str, ...],
     aux_sources: AuxSources,
@@ -114,19 +108,18 @@ def prepare_tile(
     all_labels = np.pad(all_labels, halo - HALO_PIXELS)
     event_masks = {k: piece_labels(gpd.GeoSeries([g]), geobox) > 0 for k, g in events.items()}
     band_idx = [CHIP_BANDS.index(b) for b in bands]
-    for group in years_by_scenes(pieces["loss_year"].tolist(), geobox, index, spec):
+    for group in years_by_cells(pieces["loss_year"].tolist(), geobox, source):
         rows = np.flatnonzero(pieces["loss_year"].isin(group).to_numpy())
-        # Every year of the group has the same scenes in its window: the first's span.
-        views, problem = scene_views(geobox, *years_span(group[0], group[0], spec.years_window),
-                                     scene_store, index, spec)
-        if not views:
-            out.notes.append(f"loss years {group}: {problem}")
+        # Every year of the group has the same candidate scenes: the first's composite.
+        comp = grid_composite(geobox, group[0], source)
+        if comp.image is None:
+            out.notes.append(f"loss years {group}: {comp.problem}")
             continue
-        image, pool, _, notes = composite_views(views, spec)
-        out.notes.extend(notes)
+        image = comp.image
+        out.notes.extend(n for n in comp.notes if n not in out.notes)
         sample = TileSample(
             image=image[band_idx], labels=group_labels(all_labels, rows), pieces=rows.tolist(),
-            scene_ids=[v.scene_id for v in pool], scene_dates=[v.date for v in pool],
+            scene_ids=comp.scene_ids, scene_dates=comp.scene_dates,
             event_masks={j: event_masks[int(r)] for j, r in enumerate(rows)
                          if int(r) in event_masks})
         if aux_bands or scalars:
@@ -198,19 +191,23 @@ def prepare_tiles(
     aux_sources: AuxSources,
     scalars: tuple[str, ...] = (),
     event_context: int | None = None,
+    composite_store: Path | None = None,
 ) -> list[TileInput]:
     """:func:`prepare_tile` for a batch; a tile that fails carries its error, the rest go on."""
     from pipeline.core.provinces import provinces
     from pipeline.ingest.catalog import read_index
 
     check_aux_names(aux_bands, scalars)
-    index = read_index(scene_store)
+    source = CompositeSource(scene_store, read_index(scene_store), spec, composite_store)
     out = []
     for tile_id in tile_ids:
+        built, reused = source.built, source.reused
         try:
             out.append(prepare_tile(MapTile.from_id(tile_id), lossyear, years, provinces(),
-                                    scene_store, index, spec, bands, aux_bands, aux_sources,
-                                    scalars, event_context))
+                                    source, bands, aux_bands, aux_sources, scalars,
+                                    event_context))
+            out[-1].composites = {"built": source.built - built,
+                                  "reused": source.reused - reused}
         except Exception as exc:  # a damaged scene or aux file fails its tile, not the run
             out.append(TileInput(tile_id, gpd.GeoDataFrame(), error=f"{type(exc).__name__}: "
                                  f"{exc}"))

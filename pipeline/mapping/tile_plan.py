@@ -11,17 +11,18 @@ import math
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
 import shapely
 from shapely.geometry.base import BaseGeometry
 
 from pipeline.core.atomic import atomic_output
 from pipeline.core.provinces import select_provinces, union
+from pipeline.core.tile_lattice import MapTile
 from pipeline.mapping.area_of_interest import AreaOfInterestError, read_aoi
 from pipeline.mapping.loss_pieces import PROVINCE_SNAP_DEGREES, plan_blocks, tiles_in_block
-from pipeline.mapping.tiles import MapTile
 
-PLAN_COLUMNS = ["zone", "row", "col", "n_loss", "tile_id"]
+PLAN_COLUMNS = ["zone", "row", "col", "n_loss", "loss_years", "tile_id"]
 
 
 def mapping_area(aoi: Path | None, provinces: list[str]) -> BaseGeometry:
@@ -67,7 +68,9 @@ def merge_block_tiles(blocks: list[pd.DataFrame]) -> pd.DataFrame:
     if not found:
         return pd.DataFrame({c: [] for c in PLAN_COLUMNS})
     tiles = pd.concat(found, ignore_index=True)
-    tiles = tiles.groupby(["zone", "row", "col"], as_index=False)["n_loss"].sum()
+    grouped = tiles.groupby(["zone", "row", "col"])
+    tiles = pd.concat([grouped["n_loss"].sum(),
+                       grouped["loss_years"].agg(np.bitwise_or.reduce)], axis=1).reset_index()
     tiles["tile_id"] = [MapTile(int(z), int(r), int(c)).tile_id
                         for z, r, c in tiles[["zone", "row", "col"]].itertuples(index=False)]
     return tiles.sort_values(["zone", "row", "col"], ignore_index=True)

@@ -14,12 +14,17 @@ class TileTally:
     done: int = 0
     failed: dict[str, str] = field(default_factory=dict)
     notes: dict[str, list[str]] = field(default_factory=dict)
+    #: Cell composites built and reused from the composite store by this run's tiles.
+    composites_built: int = 0
+    composites_reused: int = 0
 
     def record(self, results: list[dict]) -> None:
         """One batch's results, as ``infer_tiles`` returns them."""
         for r in results:
             if r["status"] == "done":
                 self.done += 1
+                self.composites_built += r.get("composites", {}).get("built", 0)
+                self.composites_reused += r.get("composites", {}).get("reused", 0)
                 if r.get("notes"):
                     self.notes[r["tile_id"]] = r["notes"]
             else:

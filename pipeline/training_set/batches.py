@@ -7,7 +7,9 @@ from pathlib import Path
 
 import geopandas as gpd
 
-from pipeline.imagery.views import ChipSpec, build_event_chip
+from pipeline.imagery.composite_store import CompositeSource
+from pipeline.imagery.event_chips import build_event_chip
+from pipeline.imagery.views import ChipSpec
 from pipeline.ingest.catalog import read_index
 from pipeline.training_set.auxiliary import AUX_BANDS, AUX_SCALARS, AuxSources, aux_for_chip
 from pipeline.training_set.chip_store import batch_marker, write_chip_batch
@@ -30,15 +32,17 @@ def build_chip_batch(
     aux_sources: AuxSources,
     aux_bands: tuple[str, ...] = AUX_BANDS,
     aux_features: tuple[str, ...] = AUX_SCALARS,
+    composite_store: Path | None = None,
 ) -> dict:
-    """Build and write chips for one batch; a batch already written is skipped."""
+    """Build and write chips for one batch; a batch already written is skipped. Chip
+    composites are cut from ``composite_store``'s cells, built there when missing."""
     if batch_marker(chips_path, start, stop).exists():
         return {"start": start, "stop": stop, "skipped": True}
     events = gpd.read_parquet(events_path).iloc[start:stop]
-    index = read_index(scene_store)
+    source = CompositeSource(scene_store, read_index(scene_store), spec, composite_store)
     chips, aux, scalars = [], [], []
     for row in events.itertuples(index=False):
-        chip = build_event_chip(row.geometry, int(row.loss_year), scene_store, index, spec)
+        chip = build_event_chip(row.geometry, int(row.loss_year), source)
         a, s = aux_for_chip(chip.geobox, chip.region, chip.loss_mask, chip.image[0], aux_sources,
                             aux_bands, aux_features)
         chips.append(chip)

@@ -132,3 +132,8 @@ def test_plan_agrees_with_what_ingest_and_map_did(border_job: dict) -> None:
     assert sum(plan["products"]["per_path_row_year"].values()) == len(index)
     assert plan["bytes"]["to_read"] == plan["bytes"]["full"] > 0  # local products: whole
     assert plan["estimate"]["cpu_core_hours"] > 0 and plan["estimate"]["gpu_minutes"] > 0
+    # The map built every composite its tiles need: a re-map (a new bundle) builds none.
+    stored = list((border_job["work"] / "composites.zarr").glob("z*/*/*/zarr.json"))
+    assert plan["composites"]["to_build"] == 0
+    assert plan["composites"]["reused"] == len(stored) > 0
+    assert f"composites: 0 to build, {len(stored)} reused" in plan_text(plan)

@@ -64,13 +64,15 @@ def test_each_piece_gets_its_region_mean_logits_and_a_part_per_tile(tmp_path, bu
     # Tile b: one piece. Tile c: failed while its inputs were prepared.
     a = TileInput("a", pieces("a", 3), samples=[sample([0, 1], seed=1)],
                   notes=["loss years [2013]: no scene within the window"])
-    b = TileInput("b", pieces("b", 1), samples=[sample([0], seed=2)])
+    b = TileInput("b", pieces("b", 1), samples=[sample([0], seed=2)],
+                  composites={"built": 4, "reused": 5})
     c = TileInput("c", gpd.GeoDataFrame(), error="OSError: damaged scene")
     paths = {t: str(tmp_path / f"{t}.parquet") for t in "abc"}
     results = infer_tiles([a, b, c], bundle, paths, batch_size=1)
     assert results == [
-        {"tile_id": "a", "status": "done", "pieces": 3, "notes": a.notes},
-        {"tile_id": "b", "status": "done", "pieces": 1, "notes": []},
+        {"tile_id": "a", "status": "done", "pieces": 3, "notes": a.notes, "composites": {}},
+        {"tile_id": "b", "status": "done", "pieces": 1, "notes": [],
+         "composites": {"built": 4, "reused": 5}},
         {"tile_id": "c", "status": "failed", "error": "OSError: damaged scene"},
     ]
     assert not Path(paths["c"]).exists()  # a failed tile writes nothing: a rerun retries it

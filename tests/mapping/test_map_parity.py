@@ -24,12 +24,13 @@ from forestnet_model.model_inputs import event_window
 from forestnet_model.specs import ModelSpec
 from pipeline.core.grid import EQUAL_AREA_CRS
 from pipeline.core.provinces import provinces
-from pipeline.imagery.views import CHIP_BANDS, ChipSpec, years_by_scenes
+from pipeline.core.tile_lattice import HALO_PIXELS, MapTile, tile_indices
+from pipeline.imagery.composite_store import CompositeSource, years_by_cells
+from pipeline.imagery.views import CHIP_BANDS, ChipSpec
 from pipeline.ingest.catalog import read_index
 from pipeline.mapping.edge_events import fitting_events
 from pipeline.mapping.loss_pieces import tile_pieces, whole_events
 from pipeline.mapping.tile_inputs import prepare_tile, tile_halo
-from pipeline.mapping.tiles import HALO_PIXELS, MapTile, tile_indices
 from pipeline.training_set.chip_store import open_chips
 from tests.world_chips import world_chip_store, world_sources
 
@@ -73,8 +74,9 @@ def pairs(chips, tiny_world: Path, tiny_scene_store: Path) -> list[dict]:
         tile = MapTile(int(zone), int(row), int(col))
         if tile not in prepared:
             prepared[tile] = prepare_tile(
-                tile, world / "gfc" / "lossyear.tif", years, provinces(), tiny_scene_store,
-                index, SPEC, CHIP_BANDS, (), world_sources(world), FEATURES, CONTEXT)
+                tile, world / "gfc" / "lossyear.tif", years, provinces(),
+                CompositeSource(tiny_scene_store, index, SPEC), CHIP_BANDS, (),
+                world_sources(world), FEATURES, CONTEXT)
         tile_input = prepared[tile]
         grid = chip_grid(chips, int(i))
         anchor = grid.geographic_extent.centroid.to_crs(tile.crs)
@@ -98,7 +100,8 @@ def test_loss_years_share_a_composite_only_when_their_scenes_are_the_same(
     2019's, so a 2013 piece gets a composite of its own, as its chip does."""
     index = read_index(tiny_scene_store)
     tile = MapTile.from_id(pairs_tile_id(index))
-    groups = years_by_scenes([2016, 2013, 2014, 2015], tile.geobox(), index, SPEC)
+    groups = years_by_cells([2016, 2013, 2014, 2015], tile.geobox(),
+                            CompositeSource(tiny_scene_store, index, SPEC))
     assert groups == [[2013], [2014, 2015, 2016]]
 
 

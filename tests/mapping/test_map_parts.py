@@ -17,6 +17,7 @@ import pyogrio
 import pytest
 from shapely.geometry import box
 
+from pipeline.core.tile_lattice import MapTile
 from pipeline.export.driver_maps import (
     MapOutputs,
     parts_by_province,
@@ -33,7 +34,6 @@ from pipeline.mapping.parts import (
     read_pieces,
 )
 from pipeline.mapping.piece_merge import LOGIT_COLUMNS
-from pipeline.mapping.tiles import MapTile
 from tests.map_job import untrained_bundle
 
 KT, KS = "Kalimantan Tengah", "Kalimantan Selatan"

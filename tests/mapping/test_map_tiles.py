@@ -17,7 +17,14 @@ from affine import Affine
 from shapely.geometry import box
 
 from pipeline.core.provinces import provinces
-from pipeline.mapping.loss_pieces import plan_blocks, tile_pieces, tiles_in_block, year_mask
+from pipeline.core.tile_lattice import HALO_PIXELS, TILE_METRES, MapTile, tile_indices, zone_of_lon
+from pipeline.mapping.loss_pieces import (
+    plan_blocks,
+    tile_pieces,
+    tiles_in_block,
+    year_mask,
+    years_of_mask,
+)
 from pipeline.mapping.piece_merge import (
     LOGIT_COLUMNS,
     driver_fields,
@@ -25,7 +32,6 @@ from pipeline.mapping.piece_merge import (
     merge_pieces,
 )
 from pipeline.mapping.tile_plan import scan_here, tiles_with_loss
-from pipeline.mapping.tiles import HALO_PIXELS, TILE_METRES, MapTile, tile_indices, zone_of_lon
 from pipeline.training_set.events import EIGHT_CONNECTED
 
 RES = 0.00025  # GFC pixel
@@ -121,6 +127,12 @@ def test_the_plan_counts_every_loss_pixel_however_the_blocks_are_scanned(border_
     pd.testing.assert_frame_equal(here, other)
     assert seen == [n_blocks] and n_blocks >= 1
     assert int(here["n_loss"].sum()) == int(year_mask(data, range(2013, 2017), None).sum())
+    # Each tile's loss years (what `forestnet plan` keys its composites by) are those of
+    # the pieces cut from it.
+    _, pieces = all_pieces(path)
+    years = pieces.groupby("tile_id")["loss_year"].agg(lambda y: sorted(set(y)))
+    assert {t: years_of_mask(m) for t, m in zip(here["tile_id"], here["loss_years"],
+                                               strict=True)} == years.to_dict()
 
 
 def test_pieces_merge_back_into_connected_regions(border_raster) -> None:

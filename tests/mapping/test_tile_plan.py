@@ -5,6 +5,8 @@ from __future__ import annotations
 import pandas as pd
 import pytest
 
+from pipeline.core.tile_lattice import MapTile
+from pipeline.mapping.loss_pieces import years_of_mask
 from pipeline.mapping.tile_plan import (
     PLAN_COLUMNS,
     merge_block_tiles,
@@ -12,22 +14,24 @@ from pipeline.mapping.tile_plan import (
     write_tile_plan,
 )
 from pipeline.mapping.tile_tally import TileTally
-from pipeline.mapping.tiles import MapTile
 
 
-def block(rows: list[tuple[int, int, int, int]]) -> pd.DataFrame:
-    return pd.DataFrame(rows, columns=["zone", "row", "col", "n_loss"])
+def block(rows: list[tuple[int, int, int, int, int]]) -> pd.DataFrame:
+    return pd.DataFrame(rows, columns=["zone", "row", "col", "n_loss", "loss_years"])
 
 
 def test_a_tile_spanning_two_blocks_is_one_row_with_the_summed_count() -> None:
+    y13, y15, y16 = (1 << (year - 2000) for year in (2013, 2015, 2016))
     plan = merge_block_tiles([
-        block([(50, -70, 100, 5), (49, -70, 200, 1)]),
+        block([(50, -70, 100, 5, y13), (49, -70, 200, 1, y16)]),
         block([]),
-        block([(50, -70, 100, 7), (50, -71, 100, 2)]),
+        block([(50, -70, 100, 7, y13 | y15), (50, -71, 100, 2, y15)]),
     ])
     assert list(plan.columns) == PLAN_COLUMNS
     assert plan[["zone", "row", "col", "n_loss"]].values.tolist() == [
         [49, -70, 200, 1], [50, -71, 100, 2], [50, -70, 100, 12]]
+    # Each tile's loss years, from every block it spans.
+    assert [years_of_mask(m) for m in plan["loss_years"]] == [[2016], [2015], [2013, 2015]]
     assert plan["tile_id"].tolist() == [MapTile(49, -70, 200).tile_id,
                                         MapTile(50, -71, 100).tile_id,
                                         MapTile(50, -70, 100).tile_id]
@@ -40,7 +44,7 @@ def test_no_loss_anywhere_is_an_empty_plan_with_the_plan_columns() -> None:
 
 
 def test_the_plan_is_stored_atomically_and_reads_back(tmp_path) -> None:
-    plan = merge_block_tiles([block([(50, -70, 100, 5)])])
+    plan = merge_block_tiles([block([(50, -70, 100, 5, 1 << 14)])])
     path = write_tile_plan(plan, tmp_path / "plan" / "tiles.parquet")
     pd.testing.assert_frame_equal(pd.read_parquet(path), plan)
     assert [p.name for p in path.parent.iterdir()] == ["tiles.parquet"]  # no temp file left

@@ -146,8 +146,8 @@ def test_inf_in_an_aux_raster_is_refused_naming_the_file(
 def test_inf_in_an_aux_raster_fails_its_map_tile_with_the_reason(
     tiny_world: Path, tiny_scene_store: Path, tiny_events: gpd.GeoDataFrame, tmp_path: Path
 ) -> None:
+    from pipeline.core.tile_lattice import MapTile, tile_indices
     from pipeline.mapping.tile_inputs import prepare_tiles
-    from pipeline.mapping.tiles import MapTile, tile_indices
 
     lon, lat = _anchor(tiny_events)
     dem = _dem_with_patch(tiny_world.parent, lon, lat, np.inf, tmp_path / "dem.tif")

@@ -7,11 +7,9 @@ from pathlib import Path
 import geopandas as gpd
 import pytest
 
-from pipeline.imagery.views import (
-    ChipSpec,
-    EventChip,
-    build_event_chip,
-)
+from pipeline.imagery.composite_store import CompositeSource
+from pipeline.imagery.event_chips import build_event_chip
+from pipeline.imagery.views import ChipSpec, EventChip
 
 # --- the tiny world, ingested once --------------------------------------------------------------
 
@@ -45,5 +43,5 @@ def event(events: gpd.GeoDataFrame):
 @pytest.fixture(scope="module")
 def chip(event, store, index) -> EventChip:
     # Every view passes the cloud filter, so all three scenes become single views.
-    return build_event_chip(event.geometry, int(event.loss_year), store, index,
-                            ChipSpec(max_view_cloud=1.0))
+    return build_event_chip(event.geometry, int(event.loss_year),
+                            CompositeSource(store, index, ChipSpec(max_view_cloud=1.0)))

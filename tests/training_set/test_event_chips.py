@@ -15,11 +15,9 @@ from rasterio.warp import reproject
 from shapely import affinity
 
 from pipeline.imagery.composite import composite
-from pipeline.imagery.views import (
-    ChipSpec,
-    build_event_chip,
-    chip_geobox,
-)
+from pipeline.imagery.composite_store import CompositeSource
+from pipeline.imagery.event_chips import build_event_chip
+from pipeline.imagery.views import ChipSpec, chip_geobox
 from tests.training_set.tiny_world_grid import TO_UTM, UTM
 
 
@@ -127,7 +125,7 @@ def test_views_are_surface_reflectance_sharpened_by_the_level1_pan(chip, world):
 
 def test_event_outside_every_scene_is_flagged_not_dropped(event, store, index):
     far = affinity.translate(event.geometry, xoff=1.0)  # 110 km east: no scene there
-    chip = build_event_chip(far, int(event.loss_year), store, index, ChipSpec())
+    chip = build_event_chip(far, int(event.loss_year), CompositeSource(store, index, ChipSpec()))
     assert chip.status != "ok"
     assert "scene" in chip.status
     assert chip.image.shape == (5, 6, 332, 332)

@@ -16,7 +16,9 @@ from shapely.geometry import shape
 
 from flows.config.schema import PipelineConfig
 from forestnet_model.data import normalisation_stats, split_indices
-from pipeline.imagery.views import ChipSpec, build_event_chip, chip_geobox, scene_on_grid
+from pipeline.imagery.composite_store import CompositeSource
+from pipeline.imagery.event_chips import build_event_chip
+from pipeline.imagery.views import ChipSpec, chip_geobox, scene_on_grid
 from pipeline.ingest.catalog import pan_partners, read_index
 from pipeline.training_set.auxiliary import AUX_SCALARS, MAX_DISTANCE_KM, AuxSources, aux_for_chip
 from pipeline.training_set.batches import build_chip_batch
@@ -48,7 +50,8 @@ def events(tiny_events: gpd.GeoDataFrame) -> gpd.GeoDataFrame:
 @pytest.fixture(scope="module")
 def chips(events, store, index) -> list:
     spec = ChipSpec(max_view_cloud=1.0, max_single_views=3)
-    return [build_event_chip(e.geometry, int(e.loss_year), store, index, spec)
+    source = CompositeSource(store, index, spec)
+    return [build_event_chip(e.geometry, int(e.loss_year), source)
             for e in events.itertuples()]
 
 
