@@ -90,7 +90,9 @@ def predict_tiles(config: PipelineConfig, tiles_path: str, parts_dir: str, meta:
                                    pure=False)
             return client.submit(infer_tiles, inputs, config.bundle_path,
                                  {t: str(parts[t]) for t in batch},
-                                 config.mapping.infer_batch_size, resources=gpu, pure=False)
+                                 config.mapping.infer_batch_size,
+                                 cpu_runtime=config.mapping.cpu_runtime, resources=gpu,
+                                 pure=False)
 
         with progress_bar() as progress:
             bar = progress.add_task("map tiles", total=len(batches))

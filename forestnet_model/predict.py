@@ -10,7 +10,13 @@ import torch
 
 from forestnet_model.bundle import BundleMeta, load_bundle, read_bundle_meta
 from forestnet_model.calibration import bundle_temperature, probabilities
-from forestnet_model.model import as_forestnet, region_band_stats, region_mean_logits
+from forestnet_model.fast_forward import NetForward, net_forward
+from forestnet_model.model import (
+    as_forestnet,
+    region_band_stats,
+    region_mean_logits,
+    segmentation_net,
+)
 from forestnet_model.model_inputs import (
     event_window,
     normalise,
@@ -18,7 +24,7 @@ from forestnet_model.model_inputs import (
     pad_to_multiple,
     same_shape_batches,
 )
-from forestnet_model.train import pick_device, to_device
+from forestnet_model.train import pick_device
 
 
 def cached_bundle(path: str, device: str) -> tuple[torch.nn.Module, BundleMeta]:
@@ -44,30 +50,56 @@ def _loaded_bundle(path: str, device: str, model_id: str, spec_hash: str
     return model, meta
 
 
+def cached_forward(path: str, device: str, runtime: str = "auto"
+                   ) -> tuple[NetForward, BundleMeta]:
+    """The bundle's segmentation network as pixel logits of numpy windows, built once per
+    worker process (and per model id and thread count) beside :func:`cached_bundle`.
+
+    ``runtime`` (``auto``, ``eager``, ``onnxruntime``) chooses how a CPU runs it: see
+    :mod:`forestnet_model.fast_forward`; CUDA always runs eager PyTorch.
+    """
+    model, meta = cached_bundle(path, device)
+    return _built_forward(path, device, runtime, meta.model_id, meta.spec_hash,
+                          torch.get_num_threads()), meta
+
+
+@lru_cache(maxsize=4)
+def _built_forward(path: str, device: str, runtime: str, model_id: str, spec_hash: str,
+                   threads: int) -> NetForward:
+    # A session's thread count is fixed when it is made: ``threads`` keys a new one.
+    model, _ = _loaded_bundle(path, device, model_id, spec_hash)
+    return net_forward(segmentation_net(model), model_id, torch.device(device), runtime)
+
+
 def predict_events(
     bundle: Path, images: np.ndarray, masks: np.ndarray, batch_size: int = 8,
-    device: str = "auto", scalars: np.ndarray | None = None,
+    device: str = "auto", scalars: np.ndarray | None = None, cpu_runtime: str = "auto",
 ) -> tuple[np.ndarray, str]:
     """Calibrated class probabilities ``(N, n_classes)`` for chips ``(N, C, H, W)`` with
     loss masks (see :func:`predict_event_logits`); returns them and the bundle's model_id."""
-    logits, model_id = predict_event_logits(bundle, images, masks, batch_size, device, scalars)
+    logits, model_id = predict_event_logits(bundle, images, masks, batch_size, device, scalars,
+                                            cpu_runtime)
     temperature = bundle_temperature(read_bundle_meta(Path(bundle)).calibration)
     return probabilities(logits, temperature).astype(np.float32), model_id
 
 
 def predict_event_logits(
     bundle: Path, images: np.ndarray, masks: np.ndarray, batch_size: int = 8,
-    device: str = "auto", scalars: np.ndarray | None = None,
+    device: str = "auto", scalars: np.ndarray | None = None, cpu_runtime: str = "auto",
 ) -> tuple[np.ndarray, str]:
     """Event logits ``(N, n_classes)`` for chips ``(N, C, H, W)`` with loss masks.
 
     ``images`` hold the bundle's input channels in its band order, unnormalised. A fusion
     bundle with ``fusion_features`` also needs ``scalars (N, F)``: the raw aux scalars in
     that order (e.g. ``data.event_scalars(chips, indices, meta.model.fusion_features)``).
-    Returns the logits and the bundle's model_id.
+    The network runs as the map runs it (:func:`cached_forward`, ``cpu_runtime``), so an
+    evaluated event and a mapped one get the same logits. Returns the logits and the
+    bundle's model_id.
     """
     dev = pick_device(device)
-    model, meta = cached_bundle(str(Path(bundle).resolve()), dev.type)
+    path = str(Path(bundle).resolve())
+    model, meta = cached_bundle(path, dev.type)
+    forward, _ = cached_forward(path, dev.type, cpu_runtime)
     spec = meta.model
     if images.shape[1] != spec.in_channels:
         raise ValueError(f"{bundle}: model expects {spec.in_channels} input channels "
@@ -81,22 +113,20 @@ def predict_event_logits(
         x = np.stack([pad_to_multiple(normalise(images[i][:, *windows[i]], meta.normalisation))
                       for i in batch])
         m = np.stack([pad_to_multiple(masks[i][windows[i]]) for i in batch])
-        pooled, band_stats = region_statistics(model, dev, x, m)
+        pooled, band_stats = region_statistics(forward, x, m)
         chunk = None if scalars is None else scalars[batch]
         logits[batch] = event_logits(model, meta, pooled, band_stats, chunk)
     return logits, meta.model_id
 
 
-def region_statistics(model: torch.nn.Module, dev: torch.device, x: np.ndarray, m: np.ndarray
+def region_statistics(forward: NetForward, x: np.ndarray, m: np.ndarray
                       ) -> tuple[np.ndarray, np.ndarray]:
     """Region-mean pixel logits and region band statistics of normalised windows."""
+    pixel_logits = torch.from_numpy(forward(x))
     with torch.inference_mode():
-        xt = to_device(torch.from_numpy(x), dev, image=True)
-        mt = torch.from_numpy(m).to(dev)
-        with torch.autocast(dev.type, dtype=torch.bfloat16, enabled=dev.type == "cuda"):
-            pixel_logits = as_forestnet(model).net(xt)
+        xt, mt = torch.from_numpy(x), torch.from_numpy(m)
         pooled = region_mean_logits(pixel_logits.float(), mt)
-        return pooled.cpu().numpy(), region_band_stats(xt, mt).cpu().numpy()
+        return pooled.numpy(), region_band_stats(xt, mt).numpy()
 
 
 def check_scalars(bundle: Path | str, meta: BundleMeta, n: int, scalars: np.ndarray | None) -> None:

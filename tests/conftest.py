@@ -27,7 +27,9 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
     items[:] = [item for item in items if item not in accuracy] + accuracy
     folder = Path(tempfile.mkdtemp(prefix="forestnet-accuracy-"))
     # Passive OpenMP waits: idle torch threads must not spin on cores the tests need.
-    env = {**os.environ, "OMP_WAIT_POLICY": "PASSIVE"}
+    # Its exported ONNX graphs stay in its folder (``graph_cache`` is not set up yet).
+    env = {**os.environ, "OMP_WAIT_POLICY": "PASSIVE",
+           "FORESTNET_CACHE_DIR": str(folder / "graph-cache")}
     with (folder / "job.log").open("wb") as log:
         proc = subprocess.Popen([sys.executable, "-m", "tests.accuracy_job", str(folder)],
                                 stdout=log, stderr=subprocess.STDOUT, env=env,
@@ -88,6 +90,20 @@ def tiny_events(tiny_world: Path):
     events, problems = events_from_forestnet_csvs(csvs, world / "gfc" / "lossyear.tif")
     assert not problems
     return events
+
+
+@pytest.fixture(scope="session", autouse=True)
+def graph_cache(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
+    """Exported ONNX graphs (``forestnet_model.fast_forward``) go to the session's temporary
+    folder, not the user's cache; subprocesses (CLI runs, Dask workers) inherit it."""
+    folder = tmp_path_factory.mktemp("graph-cache")
+    before = os.environ.get("FORESTNET_CACHE_DIR")
+    os.environ["FORESTNET_CACHE_DIR"] = str(folder)
+    yield folder
+    if before is None:
+        os.environ.pop("FORESTNET_CACHE_DIR", None)
+    else:
+        os.environ["FORESTNET_CACHE_DIR"] = before
 
 
 @pytest.fixture(scope="module")

@@ -226,7 +226,8 @@ def map_(
         if dominant_grid:
             update["dominant_grid"] = True
         result = _run(with_mapping(cfg, update), mapping_flow, check_inputs,
-                      preload=lambda client, c: preload_model(client, c.bundle_path))
+                      preload=lambda client, c: preload_model(client, c.bundle_path,
+                                                              c.mapping.cpu_runtime))
         for gpkg in result["geopackages"]:
             typer.echo(f"GeoPackage: {gpkg}")
         tiles, summary = result["tiles"], result["summary"]

@@ -13,22 +13,24 @@ from pathlib import Path
 from distributed import Client, fire_and_forget
 
 
-def preload_model(client: Client, bundle: Path) -> int:
-    """Start loading ``bundle`` on each worker that will run the model (those holding a
-    ``GPU`` resource when any does, else all); returns how many. Nothing waits for it."""
+def preload_model(client: Client, bundle: Path, cpu_runtime: str = "auto") -> int:
+    """Start loading ``bundle`` (and building its forward for ``cpu_runtime``) on each
+    worker that will run the model (those holding a ``GPU`` resource when any does, else
+    all); returns how many. Nothing waits for it."""
     workers = client.scheduler_info().get("workers", {})
     gpu = [a for a, w in workers.items() if w.get("resources", {}).get("GPU")]
     targets = gpu or list(workers)
     path = str(Path(bundle).resolve())
     for address in targets:
-        fire_and_forget(client.submit(load_model, path, workers=[address],
+        fire_and_forget(client.submit(load_model, path, cpu_runtime, workers=[address],
                                       allow_other_workers=False, pure=False))
     return len(targets)
 
 
-def load_model(bundle: str) -> str:
-    """The worker's cached model for ``bundle`` on its device (as ``infer_tiles`` keys it)."""
-    from forestnet_model.predict import cached_bundle
+def load_model(bundle: str, cpu_runtime: str = "auto") -> str:
+    """The worker's cached forward for ``bundle`` on its device, keyed as ``infer_tiles``
+    keys it (an ONNX graph exported or read from the cache, its session built)."""
+    from forestnet_model.predict import cached_forward
     from forestnet_model.train import pick_device
 
-    return cached_bundle(bundle, pick_device("auto").type)[1].model_id
+    return cached_forward(bundle, pick_device("auto").type, cpu_runtime)[1].model_id

@@ -1,17 +1,15 @@
-"""Event chips: candidate scenes warped onto the event's 332 x 332, 15 m UTM grid.
+"""Scene views: one stored scene warped onto a 15 m grid, sharpened, with its usable mask;
+the chip settings (``ChipSpec``) and the chip record (``EventChip``).
 
-View 0 is the composite (ForestNet: the per-pixel median of the cloud-filtered scenes, or
-of the 5 least cloudy when fewer than 5 pass); the other views are single scenes kept
-for scene data augmentation.
-
-Views are of the radiometry of ``ChipSpec.radiometry`` (``pipeline.core.radiometry``):
-scenes of the other product level are not candidates, so a chip never mixes the two.
+Composites are made per lattice cell from these views (``composite_cells``) and kept in
+the composite store; chips are cut from them (``event_chips``). Views are of the
+radiometry of ``ChipSpec.radiometry`` (``pipeline.core.radiometry``): scenes of the other
+product level are not candidates, so a chip never mixes the two.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from functools import cached_property
 from pathlib import Path
 
 import numpy as np
@@ -72,11 +70,6 @@ class SceneView:
     date: str
     image: np.ndarray
     usable: np.ndarray
-
-    @cached_property
-    def cloud_fraction(self) -> float:
-        # Cached: views are sorted and filtered by it several times per event.
-        return float(1.0 - self.usable.mean())
 
 
 @dataclass

@@ -37,21 +37,21 @@ from pipeline.mapping.tile_inputs import TileInput, TileSample
 
 def infer_tiles(
     inputs: list[TileInput], bundle: Path, part_paths: dict[str, str], batch_size: int = 4,
-    device: str = "auto",
+    device: str = "auto", cpu_runtime: str = "auto",
 ) -> list[dict]:
     """Predict every piece of ``inputs`` and write one GeoParquet part per tile.
 
-    Failed tiles (``error`` set) write nothing, so a rerun tries them again.
+    ``cpu_runtime`` (``auto``, ``eager``, ``onnxruntime``) chooses how a CPU runs the
+    network (:mod:`forestnet_model.fast_forward`), as evaluation runs it. Failed tiles
+    (``error`` set) write nothing, so a rerun tries them again.
     """
     # The model stack (torch, smp, timm: about 10 s of imports) loads here, in the worker
     # that predicts; the flow that plans the tiles and submits this never loads it.
-    import torch
-
-    from forestnet_model.predict import cached_bundle
+    from forestnet_model.predict import cached_forward
     from forestnet_model.train import pick_device
 
     dev = pick_device(device)
-    model, meta = cached_bundle(str(Path(bundle).resolve()), dev.type)
+    forward, meta = cached_forward(str(Path(bundle).resolve()), dev.type, cpu_runtime)
     expected = meta.model.in_channels
     samples = [(t, s) for t in inputs if not t.error for s in t.samples]
     for _, sample in samples:
@@ -67,11 +67,7 @@ def infer_tiles(
                                     batch_size):
         x = np.stack([pad_to_multiple(images[views[j].sample][:, views[j].rows, views[j].cols])
                       for j in batch])
-        xt = torch.from_numpy(x).to(dev).contiguous(memory_format=torch.channels_last)
-        with torch.inference_mode(), torch.autocast(dev.type, dtype=torch.bfloat16,
-                                                    enabled=dev.type == "cuda"):
-            out = model(xt).float().cpu().numpy()
-        for v, pixel_logits in zip((views[j] for j in batch), out, strict=True):
+        for v, pixel_logits in zip((views[j] for j in batch), forward(x), strict=True):
             sample = samples[v.sample][1]
             labels = sample.labels[v.rows, v.cols]
             means, counts = region_means(pixel_logits, pad_to_multiple(labels),

@@ -53,7 +53,7 @@ def scalars_of(chip: dict, region: np.ndarray, street_km: float) -> list[float]:
 
 
 def mapped(tmp_path: Path, bundle: Path, chip: dict, regions: list[np.ndarray],
-           scalars: list[list[float]]) -> np.ndarray:
+           scalars: list[list[float]], cpu_runtime: str = "auto") -> np.ndarray:
     """Probabilities of the map path for one event made of ``regions`` (touching pieces)."""
     n = len(regions)
     pieces = gpd.GeoDataFrame({
@@ -68,7 +68,8 @@ def mapped(tmp_path: Path, bundle: Path, chip: dict, regions: list[np.ndarray],
                         scene_ids=["s"], scene_dates=["2016-01-01"],
                         scalars=np.asarray(scalars, np.float64))
     part = tmp_path / "t.parquet"
-    infer_tiles([TileInput("t", pieces, samples=[sample])], bundle, {"t": str(part)})
+    infer_tiles([TileInput("t", pieces, samples=[sample])], bundle, {"t": str(part)},
+                cpu_runtime=cpu_runtime)
     events = merge_pieces(read_pieces([part]), scalar_names(FEATURES))
     assert len(events) == 1
     return event_driver_probabilities(events, bundle)
@@ -85,6 +86,18 @@ def test_the_map_and_evaluation_give_the_same_fused_probabilities(tmp_path, fusi
     other, _ = predict_events(fusion_bundle, chip["image"][None], chip["mask"][None],
                               device="cpu", scalars=np.asarray([[90.0, 1.0, 30.0]]))
     assert np.abs(other - expected).max() > 1e-3
+
+
+def test_the_map_and_evaluation_agree_whichever_cpu_runtime_runs_the_network(
+        tmp_path, fusion_bundle, chip) -> None:
+    # The map on ONNX Runtime against evaluation on eager PyTorch, and the other way round.
+    scalars = scalars_of(chip, chip["mask"], 2.5)
+    for map_runtime, evaluation_runtime in [("onnxruntime", "eager"), ("eager", "onnxruntime")]:
+        expected, _ = predict_events(fusion_bundle, chip["image"][None], chip["mask"][None],
+                                     device="cpu", scalars=np.asarray([scalars]),
+                                     cpu_runtime=evaluation_runtime)
+        got = mapped(tmp_path, fusion_bundle, chip, [chip["mask"]], [scalars], map_runtime)
+        np.testing.assert_allclose(got, expected, atol=1e-3)
 
 
 def test_in_a_full_tile_a_piece_is_seen_in_its_event_window_as_evaluation_sees_it(

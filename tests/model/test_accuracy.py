@@ -100,7 +100,7 @@ def test_area_by_driver_from_a_reference_sample_covers_the_truth(demo_model: dic
     labelled from the world's truth -> area. Over 5 sample seeds, the drivers' 95% CIs
     cover the true areas (at least 17 of 20: below that has a 2% chance at 95% coverage),
     and wherever the map's own area misses the truth by more than the CI's half-width,
-    the estimate is nearer the truth than the map."""
+    the estimate is no further from the truth than the map."""
     maps, world = [Path(p) for p in demo_model["maps"]], Path(demo_model["world"])
     truth = true_areas(maps, world)
     runs = [area_run(maps, world, truth, tmp_path, seed) for seed in range(5)]
@@ -115,7 +115,9 @@ def test_area_by_driver_from_a_reference_sample_covers_the_truth(demo_model: dic
         half = (r["ci95_high"] - r["ci95_low"]) / 2
         map_error = (r["mapped_area"] - r["true_area"]).abs()
         off = map_error > half
-        assert ((r["area"] - r["true_area"]).abs()[off] < map_error[off]).all(), r
+        # Not worse, rather than strictly better: where every sampled pixel agrees with the
+        # map for a class, the stratified estimator gives back the map's own area.
+        assert ((r["area"] - r["true_area"]).abs()[off] <= map_error[off] + 1e-9).all(), r
 
 
 def test_the_release_chain_maps_the_held_out_events_as_the_own_chips_do(demo_model: dict
