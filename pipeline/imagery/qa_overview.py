@@ -40,7 +40,9 @@ class QaOverview:
         the part of it inside the grid (whole edge blocks overcounted a cell's usable area
         by up to a fifth). The part of ``grid`` outside the scene counts as unusable, as
         fill pixels do at full resolution."""
-        box = grid.extent.to_crs(self.geobox.crs).boundingbox
+        # Scenes and the lattice share each zone's CRS: then no reprojection is needed.
+        box = grid.boundingbox if grid.crs == self.geobox.crs else \
+            grid.extent.to_crs(self.geobox.crs).boundingbox
         inverse = ~self.geobox.affine
         (xa, ya), (xb, yb) = inverse * (box.left, box.top), inverse * (box.right, box.bottom)
         (x0, x1), (y0, y1) = sorted((xa, xb)), sorted((ya, yb))
