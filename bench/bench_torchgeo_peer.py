@@ -141,7 +141,10 @@ def write_composite(inputs: list, zone: int, bounds: tuple, path: Path) -> Path:
         grid = MapTile.from_id(tile.tile_id).geobox()
         row = round((top - grid.affine.f) / TILE_RESOLUTION)
         col = round((grid.affine.c - left) / TILE_RESOLUTION)
-        boxes.append((row, col, tile.samples[0].image))
+        image = tile.samples[0].image
+        # A tile read with a wider halo (an event window past its edge): its 352 px centre.
+        cut = (image.shape[-1] - PATCH) // 2
+        boxes.append((row, col, image[:, cut:cut + PATCH, cut:cut + PATCH]))
     for row, col, image in boxes:  # whole grids first, then cores on top: no halo wins
         mosaic[:, row:row + PATCH, col:col + PATCH] = image
     core = slice(HALO_PIXELS, PATCH - HALO_PIXELS)

@@ -18,11 +18,13 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
+from functools import lru_cache
 from pathlib import Path
 
 import geopandas as gpd
 import numpy as np
 from odc.geo.geobox import GeoBox
+from shapely.geometry.base import BaseGeometry
 
 from pipeline.core.radiometry import RADIOMETRY_LEVELS
 from pipeline.core.tile_lattice import TILE_METRES, TILE_PIXELS, TILE_RESOLUTION, MapTile
@@ -79,9 +81,16 @@ def cell_candidates(cell: MapTile, loss_year: int, index: gpd.GeoDataFrame,
                     spec: ChipSpec) -> np.ndarray:
     """Rows of ``index``: the scenes of the spec's level within ``years_window`` of
     ``loss_year`` that cover the cell."""
-    footprint = cell.geobox(0).extent.to_crs("EPSG:4326").geom
     start, end = years_span(loss_year, loss_year, spec.years_window)
-    return scene_rows(index, footprint, start, end, level=RADIOMETRY_LEVELS[spec.radiometry])
+    return scene_rows(index, cell_footprint(cell), start, end,
+                      level=RADIOMETRY_LEVELS[spec.radiometry])
+
+
+@lru_cache(maxsize=4096)
+def cell_footprint(cell: MapTile) -> BaseGeometry:
+    """The cell's core in lon/lat (cached: asked for every loss year of every tile around
+    it, and a reprojection costs more than the index query)."""
+    return cell.geobox(0).extent.to_crs("EPSG:4326").geom
 
 
 def choose_pool(clouds: dict[str, float], spec: ChipSpec) -> tuple[list[str], list[str]]:

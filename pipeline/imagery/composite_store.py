@@ -20,6 +20,7 @@ import geopandas as gpd
 import numpy as np
 import zarr
 from odc.geo.geobox import GeoBox
+from zarr.codecs import BloscCodec
 
 from pipeline.core.atomic import atomic_output
 from pipeline.core.lru_cache import ByteBoundedLRU
@@ -36,6 +37,7 @@ from pipeline.imagery.composite_cells import (
 )
 from pipeline.imagery.views import CHIP_BANDS, ChipSpec
 
+_CODEC = BloscCodec(cname="zstd", clevel=1, shuffle="shuffle")
 #: Cells kept decoded per process (2.6 MB each): a batch of neighbouring tiles or events
 #: shares its cells.
 _CACHE = ByteBoundedLRU(128 * 2**20)
@@ -75,8 +77,10 @@ def _write_cell(path: Path, comp: CellComposite) -> None:
                             "scene_dates": list(comp.scene_dates),
                             "clouds": list(comp.clouds), "notes": list(comp.notes),
                             "bands": list(CHIP_BANDS), "rule": COMPOSITE_RULE})
+        # Byte-shuffled zstd at level 1: a third faster to write than zarr's default
+        # (zstd 3), for the same decode speed; reflectance noise barely compresses anyway.
         array = group.create_array("image", shape=comp.image.shape, dtype="float32",
-                                   chunks=comp.image.shape)
+                                   chunks=comp.image.shape, compressors=_CODEC)
         array[...] = comp.image
 
 
