@@ -200,12 +200,15 @@ def prepare_here(config, tile_ids: list[str], totals: dict) -> tuple[list, float
 def model_batches(config, inputs: list, batch: int) -> list[torch.Tensor]:
     """The model's input tensors, normalised as ``infer_tiles`` does, in its batches."""
     from forestnet_model.bundle import read_bundle_meta
-    from forestnet_model.model_inputs import normalise, pad_to_multiple
+    from forestnet_model.model_inputs import normalise, pad_to_multiple, same_shape_batches
 
     meta = read_bundle_meta(config.bundle_path)
     images = [pad_to_multiple(normalise(s.image, meta.normalisation))
               for t in inputs for s in t.samples]
-    return [torch.from_numpy(np.stack(images[i:i + batch])) for i in range(0, len(images), batch)]
+    # Tiles read with a wider halo (an event window past their edge) are larger: batches
+    # of one shape, as infer_tiles runs them.
+    return [torch.from_numpy(np.stack([images[j] for j in group]))
+            for group in same_shape_batches([im.shape for im in images], batch)]
 
 
 def forward_seconds(bundle: str, batches: list[torch.Tensor], threads: int,

@@ -77,6 +77,8 @@ def single_views(geobox, loss_year: int, store: Path, index: gpd.GeoDataFrame,
                       level=level)
     ids = index["scene_id"].to_numpy()[rows]
     ranked = sorted((qa_overview(store, sid).cloud_fraction(geobox), sid) for sid in ids)
-    passing = [(sid, cloud) for cloud, sid in ranked if cloud <= spec.max_view_cloud]
+    # A scene with no usable pixel over the chip is never a view, whatever the filter.
+    passing = [(sid, cloud) for cloud, sid in ranked
+               if cloud <= spec.max_view_cloud and cloud < 1.0]
     pans = pan_partners_at(index, rows) if level == "L2" else {}
     return [(sid, cloud, pans.get(sid)) for sid, cloud in passing[:spec.max_single_views]]
