@@ -34,7 +34,7 @@ WRI's settlements & infrastructure and other natural disturbances have no counte
 from __future__ import annotations
 
 import os
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from types import MappingProxyType
@@ -129,24 +129,53 @@ def dominant_driver_grid(features: gpd.GeoDataFrame, cell_m: float = 1000.0) -> 
     ``gfw_class``/``gfw_fit`` come from :data:`GFW_CROSSWALK`. Events without imagery
     (``driver_code`` 0) are left out.
     """
-    if features.crs is None:
-        raise ValueError("features have no CRS; set it with gdf.set_crs('EPSG:4326') first")
+    return dominant_driver_grid_batches([features], cell_m)
+
+
+def dominant_driver_grid_batches(batches: Iterable[gpd.GeoDataFrame],
+                                 cell_m: float = 1000.0) -> gpd.GeoDataFrame:
+    """:func:`dominant_driver_grid` of events arriving in ``batches`` (disjoint sets of
+    events): each batch is cut into cells and summed per cell, so memory holds one batch
+    and the cells with loss, never the events."""
     if not cell_m > 0:
         raise ValueError(f"cell_m must be positive, not {cell_m!r}")
+    sums: pd.DataFrame | None = None
+    for features in batches:
+        cells = _batch_cells(features, cell_m)
+        if cells is not None:
+            sums = cells if sums is None else (
+                pd.concat([sums, cells]).groupby(level=["cell_x", "cell_y"]).sum())
+    if sums is None:
+        return _empty_grid()
+    return _aggregate(sums.sort_index(), cell_m)
+
+
+def _batch_cells(features: gpd.GeoDataFrame, cell_m: float) -> pd.DataFrame | None:
+    """One batch's area per (cell, driver), as columns 0..3, and its events per cell."""
+    if features.crs is None:
+        raise ValueError("features have no CRS; set it with gdf.set_crs('EPSG:4326') first")
     codes = features["driver_code"].to_numpy()
     mapped = features[(codes >= 1) & (codes <= len(DRIVER_CLASSES))]
     if mapped.empty:
-        return _empty_grid()
+        return None
     geoms = mapped.geometry.to_crs(EQUAL_AREA_CRS.proj).to_numpy()
     invalid = ~shapely.is_valid(geoms)
     geoms[invalid] = shapely.make_valid(geoms[invalid])  # intersection fails on bad rings
     # The project's grid type fixes the origin: edges on multiples of cell_m (tol=0 keeps
-    # odc-geo from trimming a sliver of the outermost events).
+    # odc-geo from trimming a sliver of the outermost events). Cell ids are global, so
+    # batches with their own boxes add up cell for cell.
     geobox = GeoBox.from_bbox(tuple(shapely.total_bounds(geoms)), EQUAL_AREA_CRS,
                               resolution=cell_m, tight=False, tol=0)
     pieces = _cell_pieces(geoms, geobox, cell_m)
     pieces["driver"] = mapped["driver_code"].to_numpy()[pieces["event"]] - 1
-    return _aggregate(pieces, cell_m)
+    keys = ["cell_x", "cell_y"]
+    areas = (pieces.pivot_table(index=keys, columns="driver", values="area_ha", aggfunc="sum",
+                                fill_value=0.0)
+             .reindex(columns=range(len(DRIVER_CLASSES)), fill_value=0.0))
+    # An event lies in one batch only: its cells' event counts add up across batches.
+    areas["n_events"] = pieces.groupby(keys)["event"].nunique().reindex(areas.index)
+    areas.columns = [str(c) for c in areas.columns]
+    return areas
 
 
 def write_dominant_grid(grid: gpd.GeoDataFrame, path: Path) -> Path:
@@ -211,21 +240,14 @@ def _cell_pieces(geoms: np.ndarray, geobox: GeoBox, cell_m: float) -> pd.DataFra
                          "area_ha": area[keep] / 10_000.0})
 
 
-def _aggregate(pieces: pd.DataFrame, cell_m: float) -> gpd.GeoDataFrame:
+def _aggregate(sums: pd.DataFrame, cell_m: float) -> gpd.GeoDataFrame:
     """One row per cell: areas per driver, event count, dominant driver and its GFW class."""
-    keys = ["cell_x", "cell_y"]
-    areas = (
-        pieces.pivot_table(index=keys, columns="driver", values="area_ha", aggfunc="sum",
-                           fill_value=0.0)
-        .reindex(columns=range(len(DRIVER_CLASSES)), fill_value=0.0)
-    )
-    values = areas.to_numpy()
+    values = sums[[str(k) for k in range(len(DRIVER_CLASSES))]].to_numpy(np.float64)
     total = values.sum(axis=1)
     # Ties (within 0.01 m², reprojection round-off) go to the earlier class in model order.
     best = (values >= values.max(axis=1, keepdims=True) - 1e-6).argmax(axis=1)
-    n_events = pieces.groupby(keys)["event"].nunique().reindex(areas.index)
-    cell_x = areas.index.get_level_values("cell_x").to_numpy()
-    cell_y = areas.index.get_level_values("cell_y").to_numpy()
+    cell_x = sums.index.get_level_values("cell_x").to_numpy()
+    cell_y = sums.index.get_level_values("cell_y").to_numpy()
     dominant = [DRIVER_CLASSES[i] for i in best]
     frame = pd.DataFrame({
         "cell_id": [f"{x}:{y}" for x, y in zip(cell_x, cell_y, strict=True)],
@@ -233,7 +255,7 @@ def _aggregate(pieces: pd.DataFrame, cell_m: float) -> gpd.GeoDataFrame:
         "cell_y": cell_y,
         **{name: values[:, i] for i, name in enumerate(AREA_COLUMNS)},
         "loss_area_ha": total,
-        "n_events": n_events.to_numpy(),
+        "n_events": sums["n_events"].to_numpy(),
         "dominant_driver": dominant,
         "dominant_code": best + 1,
         "dominant_share": values[np.arange(len(best)), best] / total,

@@ -1,36 +1,56 @@
 """The map job's one writer: per province (or per AOI, or nationally), the parts of its
-tiles merged into events and written as a driver-map GeoPackage with its side outputs."""
+tiles merged into events and written as a driver-map GeoPackage with its side outputs.
+
+It streams, so that a national map of millions of events fits in a worker: each
+province's parts are merged a batch at a time (``pipeline.mapping.seam_stream``: an event
+is merged once, whole, even across batches), its events get their drivers and areas, and
+go to a spill on disk (``event_spill``). Every output is then written from the spill,
+batch by batch: the GeoPackages (``write_driver_geopackage_batches``), the quick-look
+PNG, the optional COG and 1 km grid, and ``events.parquet``.
+"""
 
 from __future__ import annotations
 
 import json
+import shutil
+import tempfile
+from collections import Counter
+from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 
 import geopandas as gpd
+import numpy as np
 import pandas as pd
 import rasterio
 from shapely.geometry.base import BaseGeometry
 
 from forestnet_model.bundle_meta import package_versions
-from pipeline.core.atomic import atomic_output
+from pipeline.core.atomic import temp_sibling
 from pipeline.core.provinces import select_provinces, slug
-from pipeline.export.driver_grid import dominant_driver_grid, write_dominant_grid
-from pipeline.export.driver_raster import driver_raster_grid, write_driver_cog
-from pipeline.export.geopackage import add_area_ha, empty_driver_frame, write_driver_geopackage
-from pipeline.export.summary_map import write_driver_png
+from pipeline.export.driver_grid import dominant_driver_grid_batches, write_dominant_grid
+from pipeline.export.driver_raster import lonlat_raster_grid, write_driver_cog_batches
+from pipeline.export.event_spill import EventSpill
+from pipeline.export.geopackage import (
+    add_area_ha,
+    empty_driver_frame,
+    write_driver_geopackage_batches,
+)
+from pipeline.export.summary_map import write_driver_png_batches
 from pipeline.mapping.area_of_interest import read_aoi
 from pipeline.mapping.event_drivers import (
     IMPUTED,
     bundle_scalars,
     event_driver_probabilities,
-    imputed_fractions,
+    fractions_of,
+    imputed_counts,
     imputed_inputs,
 )
 from pipeline.mapping.fusion_inputs import scalar_names
-from pipeline.mapping.parts import part_provinces, read_pieces
-from pipeline.mapping.piece_merge import driver_fields, drop_small_events, merge_pieces
+from pipeline.mapping.parts import part_index, part_provinces
+from pipeline.mapping.piece_merge import driver_fields, drop_small_events
+from pipeline.mapping.seam_stream import stream_events
 
 #: The GeoPackage name of a national (``mapping.all``) run.
 NATIONAL_NAME = "indonesia"
@@ -76,104 +96,132 @@ def parts_by_province(parts: list[Path]) -> dict[str, list[Path]]:
     return found
 
 
+def province_event_batches(index: pd.DataFrame, province: str, min_pixels: int, bundle: Path,
+                           area: BaseGeometry | None = None,
+                           batch_pieces: int | None = None) -> Iterator[gpd.GeoDataFrame]:
+    """One province's events, a batch at a time: its pieces in the parts of ``index``
+    (``parts.part_index``) merged into events, speckle dropped, with the drivers
+    ``bundle`` gives them (its fusion head included) and their areas. Events with no
+    usable imagery keep ``driver_code`` 0 (never a guessed driver). Batches hold about
+    ``batch_pieces`` pieces (default ``seam_stream.BATCH_PIECES``)."""
+    features = bundle_scalars(bundle)
+    for merged in stream_events(index, province, scalar_names(features), area, batch_pieces):
+        events = drop_small_events(merged, min_pixels)
+        if events.empty:
+            continue
+        events[IMPUTED] = imputed_inputs(events, features)
+        yield add_area_ha(driver_fields(events, event_driver_probabilities(events, bundle)))
+
+
 def province_events(parts: list[Path], province: str, min_pixels: int, bundle: Path,
                     aoi: BaseGeometry | None = None) -> tuple[gpd.GeoDataFrame, gpd.GeoDataFrame]:
-    """One province's pieces merged into events, with the drivers ``bundle`` gives them
-    (its fusion head included) and their areas.
-
-    Returns the mappable events and the events with no usable imagery, which are kept out
-    of the driver layer (never a guessed driver) but counted in the summary and listed in
-    the layer's metadata.
-    """
-    pieces = read_pieces(parts, province)
-    if aoi is not None and len(pieces):
-        pieces = gpd.clip(pieces, aoi, keep_geom_type=True)
-    if pieces.empty:
+    """One province's events as two whole frames: the mappable events and those with no
+    usable imagery (kept out of the driver layer but counted in the summary and listed in
+    the layer's metadata). For tests and small maps: a publish streams."""
+    batches = list(province_event_batches(part_index(parts), province, min_pixels, bundle,
+                                          aoi))
+    if not batches:
         return empty_driver_frame(), empty_driver_frame()
-    features = bundle_scalars(bundle)
-    events = drop_small_events(merge_pieces(pieces, scalar_names(features)), min_pixels)
-    events[IMPUTED] = imputed_inputs(events, features)
-    events = add_area_ha(driver_fields(events, event_driver_probabilities(events, bundle)))
+    events = gpd.GeoDataFrame(pd.concat(batches, ignore_index=True), crs="EPSG:4326")
     blind = events["driver_code"] == 0
-    return events[~blind], events[blind]
-
-
-def write_driver_maps(parts: list[Path], bundle: Path, provinces: list[str], aoi: Path | None,
-                      national: bool, out_dir: Path, provenance: dict[str, str],
-                      outputs: MapOutputs) -> tuple[list[Path], list[Path], gpd.GeoDataFrame]:
-    """Write one GeoPackage per province, or one for the AOI, plus a national one when
-    ``national``, with the drivers ``bundle`` (the one that made the parts) gives the
-    events; ``provenance`` (its ``run_id`` too) goes into each layer's metadata.
-    Returns the GeoPackages, the side outputs and every event (those without
-    imagery included, ``driver_code`` 0) for the run summary."""
-    by_province, features = parts_by_province(parts), bundle_scalars(bundle)
-    area = read_aoi(aoi).union_all() if aoi is not None else None
-    written, extras, frames, blinds = [], [], [], []
-    for province in provinces if area is None else sorted(by_province):
-        events, blind = province_events(by_province.get(province, []), province,
-                                        outputs.min_event_pixels, bundle, area)
-        events = events.assign(run_id=provenance["run_id"])
-        frames.append(events)
-        blinds.append(blind)
-        if area is None:
-            path = out_dir / f"{slug(province)}.gpkg"
-            written.append(_write_one(events, blind, path, province, provenance, features))
-            extras += write_side_outputs(events, path, select_provinces([province]), outputs)
-    merged, blind = _concat(frames), _concat(blinds)
-    if area is not None or national:
-        name = Path(aoi).stem if aoi is not None else NATIONAL_NAME
-        path = out_dir / f"{slug(name)}.gpkg"
-        written.append(_write_one(merged, blind, path, name, provenance, features))
-        outline = read_aoi(aoi) if aoi is not None else select_provinces(provinces)
-        extras += write_side_outputs(merged, path, outline, outputs)
-    return written, extras, gpd.GeoDataFrame(pd.concat([merged, blind], ignore_index=True),
-                                             crs="EPSG:4326")
-
+    return events[~blind].reset_index(drop=True), events[blind].reset_index(drop=True)
 
 
 def publish_driver_maps(parts: list[Path], bundle: Path, provinces: list[str],
                         aoi: Path | None, national: bool, out_dir: Path,
                         provenance: dict[str, str], outputs: MapOutputs,
                         events_path: Path) -> dict[str, list[str]]:
-    """``write_driver_maps``, with every event saved (atomically) as GeoParquet at
-    ``events_path``; returns the paths alone, so a Dask worker can run it and send back
-    a few names instead of the events."""
-    gpkgs, extras, events = write_driver_maps(parts, bundle, provinces, aoi, national,
-                                              out_dir, provenance, outputs)
-    with atomic_output(Path(events_path)) as tmp:
-        events.to_parquet(tmp)
-    return {"geopackages": [str(p) for p in gpkgs], "extras": [str(p) for p in extras],
+    """Write one GeoPackage per province, or one for the AOI, plus a national one when
+    ``national``, with the drivers ``bundle`` (the one that made the parts) gives the
+    events; ``provenance`` (its ``run_id`` too) goes into each layer's metadata. Every
+    event (those without imagery included, ``driver_code`` 0) is saved (atomically) as
+    GeoParquet at ``events_path`` for the run summary.
+
+    Returns the paths alone, so a Dask worker can run it and send back a few names
+    instead of the events; memory holds a batch of events, not the map.
+    """
+    index, features = part_index(parts), bundle_scalars(bundle)
+    outline = read_aoi(aoi) if aoi is not None else None
+    area = outline.union_all() if outline is not None else None
+    chosen = provinces if area is None else sorted(set(index["province"]))
+    spill_dir = temp_sibling(Path(events_path))
+    spill_dir.mkdir(parents=True)
+    try:
+        spill, imputed = EventSpill(spill_dir), {}
+        written, extras = [], []
+        for province in chosen:
+            imputed[province] = Counter()
+            for events in province_event_batches(index, province, outputs.min_event_pixels,
+                                                 bundle, area):
+                # Events without imagery carry no run id, as before the writer streamed.
+                events["run_id"] = np.where(events["driver_code"] > 0, provenance["run_id"],
+                                            None)
+                imputed[province].update(imputed_counts(events, features))
+                spill.add(province, events)
+            if area is None:
+                path = Path(out_dir) / f"{slug(province)}.gpkg"
+                written.append(_write_one(spill, [province], path, province, provenance,
+                                          fractions_of(imputed[province], features), features))
+                extras += write_side_outputs(spill, [province], path,
+                                             select_provinces([province]), outputs)
+        if area is not None or national:
+            name = Path(aoi).stem if aoi is not None else NATIONAL_NAME
+            path = Path(out_dir) / f"{slug(name)}.gpkg"
+            total = sum(imputed.values(), Counter())
+            written.append(_write_one(spill, chosen, path, name, provenance,
+                                      fractions_of(total, features), features))
+            extras += write_side_outputs(spill, chosen, path, outline if outline is not None
+                                         else select_provinces(provinces), outputs)
+        spill.write_events(Path(events_path))
+    finally:
+        shutil.rmtree(spill_dir, ignore_errors=True)
+    return {"geopackages": [str(p) for p in written], "extras": [str(p) for p in extras],
             "events": [str(events_path)]}
 
-def _write_one(events: gpd.GeoDataFrame, blind: gpd.GeoDataFrame, path: Path, name: str,
-               provenance: dict[str, str], features: tuple[str, ...]) -> Path:
+
+def write_driver_maps(parts: list[Path], bundle: Path, provinces: list[str], aoi: Path | None,
+                      national: bool, out_dir: Path, provenance: dict[str, str],
+                      outputs: MapOutputs) -> tuple[list[Path], list[Path], gpd.GeoDataFrame]:
+    """``publish_driver_maps``, with every event loaded back into one frame (for tests and
+    small maps): returns the GeoPackages, the side outputs and the events."""
+    with tempfile.TemporaryDirectory(prefix="forestnet-events-") as folder:
+        events_path = Path(folder) / "events.parquet"
+        written = publish_driver_maps(parts, bundle, provinces, aoi, national, out_dir,
+                                      provenance, outputs, events_path)
+        events = gpd.read_parquet(events_path)
+    return ([Path(p) for p in written["geopackages"]], [Path(p) for p in written["extras"]],
+            events)
+
+
+def _write_one(spill: EventSpill, keys: list[str], path: Path, name: str,
+               provenance: dict[str, str], missing: dict[str, float],
+               features: tuple[str, ...]) -> Path:
     # How much of each fusion input was imputed: a reader of the layer can tell a map made
     # from its inputs from one made mostly from training means.
-    imputed = {"fusion_inputs_missing_fraction": json.dumps(imputed_fractions(events, features))
-               } if features else {}
-    return write_driver_geopackage(events, path, metadata={
-        **provenance, "province": name, "events_without_imagery": ",".join(blind["event_id"]),
-        **imputed})
+    imputed = {"fusion_inputs_missing_fraction": json.dumps(missing)} if features else {}
+    return write_driver_geopackage_batches(spill.layers(keys), path, metadata={
+        **provenance, "province": name,
+        "events_without_imagery": ",".join(spill.blind_ids(keys)), **imputed})
 
 
-def _concat(frames: list[gpd.GeoDataFrame]) -> gpd.GeoDataFrame:
-    if not frames:
-        return empty_driver_frame()
-    return gpd.GeoDataFrame(pd.concat(frames, ignore_index=True), crs="EPSG:4326")
-
-
-def write_side_outputs(events: gpd.GeoDataFrame, gpkg: Path, outline: gpd.GeoDataFrame | None,
-                       outputs: MapOutputs) -> list[Path]:
-    """The quick-look PNG beside a GeoPackage, and the optional COG and 1 km grid."""
+def write_side_outputs(spill: EventSpill, keys: list[str], gpkg: Path,
+                       outline: gpd.GeoDataFrame | None, outputs: MapOutputs) -> list[Path]:
+    """The quick-look PNG beside a GeoPackage, and the optional COG and 1 km grid, from
+    the spilled mapped events of ``keys``, a batch at a time."""
     first, last = outputs.years
-    written = [write_driver_png(events, outline, gpkg.with_suffix(".png"),
-                                f"{gpkg.stem}: forest loss drivers {first}-{last}")]
-    if outputs.driver_raster and len(events):
+    bounds = spill.bounds(keys)
+    written = [write_driver_png_batches(
+        spill.frames(keys, ["driver", "driver_code", "area_ha"]), outline,
+        gpkg.with_suffix(".png"), f"{gpkg.stem}: forest loss drivers {first}-{last}",
+        bounds=bounds)]
+    if outputs.driver_raster and bounds is not None:
         # The raster covers the mapped events, not the whole province: a national run
         # would otherwise write province-sized rasters of nodata.
-        written.append(write_driver_cog(events, gpkg.with_name(f"{gpkg.stem}-drivers.tif"),
-                                        grid=driver_raster_grid(events)))
+        written.append(write_driver_cog_batches(
+            spill.frames(keys, ["driver_code", "confidence"]),
+            gpkg.with_name(f"{gpkg.stem}-drivers.tif"), grid=lonlat_raster_grid(bounds)))
     if outputs.dominant_grid:
-        written.append(write_dominant_grid(dominant_driver_grid(events),
-                                           gpkg.with_name(f"{gpkg.stem}-dominant-1km.gpkg")))
+        written.append(write_dominant_grid(
+            dominant_driver_grid_batches(spill.frames(keys, ["driver_code"])),
+            gpkg.with_name(f"{gpkg.stem}-dominant-1km.gpkg")))
     return [Path(p) for p in written]

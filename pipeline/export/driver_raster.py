@@ -15,14 +15,16 @@ value per file, so a different one per band (e.g. 255 for confidence) would sile
 become the same on reopening. 0 % confidence cannot occur (the top of 4 probabilities is at
 least 25 %), and valid confidences are clipped to 1..100 so 0 keeps meaning "no event".
 
-Events are burned by pixel centre, strip by strip, so memory stays bounded whatever the
-province size; overviews use MODE resampling, which ignores nodata, so small events stay
-visible when zoomed out (count areas at full resolution, never from overviews).
+Events are burned by pixel centre, a batch of events at a time and each batch strip by
+strip (into the window its events cover), so memory stays bounded whatever the map's size
+and number of events; overviews use MODE resampling, which ignores nodata, so small events
+stay visible when zoomed out (count areas at full resolution, never from overviews).
 """
 
 from __future__ import annotations
 
 import contextlib
+from collections.abc import Iterable
 from pathlib import Path
 
 import geopandas as gpd
@@ -30,6 +32,7 @@ import numpy as np
 import rasterio
 import rasterio.shutil
 import shapely
+from affine import Affine
 from odc.geo.geobox import GeoBox
 from rasterio.features import rasterize
 from rasterio.windows import Window
@@ -74,23 +77,29 @@ def write_driver_cog(
     """
     if features.crs is None:
         raise ValueError("features have no CRS; set it with gdf.set_crs('EPSG:4326') first")
-    codes = features["driver_code"].to_numpy()
-    mapped = features[(codes >= 1) & (codes <= len(DRIVER_CLASSES))]
     if grid is None:
-        grid = driver_raster_grid(mapped, resolution_m)
+        grid = driver_raster_grid(_mapped(features), resolution_m)
+    return write_driver_cog_batches([features], path, grid=grid)
+
+
+def write_driver_cog_batches(batches: Iterable[gpd.GeoDataFrame], path: Path, *,
+                             grid: GeoBox) -> Path:
+    """:func:`write_driver_cog` for events arriving in ``batches``, on a given ``grid``
+    (``lonlat_raster_grid`` of their bounds gives the one the whole frame would get)."""
     if grid.crs is None or grid.crs.geographic:
         raise ValueError("the driver raster needs a projected grid; use EQUAL_AREA_CRS")
-    geoms = mapped.geometry.to_crs(grid.crs.proj).to_numpy()
-    # Lookup tables indexed by the burned event number (0 = no event).
-    code_lut = np.concatenate([[NODATA], mapped["driver_code"].to_numpy()]).astype(np.uint8)
-    confidence = np.rint(mapped["confidence"].to_numpy(dtype=float) * 100.0)
-    confidence = np.where(np.isfinite(confidence), np.clip(confidence, 1, 100), NODATA)
-    conf_lut = np.concatenate([[NODATA], confidence]).astype(np.uint8)
-
     path = Path(path)
     staging = temp_sibling(path)  # plain tiled GeoTIFF; the COG driver can only copy
     try:
-        _write_staging(staging, grid, geoms, code_lut, conf_lut)
+        # A small block cache: a burnt window is written back at once, never kept.
+        with rasterio.Env(GDAL_CACHEMAX=_CACHE_MB), \
+                rasterio.open(staging, "w+", **_profile(grid)) as dst:
+            for batch in batches:
+                if batch.crs is None:
+                    raise ValueError("features have no CRS; set it with "
+                                     "gdf.set_crs('EPSG:4326') first")
+                _burn(dst, grid, _mapped(batch))
+            _describe(dst)
         with atomic_output(path) as tmp:
             rasterio.shutil.copy(
                 staging,
@@ -108,36 +117,77 @@ def write_driver_cog(
     return path
 
 
-def _write_staging(
-    staging: Path, grid: GeoBox, geoms: np.ndarray, code_lut: np.ndarray, conf_lut: np.ndarray
-) -> None:
-    """Burn event numbers strip by strip into a tiled GeoTIFF with the final metadata."""
+def lonlat_raster_grid(bounds: tuple[float, float, float, float],
+                       resolution_m: float = 30.0) -> GeoBox:
+    """:func:`driver_raster_grid` from the events' lon/lat bounds alone. EPSG:6933 is
+    cylindrical (x from longitude, y from latitude, each monotonic), so the corners of
+    the lon/lat box project to the bounds of the projected events exactly."""
+    corners = gpd.GeoSeries(gpd.points_from_xy([bounds[0], bounds[2]], [bounds[1], bounds[3]]),
+                            crs="EPSG:4326").to_crs(EQUAL_AREA_CRS.proj)
+    x, y = corners.x.to_numpy(), corners.y.to_numpy()
+    return GeoBox.from_bbox((x.min(), y.min(), x.max(), y.max()), EQUAL_AREA_CRS,
+                            resolution=resolution_m, tight=False, tol=0)
+
+
+#: GDAL block cache while burning (MB).
+_CACHE_MB = 64
+
+
+def _mapped(features: gpd.GeoDataFrame) -> gpd.GeoDataFrame:
+    codes = features["driver_code"].to_numpy()
+    return features[(codes >= 1) & (codes <= len(DRIVER_CLASSES))]
+
+
+def _profile(grid: GeoBox) -> dict:
     height, width = grid.shape.yx
-    profile = {
+    return {
         "driver": "GTiff", "width": width, "height": height, "count": 2, "dtype": "uint8",
         "nodata": NODATA, "crs": grid.crs.to_wkt(), "transform": grid.affine, "tiled": True,
         "blockxsize": BLOCK_SIZE, "blockysize": BLOCK_SIZE, "compress": "DEFLATE",
         "BIGTIFF": "IF_SAFER",
     }
-    tree = shapely.STRtree(geoms)
-    with rasterio.open(staging, "w", **profile) as dst:
-        for row0 in range(0, height, _STRIP_ROWS):
-            # The grid type does the bounds maths; it extrapolates past the edge, so clip.
-            strip = grid[row0 : min(row0 + _STRIP_ROWS, height), :]
-            hits = tree.query(shapely.box(*strip.boundingbox), predicate="intersects")
-            if len(hits) == 0:
-                continue  # GDAL fills blocks never written with nodata
-            # One burn of event numbers, then two lookups: both bands share one footprint.
-            index = rasterize(
-                zip(geoms[hits], (hits + 1).tolist(), strict=True),
-                out_shape=strip.shape.yx,
-                transform=strip.affine,
-                fill=0,
-                dtype="uint32",
-            )
-            window = Window(0, row0, width, strip.shape.y)
-            dst.write(np.stack([code_lut[index], conf_lut[index]]), window=window)
-        _describe(dst)
+
+
+def _burn(dst: rasterio.io.DatasetWriter, grid: GeoBox, mapped: gpd.GeoDataFrame) -> None:
+    """Burn one batch of mapped events, strip by strip, into the windows they cover."""
+    if mapped.empty:
+        return
+    geoms = mapped.geometry.to_crs(grid.crs.proj).to_numpy()
+    # Lookup tables indexed by the burned event number (0 = no event).
+    code_lut = np.concatenate([[NODATA], mapped["driver_code"].to_numpy()]).astype(np.uint8)
+    confidence = np.rint(mapped["confidence"].to_numpy(dtype=float) * 100.0)
+    confidence = np.where(np.isfinite(confidence), np.clip(confidence, 1, 100), NODATA)
+    conf_lut = np.concatenate([[NODATA], confidence]).astype(np.uint8)
+    height, width = grid.shape.yx
+    a = grid.affine
+    west, south, east, north = shapely.bounds(geoms).T
+    first_row = np.clip(np.floor((north - a.f) / a.e), 0, height - 1).astype(np.int64)
+    last_row = np.clip(np.floor((south - a.f) / a.e), 0, height - 1).astype(np.int64)
+    first_col = np.clip(np.floor((west - a.c) / a.a), 0, width - 1).astype(np.int64)
+    last_col = np.clip(np.floor((east - a.c) / a.a), 0, width - 1).astype(np.int64)
+    for row0 in range(int(first_row.min()) // _STRIP_ROWS * _STRIP_ROWS,
+                      int(last_row.max()) + 1, _STRIP_ROWS):
+        row1 = min(row0 + _STRIP_ROWS, height)
+        hits = np.flatnonzero((first_row < row1) & (last_row >= row0))
+        if len(hits) == 0:
+            continue
+        col0, col1 = int(first_col[hits].min()), int(last_col[hits].max()) + 1
+        window = Window(col0, row0, col1 - col0, row1 - row0)
+        # One burn of event numbers, then two lookups: both bands share one footprint.
+        index = rasterize(
+            zip(geoms[hits], (hits + 1).tolist(), strict=True),
+            out_shape=(row1 - row0, col1 - col0),
+            transform=grid.affine @ Affine.translation(col0, row0),
+            fill=0,
+            dtype="uint32",
+        )
+        burnt = index > 0
+        if not burnt.any():
+            continue
+        # Earlier batches' events in this window stay where this batch burnt nothing.
+        bands = dst.read(window=window)
+        bands[0][burnt], bands[1][burnt] = code_lut[index[burnt]], conf_lut[index[burnt]]
+        dst.write(bands, window=window)
 
 
 def _describe(dst: rasterio.io.DatasetWriter) -> None:

@@ -3,7 +3,10 @@
 A GeoPackage has one writer: the map parts are merged first (``pipeline.mapping.parts``),
 then :func:`write_driver_geopackage` writes ``<province>.gpkg`` with the driver layer, the
 area table, a QGIS default style and the run provenance. Areas are always computed in the
-project's equal-area CRS.
+project's equal-area CRS. :func:`write_driver_geopackage_batches` writes the same file
+from features that arrive in batches (a national map): the layer is written in one GDAL
+session from a stream of Arrow batches and the area table is summed batch by batch, so
+memory holds one batch, never the map.
 """
 
 from __future__ import annotations
@@ -12,14 +15,15 @@ import contextlib
 import datetime as dt
 import logging
 import sqlite3
-from collections.abc import Mapping
+from collections.abc import Iterable, Iterator, Mapping
 from pathlib import Path
 
 import geopandas as gpd
 import numpy as np
 import pandas as pd
+import pyarrow as pa
 import pyogrio
-from shapely.geometry import MultiPolygon
+import shapely
 
 from pipeline.core.atomic import atomic_output
 from pipeline.core.drivers import DRIVER_CLASSES, DRIVER_KEYS, driver_code
@@ -62,6 +66,13 @@ AREA_TABLE_FIELDS: dict[str, str] = {
     "n_events": "int32",
 }
 
+_ARROW_TYPES = {"str": pa.string(), "int32": pa.int32(), "int16": pa.int16(),
+                "float64": pa.float64()}
+_FIELD_SCHEMA = pa.schema([(name, _ARROW_TYPES[kind]) for name, kind in DRIVER_MAP_FIELDS.items()])
+#: The driver layer as Arrow: the fields, then the WKB MultiPolygons.
+_LAYER_SCHEMA = _FIELD_SCHEMA.append(pa.field(GEOMETRY_COLUMN, pa.binary()))
+
+
 #: Text fields that must never be null: they key the map and the area table.
 _NON_NULL_TEXT = ("event_id", "province", "driver")
 
@@ -99,6 +110,22 @@ def driver_area_by_year(gdf: pd.DataFrame) -> pd.DataFrame:
             .reset_index()
             .rename(columns={"loss_year": "year"})
         )
+    return _area_table(grouped)
+
+
+def sum_area_tables(tables: Iterable[pd.DataFrame]) -> pd.DataFrame:
+    """Area tables of disjoint sets of events (``driver_area_by_year``) as the one table of
+    all of them, so that a streamed writer sums a batch at a time."""
+    tables = [t for t in tables if len(t)]
+    if len(tables) < 2:
+        return _area_table(tables[0] if tables else pd.DataFrame(columns=list(AREA_TABLE_FIELDS)))
+    keys = ["province", "year", "driver"]
+    return _area_table(pd.concat(tables, ignore_index=True).groupby(keys, sort=True)
+                       .agg(area_ha=("area_ha", "sum"), n_events=("n_events", "sum"))
+                       .reset_index())
+
+
+def _area_table(grouped: pd.DataFrame) -> pd.DataFrame:
     table = pd.DataFrame({c: grouped[c].astype(_dtype(k)) for c, k in AREA_TABLE_FIELDS.items()})
     return table.sort_values(["province", "year", "driver"], kind="stable").reset_index(drop=True)
 
@@ -112,28 +139,94 @@ def write_driver_geopackage(
     renamed over ``path``; on any failure the temp file is removed and an existing
     ``path`` is left untouched, so readers never see a half-written map.
     """
-    path = Path(path)
-    frame = _prepare(features)
-    table = driver_area_by_year(frame)
+    table = driver_layer_table(features)  # a bad frame is refused before any file is made
+    return _write_geopackage([table], Path(path), _provenance(metadata), batched=False)
+
+
+def write_driver_geopackage_batches(
+    batches: Iterable[pa.Table | gpd.GeoDataFrame], path: Path, *,
+    metadata: Mapping[str, str],
+) -> Path:
+    """:func:`write_driver_geopackage` for features that arrive in ``batches`` (disjoint
+    sets of events, each a frame or a :func:`driver_layer_table`): the same file, written
+    in bounded memory.
+
+    Each batch is checked as a whole frame would be; ``event_id`` is checked unique across
+    batches in the finished file. A failure in any batch (or in producing one) leaves no
+    file behind and an existing ``path`` untouched.
+    """
+    return _write_geopackage(map(_layer_table, batches), Path(path), _provenance(metadata),
+                             batched=True)
+
+
+def driver_layer_table(features: gpd.GeoDataFrame) -> pa.Table:
+    """``features`` checked and cast to the map contract (fields and types, EPSG:4326
+    MultiPolygons), as the Arrow table the writer streams to GDAL. A publish prepares each
+    event once this way, however many GeoPackages it goes into."""
+    frame, wkb = _prepare(features)
+    table = pa.Table.from_pandas(frame, schema=_FIELD_SCHEMA, preserve_index=False)
+    return table.append_column(GEOMETRY_COLUMN, pa.array(wkb, pa.binary()))
+
+
+def _layer_table(batch: pa.Table | gpd.GeoDataFrame) -> pa.Table:
+    if isinstance(batch, gpd.GeoDataFrame):
+        return driver_layer_table(batch)
+    if not batch.schema.equals(_LAYER_SCHEMA):
+        raise TypeError("a batch table is not a driver layer table; make it with "
+                        "driver_layer_table()")
+    return batch
+
+
+def _provenance(metadata: Mapping[str, str]) -> dict[str, str]:
     # GDAL stores metadata as KEY=VALUE items, so a key holding '=' would not read back.
     if bad_keys := [k for k in metadata if not k or "=" in k]:
         raise ValueError(f"metadata keys must be non-empty and free of '=': {bad_keys}")
-    provenance = {key: str(value) for key, value in metadata.items()}
+    return {key: str(value) for key, value in metadata.items()}
+
+
+def _write_geopackage(batches: Iterable[pa.Table], path: Path, provenance: dict[str, str],
+                      *, batched: bool) -> Path:
+    """The GeoPackage of layer tables, atomically; ``batched``: event ids are checked
+    unique across the tables too (each table checked its own)."""
+    tables: list[pd.DataFrame] = []
+
+    def tallied() -> Iterator[pa.Table]:
+        for batch in batches:
+            # Summed as they pass (folded each time, so the table stays small).
+            keys = batch.select(["province", "loss_year", "driver", "area_ha"]).to_pandas()
+            tables[:] = [sum_area_tables([*tables, driver_area_by_year(keys)])]
+            yield batch
+
     with atomic_output(path, suffix=".gpkg") as tmp:
         try:
-            _write_layer(frame, tmp, provenance)
-            _write_area_table(table, tmp)
+            count = _write_layer(tallied(), tmp, provenance)
+            _write_area_table(sum_area_tables(tables), tmp)
             write_layer_style(tmp, DRIVER_MAP_LAYER, categorized_qml(), STYLE_NAME,
                               "Forest loss coloured by driver")
-            _check_geopackage(tmp, expected_features=len(frame))
+            _check_geopackage(tmp, expected_features=count, unique_ids=batched)
         finally:  # SQLite and GDAL sidecars never outlive the write
             _remove_sidecars(tmp)
-    logger.info("wrote %d driver polygons to %s", len(frame), path)
+    logger.info("wrote %d driver polygons to %s", count, path)
     return path
 
 
 def _dtype(kind: str) -> str:
     return "object" if kind == "str" else kind
+
+
+def _texts(series: pd.Series) -> pd.Series:
+    """A text field as Python strings and None: as :func:`_text` maps each value, with a
+    fast path for a column that already holds only strings (and missing values)."""
+    if isinstance(series.dtype, pd.StringDtype):  # Arrow-backed text: kept, not copied
+        return series
+    values = series.astype(object)
+    if pd.api.types.infer_dtype(values, skipna=True) in ("string", "empty"):
+        return values.where(values.notna(), None)
+    return series.map(_text).astype(object)
+
+
+#: Driver name -> code, for checking a whole column at once.
+_DRIVER_CODES = {name: driver_code(name) for name in DRIVER_CLASSES}
 
 
 def _text(value: object) -> str | None:
@@ -147,8 +240,9 @@ def _text(value: object) -> str | None:
     return str(value)
 
 
-def _prepare(features: gpd.GeoDataFrame) -> gpd.GeoDataFrame:
-    """Validate and cast ``features`` to the map contract, in EPSG:4326 MultiPolygons."""
+def _prepare(features: gpd.GeoDataFrame) -> tuple[pd.DataFrame, np.ndarray]:
+    """Validate and cast ``features`` to the map contract: its fields, and its geometry as
+    WKB of EPSG:4326 MultiPolygons."""
     if not isinstance(features, gpd.GeoDataFrame):
         raise TypeError(f"features must be a GeoDataFrame, not {type(features).__name__}")
     missing = [name for name in DRIVER_MAP_FIELDS if name not in features.columns]
@@ -162,7 +256,7 @@ def _prepare(features: gpd.GeoDataFrame) -> gpd.GeoDataFrame:
     for name, kind in DRIVER_MAP_FIELDS.items():
         series = features[name]
         if kind == "str":
-            series = series.map(_text).astype(object)
+            series = _texts(series)
         if (nulls := series.isna()).any() and (kind != "str" or name in _NON_NULL_TEXT):
             raise ValueError(f"field {name!r} has nulls (event_ids: {_ids(features, nulls)})")
         columns[name] = pd.to_numeric(series).astype(kind) if kind != "str" else series
@@ -170,21 +264,33 @@ def _prepare(features: gpd.GeoDataFrame) -> gpd.GeoDataFrame:
     unknown = sorted(set(frame["driver"]) - set(DRIVER_CLASSES))
     if unknown:
         raise ValueError(f"unknown driver classes {unknown}; expected {', '.join(DRIVER_CLASSES)}")
-    expected_codes = frame["driver"].map(driver_code)
+    expected_codes = frame["driver"].map(_DRIVER_CODES)
     if (frame["driver_code"] != expected_codes).any():
         raise ValueError("driver_code does not match driver; set it with drivers.driver_code()")
     if frame["event_id"].duplicated().any():
         raise ValueError("event_id is not unique; merge the map parts first")
-    return gpd.GeoDataFrame(frame, geometry=_multipolygons(features), crs=OUTPUT_CRS)
+    return frame, _multipolygon_wkb(features)
 
 
-def _multipolygons(features: gpd.GeoDataFrame) -> list[MultiPolygon]:
-    """Promote Polygons so the layer has one geometry type; reject anything else."""
-    bad = ~features.geometry.geom_type.isin(["Polygon", "MultiPolygon"]).to_numpy()
-    bad |= features.geometry.is_empty.to_numpy()
+def _multipolygon_wkb(features: gpd.GeoDataFrame) -> np.ndarray:
+    """The geometries as WKB, Polygons promoted so the layer has one geometry type; reject
+    anything else. A MultiPolygon of one Polygon is that Polygon's WKB after a fixed
+    header: prefixing it costs far less than building the geometry."""
+    geoms = features.geometry.to_numpy()
+    kind = shapely.get_type_id(geoms)
+    bad = ~np.isin(kind, [_POLYGON, _MULTIPOLYGON]) | shapely.is_empty(geoms)
     if bad.any():
         raise ValueError(f"driver map needs non-empty polygons (event_ids: {_ids(features, bad)})")
-    return [g if isinstance(g, MultiPolygon) else MultiPolygon([g]) for g in features.geometry]
+    wkb = shapely.to_wkb(geoms, byte_order=1)
+    single = np.flatnonzero(kind == _POLYGON)
+    wkb[single] = [_ONE_POLYGON + w for w in wkb[single]]
+    return wkb
+
+
+#: Shapely's type ids of the two geometry types the layer accepts.
+_POLYGON, _MULTIPOLYGON = 3, 6
+#: Little-endian WKB header of a MultiPolygon holding one Polygon.
+_ONE_POLYGON = b"\x01\x06\x00\x00\x00\x01\x00\x00\x00"
 
 
 def _ids(features: pd.DataFrame, mask: object) -> str:
@@ -199,21 +305,45 @@ GPKG_VERSION = "1.3"
 GPKG_USER_VERSION = 10300
 
 
-def _write_layer(frame: gpd.GeoDataFrame, tmp: Path, provenance: dict[str, str]) -> None:
-    # Explicit geometry type and name, so an empty map still gets a MultiPolygon 'geom' layer.
-    # Provenance goes in the layer metadata: as dataset metadata, GDAL readers (and QGIS)
-    # would drop a .aux.xml sidecar next to the file on every read.
+def _write_layer(batches: Iterable[pa.Table], tmp: Path, provenance: dict[str, str]) -> int:
+    """Write the driver layer from layer tables in one GDAL session; return its count.
+
+    Explicit geometry type and name, so an empty map still gets a MultiPolygon 'geom'
+    layer. Provenance goes in the layer metadata: as dataset metadata, GDAL readers (and
+    QGIS) would drop a .aux.xml sidecar next to the file on every read. One session (not
+    one append per batch) lets GDAL build the R-tree once, at the end, in bulk.
+    """
+    count, failure = 0, []
+
+    def stream() -> Iterator[pa.RecordBatch]:
+        nonlocal count
+        try:
+            for table in batches:
+                count += table.num_rows
+                yield from table.to_batches()
+        except BaseException as exc:  # GDAL reports it as a stream error: keep the cause
+            failure.append(exc)
+            raise
+
     options = {"SPATIAL_INDEX": "YES", "GEOMETRY_NAME": GEOMETRY_COLUMN, "DESCRIPTION": _LAYER_DESC}
-    pyogrio.write_dataframe(
-        frame,
-        tmp,
-        layer=DRIVER_MAP_LAYER,
-        driver="GPKG",
-        geometry_type="MultiPolygon",
-        dataset_options={"VERSION": GPKG_VERSION},
-        layer_options=options,
-        layer_metadata=provenance or None,
-    )
+    try:
+        pyogrio.write_arrow(
+            pa.RecordBatchReader.from_batches(_LAYER_SCHEMA, stream()),
+            tmp,
+            layer=DRIVER_MAP_LAYER,
+            driver="GPKG",
+            geometry_name=GEOMETRY_COLUMN,
+            geometry_type="MultiPolygon",
+            crs=OUTPUT_CRS,
+            dataset_options={"VERSION": GPKG_VERSION},
+            layer_options=options,
+            layer_metadata=provenance or None,
+        )
+    except Exception:
+        if failure:
+            raise failure[0] from None
+        raise
+    return count
 
 
 def _write_area_table(table: pd.DataFrame, tmp: Path) -> None:
@@ -222,8 +352,9 @@ def _write_area_table(table: pd.DataFrame, tmp: Path) -> None:
     pyogrio.write_dataframe(table, tmp, layer=AREA_TABLE, driver="GPKG", layer_options=options)
 
 
-def _check_geopackage(tmp: Path, *, expected_features: int) -> None:
-    """Refuse to publish a file that is not a GeoPackage with both tables and a full R-tree.
+def _check_geopackage(tmp: Path, *, expected_features: int, unique_ids: bool = False) -> None:
+    """Refuse to publish a file that is not a GeoPackage with both tables and a full R-tree
+    (and, with ``unique_ids``, with an ``event_id`` twice: batches are checked one by one).
 
     Plain sqlite3 on purpose: a GDAL read-only open of a GeoPackage with dataset metadata
     leaves a ``.aux.xml`` sidecar behind.
@@ -237,6 +368,11 @@ def _check_geopackage(tmp: Path, *, expected_features: int) -> None:
             "SELECT count(*) FROM sqlite_master WHERE type = 'table' AND name = ?", (rtree,)
         ).fetchone()[0]
         indexed = con.execute(f'SELECT count(*) FROM "{rtree}"').fetchone()[0] if has_rtree else -1
+        twice = [row[0] for row in con.execute(
+            f'SELECT event_id FROM "{DRIVER_MAP_LAYER}" GROUP BY event_id HAVING count(*) > 1 '
+            "LIMIT 5")] if unique_ids else []
+    if twice:
+        raise ValueError(f"event_id is not unique ({', '.join(twice)}); merge the map parts first")
     problems = [
         f"application_id is {application_id:#x}, not GPKG" if application_id != 0x47504B47 else "",
         "" if user_version == GPKG_USER_VERSION else f"GeoPackage version {user_version}, "

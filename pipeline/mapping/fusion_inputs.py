@@ -71,25 +71,51 @@ def merge_fusion_inputs(
     names: Sequence[str],
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """One event's moments and scalars from its pieces' (rows), weighted by pixel count."""
-    w = np.asarray(weights, np.float64) / np.sum(weights)
-    mean = w @ band_mean
-    var = np.maximum(w @ (band_var + band_mean ** 2) - mean ** 2, 0.0)
-    merged = np.full(len(names), np.nan)
+    mean, var, merged = merge_fusion_groups(np.zeros(1, np.int64), weights, band_mean,
+                                            band_var, aux, names)
+    return mean[0], var[0], merged[0]
+
+
+def merge_fusion_groups(
+    starts: np.ndarray, weights: np.ndarray, band_mean: np.ndarray, band_var: np.ndarray,
+    aux: np.ndarray, names: Sequence[str],
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """:func:`merge_fusion_inputs` of many events at once: rows are pieces sorted by event,
+    ``starts`` the first row of each; returns ``(events, C)``, ``(events, C)`` and
+    ``(events, len(names))``. NaN scalars do not vote; an all-NaN scalar stays NaN."""
+    starts = np.asarray(starts, np.int64)
+    event = np.repeat(np.arange(len(starts)), np.diff(np.r_[starts, len(weights)]))
+    weights = np.asarray(weights, np.float64)
+    w = weights / np.add.reduceat(weights, starts)[event]
+    band_mean, band_var = np.asarray(band_mean, np.float64), np.asarray(band_var, np.float64)
+    mean = np.add.reduceat(w[:, None] * band_mean, starts)
+    var = np.maximum(np.add.reduceat(w[:, None] * (band_var + band_mean ** 2), starts)
+                     - mean ** 2, 0.0)
+    aux = np.asarray(aux, np.float64)
+    merged = np.full((len(starts), len(names)), np.nan)
     for j, name in enumerate(names):
         values, rule = aux[:, j], AUX_FEATURE_REGISTRY[name].merge
         ok = np.isfinite(values)
-        if not ok.any():
-            continue
+        voted = np.add.reduceat(ok.astype(np.int64), starts) > 0
         if rule in ("min", "max"):
-            merged[j] = values[ok].min() if rule == "min" else values[ok].max()
+            fill = np.inf if rule == "min" else -np.inf
+            reduce = np.minimum if rule == "min" else np.maximum
+            merged[:, j] = np.where(voted, reduce.reduceat(np.where(ok, values, fill), starts),
+                                    np.nan)
             continue
-        share = w[ok] / w[ok].sum()
+        kept = np.where(ok, w, 0.0)
+        with np.errstate(invalid="ignore", divide="ignore"):
+            share = kept / np.add.reduceat(kept, starts)[event]
+        share = np.where(ok, share, 0.0)
         if rule == "mean":
-            merged[j] = share @ values[ok]
+            result = np.add.reduceat(share * np.where(ok, values, 0.0), starts)
         else:  # std: through the band's region mean, kept beside it (scalar_names)
-            means = aux[ok, list(names).index(f"{AUX_FEATURE_REGISTRY[name].source}_mean")]
-            total = share @ means
-            merged[j] = np.sqrt(max(share @ (values[ok] ** 2 + means ** 2) - total ** 2, 0.0))
+            means = aux[:, list(names).index(f"{AUX_FEATURE_REGISTRY[name].source}_mean")]
+            means, values = np.where(ok, means, 0.0), np.where(ok, values, 0.0)
+            total = np.add.reduceat(share * means, starts)
+            result = np.sqrt(np.maximum(
+                np.add.reduceat(share * (values ** 2 + means ** 2), starts) - total ** 2, 0.0))
+        merged[:, j] = np.where(voted, result, np.nan)
     return mean, var, merged
 
 

@@ -11,11 +11,13 @@ from __future__ import annotations
 
 import hashlib
 import json
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from pathlib import Path
 
 import geopandas as gpd
 import pandas as pd
+import pyarrow as pa
+import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
 from pipeline.core.errors import ForestNetError
@@ -68,35 +70,100 @@ def part_provinces(path: Path) -> list[str]:
     return sorted(set(column))
 
 
+def part_index(paths: Sequence[Path]) -> pd.DataFrame:
+    """One row per (part, tile, province) with its number of pieces: what a streamed
+    writer needs to order and batch the parts.
+
+    Most parts hold one tile of one province, which their Parquet footer tells (column
+    statistics: min == max); only the others (border tiles) have two columns read.
+    """
+    rows, mixed = [], []
+    for path in paths:
+        known = _footer_index(path)
+        if known is None:
+            mixed.append(path)
+        elif known[2]:
+            rows.append((Path(path), *known))
+    for path in mixed:
+        table = _read_part(path, columns=["tile_id", "province"])
+        counts = table.group_by(["tile_id", "province"]).aggregate([([], "count_all")])
+        columns = (counts.column(c).to_pylist() for c in ("tile_id", "province", "count_all"))
+        rows += [(Path(path), *row) for row in zip(*columns, strict=True)]
+    return pd.DataFrame(rows, columns=["path", "tile_id", "province", "n_pieces"])
+
+
+def _footer_index(path: Path) -> tuple[str, str, int] | None:
+    """(tile id, province, pieces) of a part from its footer alone; None when a column
+    holds several values (or has no statistics)."""
+    try:
+        meta = pq.read_metadata(path)
+    except Exception as exc:  # damaged or foreign files (pyarrow raises several types)
+        raise MapPartError(f"{path}: unreadable map part ({exc})") from exc
+    if meta.num_rows == 0:
+        return "", "", 0
+    values = []
+    for name in ("tile_id", "province"):
+        found = set()
+        for g in range(meta.num_row_groups):
+            group = meta.row_group(g)
+            column = _leaf(group, name)
+            stats = column.statistics if column is not None else None
+            if stats is None or not stats.has_min_max or stats.null_count:
+                return None
+            found |= {stats.min, stats.max}
+        if len(found) != 1:
+            return None
+        values.append(found.pop())
+    return values[0], values[1], meta.num_rows
+
+
+def _leaf(group: pq.RowGroupMetaData, name: str) -> pq.ColumnChunkMetaData | None:
+    """The column chunk of a top-level column; first where ``PART_COLUMNS`` puts it (the
+    leading columns are flat, so leaf and column positions agree there)."""
+    at = PART_COLUMNS.index(name)
+    if at < group.num_columns and group.column(at).path_in_schema == name:
+        return group.column(at)
+    return next((group.column(i) for i in range(group.num_columns)
+                 if group.column(i).path_in_schema == name), None)
+
+
 def read_pieces(paths: Iterable[Path], province: str | None = None) -> gpd.GeoDataFrame:
     """Pieces of the given parts (of one province, when given), in path order.
 
-    Parts are read as plain Arrow tables and their geometries decoded once, together:
-    geopandas would parse each file's CRS again (about 30 ms a part, more than the rest
-    of the map's writer for a province of tiles).
+    Parts are read as plain Arrow tables, joined, and converted and their geometries
+    decoded once, together: geopandas would parse each file's CRS again (about 30 ms a
+    part, more than the rest of the map's writer for a province of tiles).
     """
     tables = []
     for path in sorted(paths, key=str):
-        try:
-            kwargs = {"filters": [("province", "==", province)]} if province else {}
-            table = pq.read_table(path, **kwargs)
-        except Exception as exc:  # damaged or foreign files: name the file
-            raise MapPartError(f"{path}: unreadable map part ({exc})") from exc
-        missing = [c for c in PART_COLUMNS if c not in table.column_names]
+        table = _read_part(path)
+        names = set(table.schema.names)
+        missing = [c for c in PART_COLUMNS if c not in names]
         if missing:
             raise MapPartError(f"{path}: map part lacks columns {missing}")
         _check_lon_lat(path, table.schema.metadata or {})
         if table.num_rows:
-            tables.append(table.select(PART_COLUMNS).to_pandas())
-    if not tables:
+            # Each file's pandas metadata describes its own index: drop it before joining.
+            tables.append(table.select(PART_COLUMNS).replace_schema_metadata(None))
+    table = pa.concat_tables(tables, promote_options="permissive") if tables else None
+    if table is not None and province is not None:
+        table = table.filter(pc.equal(table["province"], province))
+    if table is None or not table.num_rows:
         empty = empty_pieces()
         for column in PART_COLUMNS:
             if column not in empty.columns:
                 empty[column] = pd.Series(dtype="float64" if "logit" in column else "object")
         return empty[PART_COLUMNS]
-    frame = pd.concat(tables, ignore_index=True)
+    frame = table.to_pandas()
     geometry = gpd.GeoSeries.from_wkb(frame.pop("geometry"), crs="EPSG:4326")
     return gpd.GeoDataFrame(frame, geometry=geometry, crs="EPSG:4326")[PART_COLUMNS]
+
+
+def _read_part(path: Path, columns: list[str] | None = None) -> pa.Table:
+    try:
+        return pq.ParquetFile(path).read(columns=columns)
+    except Exception as exc:  # damaged or foreign files (pyarrow raises several types)
+        raise MapPartError(f"{path}: unreadable map part ({exc})") from exc
 
 
 def _check_lon_lat(path: Path, metadata: dict[bytes, bytes]) -> None:

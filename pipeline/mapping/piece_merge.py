@@ -20,10 +20,9 @@ import pandas as pd
 import shapely
 from scipy.sparse import coo_matrix
 from scipy.sparse.csgraph import connected_components
-from shapely.ops import unary_union
 
 from pipeline.core.drivers import DRIVER_CLASSES, DRIVER_KEYS
-from pipeline.mapping.fusion_inputs import FUSION_COLUMNS, merge_fusion_inputs
+from pipeline.mapping.fusion_inputs import FUSION_COLUMNS, merge_fusion_groups
 
 LOGIT_COLUMNS = [f"logit_{key}" for key in DRIVER_KEYS]
 NO_IMAGERY = "No imagery"
@@ -37,21 +36,35 @@ def merge_pieces(pieces: gpd.GeoDataFrame, scalars: Sequence[str] = ()) -> gpd.G
 
     ``scalars`` name the pieces' ``aux_values`` (``fusion_inputs.scalar_names``)."""
     pieces = pieces.sort_values("piece_id").reset_index(drop=True)
+    return merge_groups(pieces, seam_groups(pieces), scalars)
+
+
+def seam_groups(pieces: gpd.GeoDataFrame) -> np.ndarray:
+    """The event number of each piece: pieces at a tile edge that touch (within
+    :data:`TOUCH_DEGREES`) with the same loss year and province share one."""
     n = len(pieces)
-    group = np.arange(n)
     edge = np.flatnonzero(pieces["touches_edge"].to_numpy(bool))
-    if len(edge) > 1:
-        geoms = pieces.geometry.to_numpy()[edge]
-        tree = shapely.STRtree(geoms)
-        a, b = tree.query(geoms, predicate="dwithin", distance=TOUCH_DEGREES)
-        a, b = edge[a], edge[b]
-        same = ((pieces["loss_year"].to_numpy()[a] == pieces["loss_year"].to_numpy()[b])
-                & (pieces["province"].to_numpy()[a] == pieces["province"].to_numpy()[b])
-                & (a != b))
-        graph = coo_matrix((np.ones(int(same.sum())), (a[same], b[same])), shape=(n, n))
-        _, group = connected_components(graph, directed=False)
-    pieces = pieces.assign(_event=group)
-    single = pieces.groupby("_event")["piece_id"].transform("size") == 1
+    if len(edge) < 2:
+        return np.arange(n)
+    geoms = pieces.geometry.to_numpy()[edge]
+    a, b = shapely.STRtree(geoms).query(geoms, predicate="dwithin", distance=TOUCH_DEGREES)
+    a, b = edge[a], edge[b]
+    same = ((pieces["loss_year"].to_numpy()[a] == pieces["loss_year"].to_numpy()[b])
+            & (pieces["province"].to_numpy()[a] == pieces["province"].to_numpy()[b])
+            & (a != b))
+    graph = coo_matrix((np.ones(int(same.sum())), (a[same], b[same])), shape=(n, n))
+    return connected_components(graph, directed=False)[1]
+
+
+def merge_groups(pieces: gpd.GeoDataFrame, group: np.ndarray,
+                 scalars: Sequence[str] = ()) -> gpd.GeoDataFrame:
+    """One row per ``group`` of ``pieces`` (sorted by ``piece_id``), sorted by event id.
+
+    The groups must be whole events (``seam_groups`` over every piece that can touch
+    them): a streamed writer merges a subset of complete groups, and gets the rows the
+    whole frame would give."""
+    pieces = pieces.assign(_event=np.asarray(group))
+    single = pieces.groupby("_event")["piece_id"].transform("size").to_numpy() == 1
     events = [_from_single(pieces[single])]
     if (~single).any():
         events.append(_from_group(pieces[~single], scalars))
@@ -67,40 +80,78 @@ def _from_single(pieces: gpd.GeoDataFrame) -> gpd.GeoDataFrame:
 
 
 def _from_group(pieces: gpd.GeoDataFrame, scalars: Sequence[str]) -> gpd.GeoDataFrame:
-    fused = set(FUSION_COLUMNS) <= set(pieces.columns)
-    rows = []
-    for _, group in pieces.groupby("_event", sort=False):
-        weight = group["logit_weight"].to_numpy(np.float64)
-        logits = group[LOGIT_COLUMNS].to_numpy(np.float64)
-        voting = np.isfinite(logits).all(axis=1) & (weight > 0)
-        mean = (np.average(logits[voting], axis=0, weights=weight[voting]) if voting.any()
-                else np.full(len(LOGIT_COLUMNS), np.nan))
-        geom = unary_union(list(group.geometry))
-        if fused:
-            fusion = dict.fromkeys(FUSION_COLUMNS, np.zeros(0))
-            if voting.any():
-                stats = (np.stack(group[c].to_numpy()[voting]) for c in FUSION_COLUMNS)
-                fusion = dict(zip(FUSION_COLUMNS, merge_fusion_inputs(
-                    weight[voting], *stats, scalars), strict=True))
-        rows.append({
-            "event_id": group["piece_id"].min(), "tile_id": group["tile_id"].min(),
-            "loss_year": int(group["loss_year"].iloc[0]),
-            "province": group["province"].iloc[0],
-            "n_pixels": int(group["n_pixels"].sum()),
-            **dict(zip(LOGIT_COLUMNS, mean, strict=True)),
-            "logit_weight": float(weight[voting].sum()),
-            "scene_ids": _join_sets(group["scene_ids"]),
-            "scene_dates": _join_sets(group["scene_dates"]),
-            "n_pieces": len(group),
-            **(fusion if fused else {}),
-            "geometry": shapely.normalize(shapely.set_precision(geom, 1e-9)),
-        })
-    return gpd.GeoDataFrame(rows, geometry="geometry", crs=pieces.crs)
+    """Events of several pieces, all at once: rows are sorted by event (pieces keep their
+    order within it) so that each event's sums are one segment of ``np.add.reduceat``."""
+    pieces = pieces.iloc[np.argsort(pieces["_event"].to_numpy(), kind="stable")]
+    code = pd.factorize(pieces["_event"].to_numpy())[0]
+    starts = np.flatnonzero(np.r_[True, code[1:] != code[:-1]])
+    weight = pieces["logit_weight"].to_numpy(np.float64)
+    logits = pieces[LOGIT_COLUMNS].to_numpy(np.float64)
+    voting = np.isfinite(logits).all(axis=1) & (weight > 0)
+    w = np.where(voting, weight, 0.0)
+    votes = np.add.reduceat(w, starts)
+    with np.errstate(invalid="ignore", divide="ignore"):  # no voting piece: NaN logits
+        mean = np.add.reduceat(np.where(voting[:, None], logits * w[:, None], 0.0),
+                               starts) / votes[:, None]
+    first = pieces.iloc[starts]
+    out = {
+        "event_id": first["piece_id"].to_numpy(),
+        "tile_id": pieces["tile_id"].groupby(code).min().to_numpy(),
+        "loss_year": first["loss_year"].to_numpy().astype(np.int64),
+        "province": first["province"].to_numpy(),
+        "n_pixels": np.add.reduceat(pieces["n_pixels"].to_numpy(np.int64), starts),
+        **{column: mean[:, k] for k, column in enumerate(LOGIT_COLUMNS)},
+        "logit_weight": votes,
+        "scene_ids": _join_sets(pieces["scene_ids"], starts),
+        "scene_dates": _join_sets(pieces["scene_dates"], starts),
+        "n_pieces": np.diff(np.r_[starts, len(pieces)]),
+    }
+    if set(FUSION_COLUMNS) <= set(pieces.columns):
+        out |= _fusion(pieces, code, voting, votes, scalars)
+    geometry = shapely.normalize(shapely.set_precision(
+        _unions(pieces.geometry.to_numpy(), starts), 1e-9))
+    return gpd.GeoDataFrame(out, geometry=geometry, crs=pieces.crs)
 
 
-def _join_sets(values: pd.Series) -> str:
-    items = {item for value in values for item in str(value).split(",") if item}
-    return ",".join(sorted(items))
+def _fusion(pieces: gpd.GeoDataFrame, code: np.ndarray, voting: np.ndarray,
+            votes: np.ndarray, scalars: Sequence[str]) -> dict[str, list[np.ndarray]]:
+    """Fusion inputs of each event from its voting pieces; an event without any keeps
+    empty arrays (its driver is "No imagery" whatever they hold)."""
+    n_events = len(votes)
+    out = {column: [np.zeros(0)] * n_events for column in FUSION_COLUMNS}
+    if not voting.any():
+        return out
+    rows = pieces[voting]
+    vcode = code[voting]
+    vstarts = np.flatnonzero(np.r_[True, vcode[1:] != vcode[:-1]])
+    stats = (np.stack(rows[c].to_numpy()) for c in FUSION_COLUMNS)
+    merged = merge_fusion_groups(vstarts, rows["logit_weight"].to_numpy(np.float64), *stats,
+                                 scalars)
+    for column, values in zip(FUSION_COLUMNS, merged, strict=True):
+        for event, value in zip(vcode[vstarts], values, strict=True):
+            out[column][event] = value
+    return out
+
+
+def _unions(geoms: np.ndarray, starts: np.ndarray) -> np.ndarray:
+    """The union of each segment of ``geoms``: one vectorised GEOS call per segment size
+    (a row of a 2-D array is one event's pieces), never a Python loop over events."""
+    sizes = np.diff(np.r_[starts, len(geoms)])
+    out = np.empty(len(starts), dtype=object)
+    for size in np.unique(sizes):
+        which = np.flatnonzero(sizes == size)
+        rows = starts[which][:, None] + np.arange(size)
+        out[which] = shapely.union_all(geoms[rows], axis=1)
+    return out
+
+
+def _join_sets(values: pd.Series, starts: np.ndarray) -> list[str]:
+    """Per event (rows from each of ``starts``), the sorted union of its pieces'
+    comma-separated items."""
+    texts = [str(v) for v in values.to_numpy()]
+    stops = [*starts[1:].tolist(), len(texts)]
+    return [",".join(sorted({item for text in texts[a:b] for item in text.split(",") if item}))
+            for a, b in zip(starts.tolist(), stops, strict=True)]
 
 
 def driver_fields(events: gpd.GeoDataFrame, probs: np.ndarray) -> gpd.GeoDataFrame:

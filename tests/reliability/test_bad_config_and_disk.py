@@ -198,16 +198,19 @@ def test_disk_full_mid_geopackage_keeps_the_old_map(tmp_path: Path,
     final = tmp_path / "riau.gpkg"
     write_driver_geopackage(_features(2), final, metadata={"run_id": "first"})
     old = final.read_bytes()
-    real = pyogrio.write_dataframe
+    real = pyogrio.write_arrow  # the driver layer is streamed as Arrow batches
     calls = []
 
-    def layer_then_full(frame, path, **kwargs):
+    def layer(stream, path, **kwargs):
         calls.append(kwargs.get("layer"))
-        if len(calls) == 1:
-            return real(frame, path, **kwargs)  # the driver layer lands in the temp file
+        return real(stream, path, **kwargs)  # the driver layer lands in the temp file
+
+    def full(frame, path, **kwargs):
+        calls.append(kwargs.get("layer"))
         raise _enospc(path)  # then the disk fills up
 
-    monkeypatch.setattr(pyogrio, "write_dataframe", layer_then_full)
+    monkeypatch.setattr(pyogrio, "write_arrow", layer)
+    monkeypatch.setattr(pyogrio, "write_dataframe", full)
     with pytest.raises(OSError) as info:
         write_driver_geopackage(_features(4), final, metadata={"run_id": "second"})
     assert info.value.errno == errno.ENOSPC and "No space left on device" in str(info.value)
