@@ -14,8 +14,9 @@ N tiles is an AOI GeoPackage covering exactly the first N (``mapping.aoi``).
   of that load after the API is up.
 - **P6/P7.** ``mapping_flow`` per size (best of ``--repeats``) on one 2-worker
   LocalCluster (1 thread each; batching as the config defaults), after a warm-up (model
-  loaded on every worker, one cold 2-tile run). Each run starts from no map parts, no
-  composite store and empty decoded-chunk and cell caches on the workers. Goals: from 16
+  loaded on every worker, one cold 2-tile run). Each run starts from no map parts and no
+  composite store, on a LocalCluster of its own with the model loaded (untimed), as a
+  `forestnet map` command starts its own cluster. Goals: from 16
   tiles up, seconds per tile within 15% of the largest job's; peak worker RSS within 10%
   across sizes.
   Seconds per tile = (predict-tiles + write-geopackages task runs, from the Prefect API) /
@@ -25,7 +26,8 @@ N tiles is an AOI GeoPackage covering exactly the first N (``mapping.aoi``).
   (instrumented per step: the CPU-half breakdown). The network's forward alone (as the
   flow runs it: ``cached_forward``, ``mapping.cpu_runtime``) is then timed over
   those input tensors, in batches of ``mapping.infer_batch_size``: on the same two Dask
-  workers at once (each its half, at the workers' 1 thread: the headline baseline), here
+  workers at once, after the jobs (each its half, at the workers' 1 thread: the headline
+  baseline), here
   at 1 thread, and here at 2 threads (first 16 tiles; OpenMP stalls on a busy machine).
   ``infer_tiles`` also runs here at 1 thread to split the model half.
 
@@ -346,17 +348,24 @@ def main() -> None:
         totals: dict[str, float] = defaultdict(float)
         inputs, prepare_s = prepare_here(cfg, big, totals)
         batches = model_batches(cfg, inputs, cfg.mapping.infer_batch_size)
-        base_rates = []
         for n in sizes:  # best of --repeats: other processes on the machine come and go
             tries = []
             for _ in range(max(1, args.repeats)):
-                if n == sizes[-1]:  # the baseline right before each run it is compared with
-                    base_rates.append(n / forward_on_workers(client, bundle, batches,
-                                                             per_worker, runtime))
-                tries.append(run_flow(job, client, all_ids[:n], f"tiles-{n}", pids))
+                # Each job on a cluster of its own, as `forestnet map` starts one: what one
+                # job of n tiles holds (P7), not what earlier jobs left in the caches.
+                with dask_client(cfg.cluster, echo=lambda m: print(m, file=sys.stderr)) as own:
+                    own.get_task_stream(count=1)
+                    own.run(_load_model, bundle, runtime)  # loaded before timing
+                    tries.append(run_flow(job, own, all_ids[:n], f"tiles-{n}",
+                                          own.run(os.getpid)))
             runs[str(n)] = min(tries, key=lambda r: r["seconds_per_tile"])
             runs[str(n)]["all_seconds_per_tile"] = [r["seconds_per_tile"] for r in tries]
             print(f"size {n}: {runs[str(n)]['all_seconds_per_tile']} s/tile", file=sys.stderr)
+        # The baseline after the jobs: scattered inputs would otherwise sit in the workers
+        # the largest job is measured on.
+        base_rates = [sizes[-1] / forward_on_workers(client, bundle, batches, per_worker,
+                                                     runtime)
+                      for _ in range(max(1, args.repeats))]
         pair_ratios = [t / b for t, b in zip(
             [1 / s for s in runs[str(sizes[-1])]["all_seconds_per_tile"]], base_rates,
             strict=True)]
