@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import logging
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -37,6 +38,7 @@ from pipeline.imagery.composite_cells import (
 )
 from pipeline.imagery.views import CHIP_BANDS, ChipSpec
 
+log = logging.getLogger(__name__)
 _CODEC = BloscCodec(cname="zstd", clevel=1, shuffle="shuffle")
 #: Cells kept decoded per process (2.6 MB each): a batch of neighbouring tiles or events
 #: shares its cells.
@@ -58,10 +60,10 @@ def cell_path(store: Path, cell: MapTile, key: str) -> Path:
     return Path(store) / f"z{cell.zone:02d}" / cell.tile_id / key
 
 
-def write_cell(path: Path, comp: CellComposite) -> None:
+def write_cell(path: Path, comp: CellComposite, replace: bool = False) -> None:
     """One cell's group, atomically; a cell another worker wrote meanwhile is kept (both
-    are the same pixels)."""
-    if (path / "zarr.json").exists():
+    are the same pixels) unless ``replace`` (a damaged one)."""
+    if (path / "zarr.json").exists() and not replace:
         return
     try:
         _write_cell(path, comp)
@@ -118,15 +120,21 @@ class CompositeSource:
             self.reused += 1
             return cached
         path = cell_path(self.store, cell, key) if self.store is not None else None
+        comp, damaged = None, False
         if path is not None and (path / "zarr.json").exists():
-            comp = read_cell(path)
-            self.reused += 1
-        else:
+            try:
+                comp = read_cell(path)
+                self.reused += 1
+            except Exception as exc:  # a cell is derived data: rebuild it, never fail on it
+                log.warning("%s: unreadable composite (%s: %s); building it again", path,
+                            type(exc).__name__, exc)
+                damaged = True
+        if comp is None:
             comp = build_cell(cell, self._rows(cell, loss_year), self.scene_store, self.index,
                               self.spec)
             self.built += 1
             if path is not None:
-                write_cell(path, comp)
+                write_cell(path, comp, replace=damaged)
         _CACHE.put(cache_key, comp)
         return comp
 

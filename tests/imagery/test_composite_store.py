@@ -196,3 +196,24 @@ def test_an_event_chips_composite_is_its_grids_composite(
     assert len(chip.scene_ids) == len(set(chip.scene_ids))
     assert set(chip.scene_ids) == pooled
     assert all("_L2SP_" in sid for sid in chip.scene_ids)
+
+
+def test_a_damaged_cell_is_built_again_not_a_failure(
+        tmp_path: Path, tiny_scene_store: Path, index, event, cold_cache: None,
+        caplog: pytest.LogCaptureFixture) -> None:
+    store = tmp_path / "composites.zarr"
+    grid = chip_geobox(event.geometry, SPEC)
+    first = grid_composite(grid, YEAR, CompositeSource(tiny_scene_store, index, SPEC, store))
+    chunks = [p for p in store.rglob("*") if p.is_file() and p.parent.name == "0"]
+    assert chunks
+    chunks[0].write_bytes(b"not a zstd chunk")  # a cell damaged on disk
+    composite_store._CACHE.clear()
+    source = CompositeSource(tiny_scene_store, index, SPEC, store)
+    again = grid_composite(grid, YEAR, source)
+    assert source.built == 1  # only the damaged cell
+    np.testing.assert_array_equal(again.image, first.image)
+    assert "unreadable composite" in caplog.text and str(store) in caplog.text
+    composite_store._CACHE.clear()  # and the rebuilt cell reads back whole
+    third = CompositeSource(tiny_scene_store, index, SPEC, store)
+    np.testing.assert_array_equal(grid_composite(grid, YEAR, third).image, first.image)
+    assert third.built == 0
