@@ -86,6 +86,8 @@ def dask_time(stream: list[dict], n: int) -> dict:
 def instrumented(totals: dict[str, float]):
     """Time the steps of ``prepare_tiles`` / ``infer_tiles`` by wrapping the module globals
     they call (restored on exit); ``totals`` sums seconds per step and calls per ``#step``."""
+    import pipeline.imagery.composite_cells as cc
+    import pipeline.imagery.composite_store as cs
     import pipeline.imagery.views as ch
     import pipeline.mapping.inference as mb
     import pipeline.mapping.loss_pieces as lp
@@ -94,13 +96,15 @@ def instrumented(totals: dict[str, float]):
     targets = [(ti, "tile_pieces", "prepare.pieces"), (lp, "tile_indices", "pieces.tile_indices"),
                (lp, "province_raster", "pieces.province_raster"),
                (lp, "label_polygons", "pieces.polygonize"),
-               (ti, "scene_views", "prepare.scene_views"),
-               (ch, "scene_rows", "scene_views.query_index"),
-               (ch, "scene_on_grid", "scene_views.scene_on_grid"),
-               (ch, "scene_window_to_grid", "scene_views.read_and_warp"),
+               (ti, "grid_composite", "prepare.composite"),
+               (cs, "cell_candidates", "composite.candidates"),
+               (cs, "build_cell", "composite.build_cell"),
+               (cs, "write_cell", "composite.write_cell"), (cs, "read_cell", "composite.read_cell"),
+               (cc, "qa_overview", "build_cell.qa_overview"),
+               (cc, "scene_on_grid", "scene_views.scene_on_grid"),
+               (cc, "composite", "build_cell.median"),
                (ch, "read_window", "scene_views.read"), (ch, "array_to_grid", "scene_views.warp"),
                (ch, "sfim", "scene_views.pansharpen"),
-               (ti, "composite_views", "prepare.composite"),
                (ti, "piece_labels", "prepare.piece_labels"),
                (ti, "piece_scalars", "prepare.piece_scalars"),
                (mb, "region_means", "infer.region_means"), (mb, "tile_part", "infer.tile_part")]

@@ -122,7 +122,7 @@ def scene_on_grid(store: Path, scene_id: str, geobox: GeoBox,
     are read, as raw DN (decoded chunks are cached per process, ``scene_windows``), and
     decoded before the warp. ``qa_usable`` is the scene's ``qa_usable_on_grid`` when the
     caller already has it. The bands are warped straight into ``out`` (float32
-    ``(band, y, x)``) when given: ``scene_views`` fills one array with every view.
+    ``(band, y, x)``) when given: ``build_cell`` fills one array with its pool.
     """
     scene = open_scene_handle(store, scene_id)
     bands = np.empty((len(CHIP_BANDS), *geobox.shape), np.float32) if out is None else out

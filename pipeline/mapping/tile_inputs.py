@@ -1,10 +1,11 @@
 """Model inputs of one map tile: its loss pieces, composite and aux, on the tile's 15 m grid.
 
-This is the CPU half of mapping (read, warp, composite); the model half consumes
-:class:`TileInput` s. A tile gets one sample per group of loss years whose scene windows
-hold the same scenes (``years_by_scenes``), each with its own composite, so every piece is
-predicted from the composite its event's chip gets: the scenes within ``years_window`` of
-its own loss year (ForestNet).
+This is the CPU half of mapping (composites, pieces, aux); the model half consumes
+:class:`TileInput` s. A tile gets one sample per group of loss years whose lattice cells
+have the same candidate scenes (``years_by_cells``), each cut from those cells'
+composites (``composite_store``), so every piece is predicted from the very composite
+pixels its event's chip gets: the scenes within ``years_window`` of its own loss year
+(ForestNet).
 
 Each tile is read with a halo wide enough for the event window of every piece it holds
 (:func:`tile_halo`), so a piece is cut the window that evaluation cuts from an event's
