@@ -81,9 +81,21 @@ def cell_candidates(cell: MapTile, loss_year: int, index: gpd.GeoDataFrame,
                     spec: ChipSpec) -> np.ndarray:
     """Rows of ``index``: the scenes of the spec's level within ``years_window`` of
     ``loss_year`` that cover the cell."""
+    return window_scene_rows(index, cell_footprint(cell), loss_year, spec)
+
+
+def window_scene_rows(index: gpd.GeoDataFrame, footprint: BaseGeometry, loss_year: int,
+                      spec: ChipSpec) -> np.ndarray:
+    """Rows of ``index``: the scenes of the spec's level within ``years_window`` of
+    ``loss_year`` that cover ``footprint`` (lon/lat), least cloudy first."""
     start, end = years_span(loss_year, loss_year, spec.years_window)
-    return scene_rows(index, cell_footprint(cell), start, end,
-                      level=RADIOMETRY_LEVELS[spec.radiometry])
+    return scene_rows(index, footprint, start, end, level=RADIOMETRY_LEVELS[spec.radiometry])
+
+
+def pan_partners(index: gpd.GeoDataFrame, rows: np.ndarray, spec: ChipSpec) -> dict[str, str]:
+    """The Level-1 scene lending its pan to each Level-2 scene of ``rows``; none for
+    top-of-atmosphere chips, whose scenes carry their own pan."""
+    return pan_partners_at(index, rows) if RADIOMETRY_LEVELS[spec.radiometry] == "L2" else {}
 
 
 @lru_cache(maxsize=4096)
@@ -118,7 +130,7 @@ def build_cell(cell: MapTile, rows: np.ndarray, store: Path, index: gpd.GeoDataF
     image = np.zeros((len(CHIP_BANDS), TILE_PIXELS, TILE_PIXELS), np.float32)
     if not pool:
         return CellComposite(image, (), (), (), ("no usable scene pixel over the cell",))
-    pans = pan_partners_at(index, rows) if RADIOMETRY_LEVELS[spec.radiometry] == "L2" else {}
+    pans = pan_partners(index, rows, spec)
     # Each pixel's warp reads its own neighbourhood (source windows carry a margin), so a
     # cell's edge pixels equal those of any larger grid warped at once.
     stack = np.empty((len(pool), len(CHIP_BANDS), TILE_PIXELS, TILE_PIXELS), np.float32)
@@ -165,7 +177,7 @@ def no_scene_reason(grid: GeoBox, loss_year: int, index: gpd.GeoDataFrame,
     found = scene_rows(index, footprint, start, end)
     if not len(found):
         return f"no scene between {start.date()} and {end.date()} covers the grid"
-    if not len(scene_rows(index, footprint, start, end, level=level)):
+    if not len(window_scene_rows(index, footprint, loss_year, spec)):
         return (f"no {spec.radiometry} reflectance (Level-{level[1]}) scene between "
                 f"{start.date()} and {end.date()}: the {len(found)} covering the grid are of "
                 "another level")

@@ -16,7 +16,7 @@ import numpy as np
 from odc.geo.geom import Geometry
 from shapely.geometry.base import BaseGeometry
 
-from pipeline.core.radiometry import RADIOMETRY_LEVELS
+from pipeline.imagery.composite_cells import pan_partners, window_scene_rows
 from pipeline.imagery.composite_store import CompositeSource, grid_composite
 from pipeline.imagery.qa_overview import qa_overview
 from pipeline.imagery.views import (
@@ -26,9 +26,7 @@ from pipeline.imagery.views import (
     chip_geobox,
     rasterize_region,
     scene_on_grid,
-    years_span,
 )
-from pipeline.ingest.catalog import pan_partners_at, scene_rows
 
 
 def build_event_chip(
@@ -71,14 +69,11 @@ def single_views(geobox, loss_year: int, store: Path, index: gpd.GeoDataFrame,
     candidates passing the cloud filter, at most ``max_single_views``."""
     if not spec.max_single_views:
         return []
-    footprint = geobox.extent.to_crs("EPSG:4326").geom
-    level = RADIOMETRY_LEVELS[spec.radiometry]
-    rows = scene_rows(index, footprint, *years_span(loss_year, loss_year, spec.years_window),
-                      level=level)
+    rows = window_scene_rows(index, geobox.extent.to_crs("EPSG:4326").geom, loss_year, spec)
     ids = index["scene_id"].to_numpy()[rows]
     ranked = sorted((qa_overview(store, sid).cloud_fraction(geobox), sid) for sid in ids)
     # A scene with no usable pixel over the chip is never a view, whatever the filter.
     passing = [(sid, cloud) for cloud, sid in ranked
                if cloud <= spec.max_view_cloud and cloud < 1.0]
-    pans = pan_partners_at(index, rows) if level == "L2" else {}
+    pans = pan_partners(index, rows, spec)
     return [(sid, cloud, pans.get(sid)) for sid, cloud in passing[:spec.max_single_views]]
