@@ -55,6 +55,12 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from bench.forward_baselines import (  # noqa: E402
+    forward_on_workers,
+    forward_seconds,
+    infer_here,
+    model_batches,
+)
 from bench.mapping_probes import (  # noqa: E402
     WorkerMemory,
     dask_time,
@@ -148,12 +154,13 @@ def write_aoi(tile_ids: list[str], path: Path) -> Path:
 def run_flow(job: Job, client, tile_ids: list[str], name: str, pids: dict) -> dict:
     """One mapping job over an AOI of exactly ``tile_ids``, from no map parts."""
     from flows.mapping import mapping_flow
+    from pipeline.imagery.composite_store import clear_caches
 
     cfg = job.config
     for sub in ("map-parts", "map-runs", "composites.zarr"):
         shutil.rmtree(cfg.workdir / sub, ignore_errors=True)
     # Every job starts cold: no composite kept, no decoded chunk or cell on the workers.
-    client.run(_clear_caches)
+    client.run(clear_caches)
     aoi = write_aoi(tile_ids, job.folder / "aoi" / f"{name}.gpkg")
     config = cfg.model_copy(update={"mapping": cfg.mapping.model_copy(update={"aoi": aoi})})
     with WorkerMemory(pids) as mem, contextlib.redirect_stdout(sys.stderr):
@@ -199,85 +206,6 @@ def prepare_here(config, tile_ids: list[str], totals: dict) -> tuple[list, float
     return inputs, seconds
 
 
-def model_batches(config, inputs: list, batch: int) -> list[torch.Tensor]:
-    """The model's input tensors, normalised as ``infer_tiles`` does, in its batches."""
-    from forestnet_model.bundle import read_bundle_meta
-    from forestnet_model.model_inputs import normalise, pad_to_multiple, same_shape_batches
-
-    meta = read_bundle_meta(config.bundle_path)
-    images = [pad_to_multiple(normalise(s.image, meta.normalisation))
-              for t in inputs for s in t.samples]
-    # Tiles read with a wider halo (an event window past their edge) are larger: batches
-    # of one shape, as infer_tiles runs them.
-    return [torch.from_numpy(np.stack([images[j] for j in group]))
-            for group in same_shape_batches([im.shape for im in images], batch)]
-
-
-def forward_seconds(bundle: str, batches: list[torch.Tensor], threads: int,
-                    runtime: str = "auto") -> tuple[float, float]:
-    """Time the network's forward alone over the batches, as the map runs it (the same
-    ``cached_forward`` and CPU runtime), after one warm-up batch; (start, stop) wall clock."""
-    from forestnet_model.predict import cached_forward
-
-    torch.set_num_threads(threads)
-    forward, _ = cached_forward(bundle, "cpu", runtime)
-    arrays = [x.numpy() for x in batches]
-    forward(arrays[0][:1])
-    start = time.time()
-    for x in arrays:
-        forward(x)
-    return start, time.time()
-
-
-def forward_on_workers(client, bundle: str, batches: list, threads: int,
-                       runtime: str = "auto") -> float:
-    """Bare forward on every worker at once, each over its share; seconds first start to
-    last stop (the same processes and threads the flow's model tasks have)."""
-    workers = sorted(client.scheduler_info()["workers"])
-    futures = []
-    for k, addr in enumerate(workers):
-        if not batches[k::len(workers)]:  # fewer batches than workers: this one idles
-            continue
-        share = client.scatter(batches[k::len(workers)], workers=[addr])
-        futures.append(client.submit(forward_seconds, bundle, share, threads, runtime,
-                                     workers=[addr], pure=False))
-    spans = client.gather(futures)
-    return max(s[1] for s in spans) - min(s[0] for s in spans)
-
-
-def infer_here(config, inputs: list, totals: dict, threads: int) -> float:
-    """``infer_tiles`` in this process at the workers' threads, parts to a scratch folder;
-    the forward itself is timed by hooks on the model."""
-    from forestnet_model.predict import cached_forward
-    from pipeline.mapping.inference import infer_tiles
-
-    torch.set_num_threads(threads)
-    bundle = str(Path(config.bundle_path).resolve())
-    runtime = config.mapping.cpu_runtime
-    forward, _ = cached_forward(bundle, "cpu", runtime)
-    run = forward.run
-
-    def timed(x):
-        start = time.perf_counter()
-        try:
-            return run(x)
-        finally:
-            totals["infer.forward"] += time.perf_counter() - start
-
-    object.__setattr__(forward, "run", timed)  # the cached forward infer_tiles gets
-    scratch = Path(tempfile.mkdtemp(prefix="parts-", dir=config.workdir))
-    try:
-        parts = {t.tile_id: str(scratch / f"{t.tile_id}.parquet") for t in inputs}
-        start = time.perf_counter()
-        with instrumented(totals):
-            infer_tiles(inputs, config.bundle_path, parts, config.mapping.infer_batch_size,
-                        cpu_runtime=runtime)
-        return time.perf_counter() - start
-    finally:
-        object.__setattr__(forward, "run", run)
-        shutil.rmtree(scratch, ignore_errors=True)
-
-
 def noop_flow() -> None:
     from prefect import flow
 
@@ -309,7 +237,7 @@ def main() -> None:
     runtime = cfg.mapping.cpu_runtime
 
     from flows.runtime.cluster import dask_client
-    from flows.runtime.model_preload import preload_model
+    from flows.runtime.model_preload import load_model, preload_model
 
     report: dict = {"preset": args.preset, "tiles_with_loss": len(all_ids),
                     "loss_pixels_per_tile_mean": round(float(job.tiles["n_loss"].mean()), 1),
@@ -329,10 +257,10 @@ def main() -> None:
         with contextlib.redirect_stdout(sys.stderr):
             noop_flow()
         api_s = time.perf_counter() - start
-        client.run(_load_model, bundle, runtime)  # waits for what is left of the load
+        client.run(load_model, bundle, runtime)  # waits for what is left of the load
         fixed_s = time.perf_counter() - start
         start = time.perf_counter()
-        client.run(_load_model, bundle, runtime)  # a cached model: the bare call
+        client.run(load_model, bundle, runtime)  # a cached model: the bare call
         report["fixed_costs_s"] = {
             "prefect_api_start": round(api_s, 2),
             "model_load_left_after_api_start": round(fixed_s - api_s
@@ -355,7 +283,7 @@ def main() -> None:
                 # job of n tiles holds (P7), not what earlier jobs left in the caches.
                 with dask_client(cfg.cluster, echo=lambda m: print(m, file=sys.stderr)) as own:
                     own.get_task_stream(count=1)
-                    own.run(_load_model, bundle, runtime)  # loaded before timing
+                    own.run(load_model, bundle, runtime)  # loaded before timing
                     tries.append(run_flow(job, own, all_ids[:n], f"tiles-{n}",
                                           own.run(os.getpid)))
             runs[str(n)] = min(tries, key=lambda r: r["seconds_per_tile"])
@@ -434,17 +362,6 @@ def main() -> None:
     print(json.dumps(report, indent=2))
 
 
-def _clear_caches() -> None:
-    from pipeline.imagery import composite_store, scene_windows
-
-    composite_store._CACHE.clear()
-    scene_windows.CACHE.clear()
-
-
-def _load_model(bundle: str, runtime: str = "auto") -> str:
-    from forestnet_model.predict import cached_forward
-
-    return cached_forward(bundle, "cpu", runtime)[1].model_id
 
 
 if __name__ == "__main__":

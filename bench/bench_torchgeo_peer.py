@@ -100,7 +100,7 @@ def ours(config, tile_ids: list[str], threads: int, scratch: Path, kept: bool
     Either way the in-process caches (cells, decoded chunks) start empty.
     """
     from forestnet_model.bundle import read_bundle_meta
-    from pipeline.imagery import composite_store, scene_windows
+    from pipeline.imagery.composite_store import clear_caches
     from pipeline.mapping.inference import infer_tiles
     from pipeline.mapping.tile_inputs import prepare_tiles
 
@@ -111,8 +111,7 @@ def ours(config, tile_ids: list[str], threads: int, scratch: Path, kept: bool
     store = scratch / "composites.zarr"
     if not kept:
         shutil.rmtree(store, ignore_errors=True)
-    composite_store._CACHE.clear()
-    scene_windows.CACHE.clear()
+    clear_caches()
     start = time.perf_counter()
     inputs = prepare_tiles(tile_ids, config.inputs.lossyear, years, config.scene_store,
                            config.chips.spec(), meta.model.in_bands, meta.model.aux_bands,

@@ -36,6 +36,7 @@ from pipeline.imagery.composite_cells import (
     no_scene_reason,
     scene_dates,
 )
+from pipeline.imagery.scene_windows import CACHE as CHUNK_CACHE
 from pipeline.imagery.views import CHIP_BANDS, ChipSpec
 
 log = logging.getLogger(__name__)
@@ -43,6 +44,13 @@ _CODEC = BloscCodec(cname="zstd", clevel=1, shuffle="shuffle")
 #: Cells kept decoded per process (2.6 MB each): a batch of neighbouring tiles or events
 #: shares its cells.
 _CACHE = ByteBoundedLRU(128 * 2**20)
+
+
+def clear_caches() -> None:
+    """Empty this process's decoded cells and scene chunks, so that the next read starts
+    cold (benchmarks timing a fresh worker)."""
+    _CACHE.clear()
+    CHUNK_CACHE.clear()
 
 
 def composite_key(cell: MapTile, scene_ids: list[str] | tuple[str, ...], spec: ChipSpec) -> str:
