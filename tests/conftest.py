@@ -35,14 +35,46 @@ if "dask" in sys.modules:  # read at dask's import: refresh if a plugin imported
     dask.config.refresh()
 
 
+def pytest_configure(config: pytest.Config) -> None:
+    """Start the accuracy tests' training before collection (which takes a quarter of a
+    minute) when the run will surely hold them: the training is the suite's critical
+    path. Otherwise :func:`pytest_collection_modifyitems` decides once tests are chosen."""
+    filtered = config.option.keyword or config.option.markexpr or config.option.collectonly
+    if not filtered and _args_cover(config, ACCURACY_TESTS):
+        _start_accuracy_job(config)
+
+
 @pytest.hookimpl(trylast=True)  # after ``-m``/``-k`` deselection: only for tests that run
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
-    """Run the accuracy tests last, and start training their models now, in a niced
-    process group of its own that soaks up the cores the other tests leave idle."""
+    """Run the accuracy tests last; their models train in a niced process group of its
+    own that soaks up the cores the other tests leave idle."""
     accuracy = [item for item in items if item.nodeid.startswith(ACCURACY_TESTS)]
     if not accuracy:
+        _stop_accuracy_job(config)
         return
     items[:] = [item for item in items if item not in accuracy] + accuracy
+    if config.stash.get(ACCURACY_JOB, None) is None:
+        _start_accuracy_job(config)
+
+
+def pytest_sessionfinish(session: pytest.Session) -> None:
+    _stop_accuracy_job(session.config)
+
+
+def _args_cover(config: pytest.Config, test_file: str) -> bool:
+    """Whether a command-line path (or, with none, a configured test path) is the file or
+    a folder above it; node ids (``file::test``) select single tests: never."""
+    target = (config.rootpath / test_file).resolve()
+    for arg in config.args:
+        if "::" in arg:
+            continue
+        path = (config.invocation_params.dir / arg).resolve()
+        if target == path or path in target.parents:
+            return True
+    return False
+
+
+def _start_accuracy_job(config: pytest.Config) -> None:
     folder = Path(tempfile.mkdtemp(prefix="forestnet-accuracy-"))
     # Passive OpenMP waits: idle torch threads must not spin on cores the tests need.
     # Its exported ONNX graphs stay in its folder (``graph_cache`` is not set up yet).
@@ -59,12 +91,15 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
     config.stash[ACCURACY_JOB] = (proc, folder)
 
 
-def pytest_sessionfinish(session: pytest.Session) -> None:
-    job = session.config.stash.get(ACCURACY_JOB, None)
+def _stop_accuracy_job(config: pytest.Config) -> None:
+    """Stop the job if it still runs (a run cut short, or one without its tests) and
+    remove its folder."""
+    job = config.stash.get(ACCURACY_JOB, None)
     if job is None:
         return
+    del config.stash[ACCURACY_JOB]
     proc, folder = job
-    if proc.poll() is None:  # a run cut short: stop the job and its training processes
+    if proc.poll() is None:
         os.killpg(proc.pid, signal.SIGKILL)
         proc.wait()
         _wait_for_group_exit(proc.pid)
