@@ -39,7 +39,8 @@ def pytest_configure(config: pytest.Config) -> None:
     """Start the accuracy tests' training before collection (which takes a quarter of a
     minute) when the run will surely hold them: the training is the suite's critical
     path. Otherwise :func:`pytest_collection_modifyitems` decides once tests are chosen."""
-    filtered = config.option.keyword or config.option.markexpr or config.option.collectonly
+    option = config.option
+    filtered = option.keyword or option.markexpr or option.collectonly or option.help
     if not filtered and _args_cover(config, ACCURACY_TESTS):
         _start_accuracy_job(config)
 
@@ -59,6 +60,10 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
 
 def pytest_sessionfinish(session: pytest.Session) -> None:
     _stop_accuracy_job(session.config)
+
+
+def pytest_unconfigure(config: pytest.Config) -> None:
+    _stop_accuracy_job(config)  # a run that ended before its session (a usage error)
 
 
 def _args_cover(config: pytest.Config, test_file: str) -> bool:
