@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import numpy as np
+
 #: The four merged driver classes, in model output order. The code is the index + 1
 #: (0 is reserved for "no data" in driver rasters).
 DRIVER_CLASSES: tuple[str, ...] = (
@@ -52,6 +54,13 @@ def driver_code(name: str) -> int:
         raise ValueError(
             f"unknown driver class {name!r}; expected one of {', '.join(DRIVER_CLASSES)}"
         ) from None
+
+
+def has_driver(codes: object) -> np.ndarray:
+    """Which driver codes name a driver (1..4): not 0, the "no imagery" of events the
+    model could not see, nor a missing value."""
+    codes = np.asarray(codes)
+    return (codes >= 1) & (codes <= len(DRIVER_CLASSES))
 
 
 def merge_label(fine_label: str) -> str:

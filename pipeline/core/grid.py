@@ -13,6 +13,7 @@ between a zone's north and south forms.
 from __future__ import annotations
 
 import numpy as np
+import shapely
 from affine import Affine
 from odc.geo import CRS
 from odc.geo.geobox import GeoBox
@@ -83,6 +84,21 @@ def pixel_centre_axes(geobox: GeoBox) -> tuple[np.ndarray, np.ndarray]:
 def pixel_centres(geobox: GeoBox) -> tuple[np.ndarray, np.ndarray]:
     """2-D arrays of the x and y coordinates of every pixel centre of a north-up grid."""
     return np.meshgrid(*pixel_centre_axes(geobox))
+
+
+def pixel_spans(geoms: np.ndarray, transform: Affine, shape: tuple[int, int]
+                ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """First and last row, first and last column of the pixels each geometry's bounding
+    box falls in on a north-up grid of ``transform`` and ``(height, width)``, clipped to
+    the grid: where a batch of polygons is burnt, without a Python loop over them."""
+    height, width = shape
+    west, south, east, north = shapely.bounds(geoms).T
+    a = transform
+    rows = (np.floor((north - a.f) / a.e), np.floor((south - a.f) / a.e))
+    cols = (np.floor((west - a.c) / a.a), np.floor((east - a.c) / a.a))
+    first_row, last_row = (np.clip(r, 0, height - 1).astype(np.int64) for r in rows)
+    first_col, last_col = (np.clip(c, 0, width - 1).astype(np.int64) for c in cols)
+    return first_row, last_row, first_col, last_col
 
 
 def grid_key(box: GeoBox) -> tuple[tuple[int, int], Affine, int | CRS | None]:

@@ -48,7 +48,7 @@ import shapely
 from odc.geo.geobox import GeoBox
 
 from pipeline.core.atomic import atomic_output
-from pipeline.core.drivers import DRIVER_CLASSES, DRIVER_KEYS
+from pipeline.core.drivers import DRIVER_CLASSES, DRIVER_KEYS, has_driver
 from pipeline.core.grid import EQUAL_AREA_CRS
 from pipeline.export.geopackage import GPKG_VERSION
 from pipeline.export.qgis_style import categorized_qml, write_layer_style
@@ -154,8 +154,7 @@ def _batch_cells(features: gpd.GeoDataFrame, cell_m: float) -> pd.DataFrame | No
     """One batch's area per (cell, driver), as columns 0..3, and its events per cell."""
     if features.crs is None:
         raise ValueError("features have no CRS; set it with gdf.set_crs('EPSG:4326') first")
-    codes = features["driver_code"].to_numpy()
-    mapped = features[(codes >= 1) & (codes <= len(DRIVER_CLASSES))]
+    mapped = features[has_driver(features["driver_code"])]
     if mapped.empty:
         return None
     geoms = mapped.geometry.to_crs(EQUAL_AREA_CRS.proj).to_numpy()

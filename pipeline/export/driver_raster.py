@@ -31,15 +31,14 @@ import geopandas as gpd
 import numpy as np
 import rasterio
 import rasterio.shutil
-import shapely
 from affine import Affine
 from odc.geo.geobox import GeoBox
 from rasterio.features import rasterize
 from rasterio.windows import Window
 
 from pipeline.core.atomic import atomic_output, temp_sibling
-from pipeline.core.drivers import DRIVER_CLASSES, DRIVER_COLOURS
-from pipeline.core.grid import EQUAL_AREA_CRS
+from pipeline.core.drivers import DRIVER_CLASSES, DRIVER_COLOURS, has_driver
+from pipeline.core.grid import EQUAL_AREA_CRS, pixel_spans
 
 NODATA = 0
 BAND_DESCRIPTIONS = ("driver_code", "confidence_pct")
@@ -134,8 +133,7 @@ _CACHE_MB = 64
 
 
 def _mapped(features: gpd.GeoDataFrame) -> gpd.GeoDataFrame:
-    codes = features["driver_code"].to_numpy()
-    return features[(codes >= 1) & (codes <= len(DRIVER_CLASSES))]
+    return features[has_driver(features["driver_code"])]
 
 
 def _profile(grid: GeoBox) -> dict:
@@ -159,12 +157,7 @@ def _burn(dst: rasterio.io.DatasetWriter, grid: GeoBox, mapped: gpd.GeoDataFrame
     confidence = np.where(np.isfinite(confidence), np.clip(confidence, 1, 100), NODATA)
     conf_lut = np.concatenate([[NODATA], confidence]).astype(np.uint8)
     height, width = grid.shape.yx
-    a = grid.affine
-    west, south, east, north = shapely.bounds(geoms).T
-    first_row = np.clip(np.floor((north - a.f) / a.e), 0, height - 1).astype(np.int64)
-    last_row = np.clip(np.floor((south - a.f) / a.e), 0, height - 1).astype(np.int64)
-    first_col = np.clip(np.floor((west - a.c) / a.a), 0, width - 1).astype(np.int64)
-    last_col = np.clip(np.floor((east - a.c) / a.a), 0, width - 1).astype(np.int64)
+    first_row, last_row, first_col, last_col = pixel_spans(geoms, grid.affine, (height, width))
     for row0 in range(int(first_row.min()) // _STRIP_ROWS * _STRIP_ROWS,
                       int(last_row.max()) + 1, _STRIP_ROWS):
         row1 = min(row0 + _STRIP_ROWS, height)

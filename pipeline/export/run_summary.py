@@ -20,7 +20,7 @@ import geopandas as gpd
 import numpy as np
 import pandas as pd
 
-from pipeline.core.drivers import DRIVER_CLASSES
+from pipeline.core.drivers import DRIVER_CLASSES, has_driver
 from pipeline.export.geopackage import add_area_ha, driver_area_by_year
 
 #: Version tag of the summary layout; bump it when a key changes meaning.
@@ -56,7 +56,7 @@ def summarise_run(
         raise ValueError(f"seconds must be a finite, non-negative number, not {seconds!r}")
 
     frame = _with_area(features)
-    mapped_mask = frame["driver_code"].between(1, len(DRIVER_CLASSES)).to_numpy()
+    mapped_mask = has_driver(frame["driver_code"])
     mapped, no_imagery = frame.loc[mapped_mask], frame.loc[~mapped_mask]
     mapped_total = float(mapped["area_ha"].sum())
     by_driver = mapped.groupby("driver")["area_ha"].agg(["sum", "size"])

@@ -17,7 +17,6 @@ from pathlib import Path
 
 import geopandas as gpd
 import numpy as np
-import shapely
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.colors import to_rgba_array
 from matplotlib.figure import Figure
@@ -26,7 +25,8 @@ from rasterio.features import rasterize
 from rasterio.transform import from_bounds
 
 from pipeline.core.atomic import atomic_output
-from pipeline.core.drivers import DRIVER_CLASSES, DRIVER_COLOURS
+from pipeline.core.drivers import DRIVER_CLASSES, DRIVER_COLOURS, has_driver
+from pipeline.core.grid import pixel_spans
 from pipeline.export.geopackage import add_area_ha
 
 _OUTLINE = "#404040"
@@ -126,7 +126,7 @@ def write_driver_png_batches(
 
 def _mapped(features: gpd.GeoDataFrame) -> gpd.GeoDataFrame:
     events = features.to_crs("EPSG:4326")
-    return events[events["driver_code"].between(1, len(DRIVER_CLASSES)).to_numpy()]
+    return events[has_driver(events["driver_code"])]
 
 
 def _burn(batches: Iterable[gpd.GeoDataFrame], extent: tuple[float, float, float, float],
@@ -152,12 +152,7 @@ def _paint(canvas: np.ndarray, geoms: np.ndarray, transform) -> None:
     """Set every pixel of ``canvas`` each geometry touches. An event a few pixels across
     (most, at this scale) paints its bounding box's pixels, all at once; only larger ones
     go through ``rasterize``, which costs a Python conversion per polygon."""
-    height, width = canvas.shape
-    west, south, east, north = shapely.bounds(geoms).T
-    c0 = np.clip(np.floor((west - transform.c) / transform.a), 0, width - 1).astype(np.int64)
-    c1 = np.clip(np.floor((east - transform.c) / transform.a), 0, width - 1).astype(np.int64)
-    r0 = np.clip(np.floor((north - transform.f) / transform.e), 0, height - 1).astype(np.int64)
-    r1 = np.clip(np.floor((south - transform.f) / transform.e), 0, height - 1).astype(np.int64)
+    r0, r1, c0, c1 = pixel_spans(geoms, transform, canvas.shape)
     small = (c1 - c0 < _BOX_PIXELS) & (r1 - r0 < _BOX_PIXELS)
     for dr in range(_BOX_PIXELS):
         for dc in range(_BOX_PIXELS):
