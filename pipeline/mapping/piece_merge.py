@@ -84,7 +84,7 @@ def _from_group(pieces: gpd.GeoDataFrame, scalars: Sequence[str]) -> gpd.GeoData
     order within it) so that each event's sums are one segment of ``np.add.reduceat``."""
     pieces = pieces.iloc[np.argsort(pieces["_event"].to_numpy(), kind="stable")]
     code = pd.factorize(pieces["_event"].to_numpy())[0]
-    starts = np.flatnonzero(np.r_[True, code[1:] != code[:-1]])
+    starts = _run_starts(code)
     weight = pieces["logit_weight"].to_numpy(np.float64)
     logits = pieces[LOGIT_COLUMNS].to_numpy(np.float64)
     voting = np.isfinite(logits).all(axis=1) & (weight > 0)
@@ -123,7 +123,7 @@ def _fusion(pieces: gpd.GeoDataFrame, code: np.ndarray, voting: np.ndarray,
         return out
     rows = pieces[voting]
     vcode = code[voting]
-    vstarts = np.flatnonzero(np.r_[True, vcode[1:] != vcode[:-1]])
+    vstarts = _run_starts(vcode)
     stats = (np.stack(rows[c].to_numpy()) for c in FUSION_COLUMNS)
     merged = merge_fusion_groups(vstarts, rows["logit_weight"].to_numpy(np.float64), *stats,
                                  scalars)
@@ -131,6 +131,11 @@ def _fusion(pieces: gpd.GeoDataFrame, code: np.ndarray, voting: np.ndarray,
         for event, value in zip(vcode[vstarts], values, strict=True):
             out[column][event] = value
     return out
+
+
+def _run_starts(code: np.ndarray) -> np.ndarray:
+    """The first row of each run of equal values of ``code`` (rows sorted by event)."""
+    return np.flatnonzero(np.r_[True, code[1:] != code[:-1]])
 
 
 def _unions(geoms: np.ndarray, starts: np.ndarray) -> np.ndarray:
